@@ -1,0 +1,272 @@
+"""Weight-free inpainter: fill the product's region from frames where it is visible.
+
+In a product video the product moves or the camera does, so most of what the product
+hides is visible in another frame of the clip; copying it from there gives the real
+background, which no image inpainter can. Frames are aligned by global motion: ORB
+features on the unmasked region, matched between consecutive frames at reduced
+resolution, a RANSAC homography per pair, chained over the clip. For each frame the
+hole is filled from the nearest frames in time first, warping only the hole's bounding
+box; motions smaller than ``static_px`` are taken as none, so that a static camera
+gives exact copies instead of resampled ones. What no frame shows is filled by Telea's
+method (``cv2.inpaint``) on a crop around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pvtt.builder.stages.protocols import BackendInfo
+
+_RANSAC_PX = 0.3
+"""Reprojection tolerance, in pixels of the reduced frames that motion is estimated on."""
+_MOTIONS = 3
+"""How many distinct motions are fitted between two frames before picking the background's."""
+
+
+@dataclass(frozen=True)
+class _View:
+    """One frame as motion estimation sees it: reduced grey image, unmasked region, corners."""
+
+    index: int
+    gray: np.ndarray
+    visible: np.ndarray
+    corners: np.ndarray | None
+
+
+class TemporalFillInpainter:
+    """The clip with the (dilated) masked product replaced by background from other frames."""
+
+    def __init__(
+        self,
+        dilate: float = 0.01,
+        motion_size: int = 480,
+        features: int = 1000,
+        min_inliers: int = 15,
+        static_px: float = 0.5,
+        dense_offsets: int = 8,
+        telea_radius: int = 5,
+    ) -> None:
+        self.dilate = dilate
+        self.motion_size = motion_size
+        self.features = features
+        self.min_inliers = min_inliers
+        self.static_px = static_px
+        self.dense_offsets = dense_offsets
+        self.telea_radius = telea_radius
+        self.info = BackendInfo(
+            kind="inpainter",
+            name="cpu-temporal-fill",
+            version="1",
+            params={
+                "dilate": dilate,
+                "motion_size": motion_size,
+                "features": features,
+                "min_inliers": min_inliers,
+                "static_px": static_px,
+                "dense_offsets": dense_offsets,
+                "telea_radius": telea_radius,
+            },
+        )
+
+    def inpaint(self, frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}"
+            )
+        if masks.dtype != np.bool_ or masks.shape != frames.shape[:3]:
+            raise ValueError(
+                f"masks must be bool {frames.shape[:3]}, got {masks.dtype} {masks.shape}"
+            )
+        holes = self._dilate(masks)
+        to_ref, segment = self._motion(frames, holes)
+        out = frames.copy()
+        offsets = self._offsets(frames.shape[0])
+        for t in np.flatnonzero(holes.any(axis=(1, 2))):
+            self._fill(out, frames, holes, t, to_ref, segment, offsets)
+        return out
+
+    def _dilate(self, masks: np.ndarray) -> np.ndarray:
+        radius = round(self.dilate * max(masks.shape[1:]))
+        if radius < 1:
+            return masks.copy()
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        return np.stack([cv2.dilate(m.view(np.uint8), kernel).view(bool) for m in masks])
+
+    def _motion(self, frames: np.ndarray, holes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Homographies from each frame to its segment's first frame, and segment ids.
+
+        Points are followed with pyramidal Lucas-Kanade on corners of the unmasked
+        region: unlike ORB's integer keypoints it is sub-pixel accurate. Chaining
+        frame-to-frame motions would still add up their errors (a slowly moving shirt
+        biases each step by a fraction of a pixel), so each frame is matched against a
+        keyframe, starting from the chained guess, and a new keyframe is taken only when
+        fewer than half of the old one's background points remain. A segment ends where
+        two consecutive frames cannot be aligned (a cut, a blur): frames of different
+        segments never fill each other.
+        """
+        count, height, width = holes.shape
+        scale = min(1.0, self.motion_size / max(height, width))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        to_ref = np.repeat(np.eye(3)[None], count, axis=0)
+        segment = np.zeros(count, dtype=np.int64)
+        previous = key = None
+        key_best = 0
+        for t in range(count):
+            gray = cv2.resize(
+                cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA
+            )
+            visible = cv2.resize((~holes[t]).view(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+            corners = cv2.goodFeaturesToTrack(
+                gray, maxCorners=self.features, qualityLevel=0.01, minDistance=7, mask=visible
+            )
+            current = _View(t, gray, visible, corners)
+            step = self._match(previous, current, np.eye(3)) if previous is not None else None
+            if step is None:
+                segment[t] = segment[t - 1] + 1 if t else 0
+                key, key_best = current, 0
+            else:
+                segment[t] = segment[t - 1]
+                guess = np.linalg.inv(to_ref[key.index]) @ to_ref[t - 1] @ step[0]
+                anchored = self._match(key, current, guess)
+                to_key, inliers = anchored if anchored is not None else (guess, 0)
+                to_ref[t] = to_ref[key.index] @ to_key
+                key_best = max(key_best, inliers)
+                if inliers < key_best / 2:
+                    key, key_best = current, 0
+            previous = current
+        up = np.diag([1 / scale, 1 / scale, 1.0])
+        down = np.diag([scale, scale, 1.0])
+        return up @ to_ref @ down, segment
+
+    def _match(
+        self, source: _View, target: _View, guess: np.ndarray
+    ) -> tuple[np.ndarray, int] | None:
+        """Background homography taking ``target``'s points to ``source``'s, with its inlier count.
+
+        ``guess`` (target -> source) seeds the flow, so that distant frames can be matched.
+        """
+        if source.corners is None or len(source.corners) < self.min_inliers:
+            return None
+        start = cv2.perspectiveTransform(source.corners, np.linalg.inv(guess)).astype(np.float32)
+        lk = {"winSize": (21, 21), "maxLevel": 3}
+        moved, ok, _ = cv2.calcOpticalFlowPyrLK(
+            source.gray,
+            target.gray,
+            source.corners,
+            start,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+            **lk,
+        )
+        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(target.gray, source.gray, moved, None, **lk)
+        good = (ok[:, 0] == 1) & (ok_back[:, 0] == 1)
+        good &= np.linalg.norm((back - source.corners)[:, 0], axis=1) < 0.5
+        x = np.clip(np.round(moved[:, 0, 0]).astype(int), 0, target.gray.shape[1] - 1)
+        y = np.clip(np.round(moved[:, 0, 1]).astype(int), 0, target.gray.shape[0] - 1)
+        good &= target.visible[y, x] > 0
+        if good.sum() < self.min_inliers:
+            return None
+        return _background_homography(moved[good, 0], source.corners[good, 0], self.min_inliers)
+
+    def _offsets(self, count: int) -> list[int]:
+        """Signed frame offsets, nearest first: every frame close by, then sparser further out."""
+        distances, d = [], 1
+        while d < count:
+            distances.append(d)
+            d += max(1, d // self.dense_offsets)
+        return [signed for d in distances for signed in (-d, d)]
+
+    def _fill(
+        self,
+        out: np.ndarray,
+        frames: np.ndarray,
+        holes: np.ndarray,
+        t: int,
+        to_ref: np.ndarray,
+        segment: np.ndarray,
+        offsets: list[int],
+    ) -> None:
+        count, height, width = holes.shape
+        ys, xs = np.nonzero(holes[t])
+        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        remaining = holes[t, y0:y1, x0:x1].copy()
+        patch = out[t, y0:y1, x0:x1]
+        corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=np.float64).T
+        from_ref = np.linalg.inv(to_ref[t])
+        shift = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+        for offset in offsets:
+            s = t + offset
+            if not 0 <= s < count or segment[s] != segment[t]:
+                continue
+            motion = from_ref @ to_ref[s]
+            moved = motion @ corners
+            if np.abs(moved[:2] / moved[2] - corners[:2]).max() < self.static_px:
+                source = frames[s, y0:y1, x0:x1]
+                valid = ~holes[s, y0:y1, x0:x1]
+            else:
+                warp = np.linalg.inv(shift @ motion)
+                size = (x1 - x0, y1 - y0)
+                flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+                source = cv2.warpPerspective(frames[s], warp, size, flags=flags)
+                visible = (~holes[s]).view(np.uint8)
+                valid = cv2.warpPerspective(
+                    visible, warp, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+                ).view(bool)
+            take = remaining & valid
+            patch[take] = source[take]
+            remaining &= ~take
+            if not remaining.any():
+                return
+        self._telea(out[t], remaining, (x0, y0))
+
+    def _telea(self, frame: np.ndarray, remaining: np.ndarray, origin: tuple[int, int]) -> None:
+        """Telea on a crop around what no frame showed (the whole frame costs far more)."""
+        if not remaining.any():
+            return
+        height, width = frame.shape[:2]
+        ys, xs = np.nonzero(remaining)
+        pad = 2 * self.telea_radius + 2
+        x0 = max(0, origin[0] + xs.min() - pad)
+        y0 = max(0, origin[1] + ys.min() - pad)
+        x1 = min(width, origin[0] + xs.max() + 1 + pad)
+        y1 = min(height, origin[1] + ys.max() + 1 + pad)
+        mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+        mask[ys + origin[1] - y0, xs + origin[0] - x0] = 255
+        crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
+        frame[y0:y1, x0:x1] = cv2.inpaint(crop, mask, self.telea_radius, cv2.INPAINT_TELEA)
+
+
+def _background_homography(
+    src: np.ndarray, dst: np.ndarray, min_inliers: int
+) -> tuple[np.ndarray, int] | None:
+    """The homography of the background among the motions of matched points, or None.
+
+    Hands and a moving product often carry more features than the background, so the
+    largest RANSAC consensus is not enough: several motions are fitted in turn, and the
+    one whose inliers cover the most of the frame wins, since the background surrounds
+    what moves in front of it.
+    """
+    best, best_cover, best_count = None, 0.0, 0
+    left = np.ones(len(src), dtype=bool)
+    for _ in range(_MOTIONS):
+        if left.sum() < min_inliers:
+            break
+        affine, inliers = cv2.estimateAffinePartial2D(
+            src[left], dst[left], method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX
+        )
+        if affine is None or int(inliers.sum()) < min_inliers:
+            break
+        homography = np.vstack([affine, [0.0, 0.0, 1.0]])
+        chosen = np.flatnonzero(left)[inliers[:, 0] > 0]
+        cover = _cover(src[chosen])
+        if cover > best_cover:
+            best, best_cover, best_count = homography, cover, len(chosen)
+        left[chosen] = False
+    return None if best is None else (best, best_count)
+
+
+def _cover(points: np.ndarray) -> float:
+    """Area of the convex hull of ``points``: how much of the frame a motion explains."""
+    return float(cv2.contourArea(cv2.convexHull(points.reshape(-1, 1, 2))))

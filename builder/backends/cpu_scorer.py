@@ -1,0 +1,332 @@
+"""A weight-free scorer: is the inserted product the target, steady, and lit like the scene?
+
+It stands in for the seed's DINO / optical-flow / VLM scorer with image statistics, so
+a build without weights still filters its worst pairs. The three scores are
+deliberately blunt: each looks at one failure (wrong or misplaced product, an insert
+that flickers or shakes, an insert whose colours belong to another light) and falls
+steeply when it happens. All measurements are taken where the product was inserted:
+the region its boxes give, cut back out of the clip with the inserter's own placement
+(:func:`pvtt.builder.stages.cutout.placement_matrix`), so sub-pixel placement is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
+from pvtt.builder.stages.protocols import BackendInfo, ScoringInput, StageRejected
+
+_SSIM_C2 = (0.03 * 255) ** 2
+_LAB_TOLERANCE = 1.0
+"""Lab units a statistic may stray outside its range unpenalised (resampling noise;
+a just-noticeable colour difference is about 2.3)."""
+
+
+@dataclass(frozen=True)
+class _Region:
+    """What a box holds on one frame, resampled to the cut-out's grid."""
+
+    synth: np.ndarray
+    """The clip's pixels under the box, ``h x w x 3`` float32 RGB."""
+    target: np.ndarray
+    """The cut-out at the same size, ``h x w x 3`` float32 RGB."""
+    mask: np.ndarray
+    """Where the cut-out is opaque (alpha >= 0.5, eroded by a pixel), ``h x w`` bool."""
+    ring: np.ndarray
+    """The clip's pixels in a ring around the box, ``N x 3`` float32 RGB."""
+
+
+class StatisticsScorer:
+    """Identity, temporal and lighting scores from colour, structure and optical flow.
+
+    **identity**: is the target product where the boxes say? On up to ``frames`` frames
+    spread over the clip, the box is cut out of the clip and compared with the cut-out,
+    both at the box's size (long side at most ``compare_size``), over the cut-out's
+    opaque pixels::
+
+        hist      = Bhattacharyya coefficient of the Lab histograms (8 x 8 x 8 bins)
+        structure = mean of SSIM's contrast-structure term, grey, Gaussian window 1.5
+        identity  = mean over frames of 0.5 * hist + 0.5 * max(structure, 0)
+
+    The coarse histogram tolerates the inserter's harmonisation but not another
+    product's colours; the structure term (SSIM without its luminance factor, which
+    harmonisation changes on purpose) needs the same shape in the same place, so
+    another product or an insert off its boxes loses it.
+
+    **temporal**: does the insert stay consistent from frame to frame? For each pair of
+    consecutive frames with boxes, Farneback flow from frame t+1 back to frame t is
+    computed on the region around both boxes (long side at most ``flow_size`` px),
+    frame t is warped onto t+1, and over the insert's pixels on frame t+1::
+
+        e_t  = median |gray_{t+1} - warp(gray_t)| / 255             (flicker)
+        d_t  = median flow over the insert / box diagonal            (its motion)
+        jerk = mean over t of |d_{t+1} - d_t|                       (jitter)
+        temporal = exp(-(mean(e_t) / warp_scale + jerk / jerk_scale))
+
+    A brightness flicker is not explained by any flow, so it stays in ``e``; a jittered
+    insert is followed by the flow, so it shows as erratic motion in ``jerk`` instead.
+    The median keeps the occlusion errors along the insert's edge out of ``e``.
+
+    **lighting**: does the insert's light belong to its surroundings? On the sampled
+    frames, the statistics ``s = (median, MAD-scaled spread) of (L, a, b)`` (robust
+    mean and std) of the insert ``I``, of the ring ``R`` of background around the box
+    (``ring_frac`` of the box's geometric-mean side wide) and of the cut-out photo ``C``
+    are compared in Lab units::
+
+        out_k    = how far s_k(I) lies outside the interval [s_k(C), s_k(R)], less 1
+                   (resampling noise; a just-noticeable difference is about 2.3)
+        D        = Euclidean norm of out over the 6 statistics
+        lighting = exp(-mean over frames of D / lighting_scale)
+
+    Any statistic between the photo's and the surroundings' is a plausible relighting
+    (from pasted as is to fully harmonised), so a red product on a white table is not
+    penalised for being red; a colour cast or exposure change that moves the insert
+    away from both is. The flip side: a photo taken in the wrong light and pasted as is
+    scores 1, since statistics cannot tell a product's colour from its light.
+
+    ``overall`` is ``None``: judging realism as a whole needs a model.
+    """
+
+    def __init__(
+        self,
+        frames: int = 8,
+        compare_size: int = 160,
+        flow_size: int = 128,
+        warp_scale: float = 0.06,
+        jerk_scale: float = 0.02,
+        lighting_scale: float = 5.0,
+        ring_frac: float = 0.25,
+    ) -> None:
+        self.frames = frames
+        self.compare_size = compare_size
+        self.flow_size = flow_size
+        self.warp_scale = warp_scale
+        self.jerk_scale = jerk_scale
+        self.lighting_scale = lighting_scale
+        self.ring_frac = ring_frac
+        self.info = BackendInfo(
+            kind="scorer",
+            name="cpu-statistics",
+            version="1",
+            params={
+                "frames": frames,
+                "compare_size": compare_size,
+                "flow_size": flow_size,
+                "warp_scale": warp_scale,
+                "jerk_scale": jerk_scale,
+                "lighting_scale": lighting_scale,
+                "ring_frac": ring_frac,
+            },
+        )
+
+    def score(self, sample: ScoringInput) -> dict[str, float | None]:
+        """``identity``, ``temporal`` and ``lighting`` in [0, 1]; ``overall`` None.
+
+        ``temporal`` is None when no two consecutive frames have boxes.
+        Raises :class:`StageRejected` when no frame has a box (nothing was inserted).
+        """
+        synth, boxes = sample.synth, np.asarray(sample.boxes, np.float64)
+        if synth.dtype != np.uint8 or synth.ndim != 4 or synth.shape[3] != 3:
+            raise ValueError(f"synth must be T x H x W x 3 uint8, got {synth.dtype} {synth.shape}")
+        if boxes.shape != (len(synth), 4):
+            raise ValueError(f"boxes must be T x 4 for T={len(synth)}, got {boxes.shape}")
+        valid = (
+            np.isfinite(boxes).all(axis=1)
+            & (boxes[:, 2] > boxes[:, 0])
+            & (boxes[:, 3] > boxes[:, 1])
+        )
+        if not valid.any():
+            raise StageRejected("nothing to score: no frame of the synthesized clip has a box")
+        cutout = trim_to_alpha(sample.cutout)
+        picked = np.flatnonzero(valid)
+        picked = picked[np.unique(np.linspace(0, len(picked) - 1, self.frames).round().astype(int))]
+        regions = [self._region(synth[t], boxes[t], cutout) for t in picked]
+        regions = [r for r in regions if r is not None]
+        if not regions:
+            raise StageRejected(
+                "nothing to score: every box of the synthesized clip is off the frame"
+            )
+        return {
+            "identity": float(np.mean([_identity(r) for r in regions])),
+            "temporal": self._temporal(synth, boxes, valid, cutout),
+            "lighting": float(
+                math.exp(-np.mean([_lighting_gap(r) for r in regions]) / self.lighting_scale)
+            ),
+            "overall": None,
+        }
+
+    def _region(self, frame: np.ndarray, box: np.ndarray, cutout: np.ndarray) -> _Region | None:
+        """The box's content, the cut-out and the ring on one frame (None if off the frame)."""
+        h, w = frame.shape[:2]
+        x0, y0, x1, y1 = box
+        bw, bh = x1 - x0, y1 - y0
+        fit = min(1.0, self.compare_size / max(bw, bh))
+        cw, ch = max(8, round(bw * fit)), max(8, round(bh * fit))
+        margin = self.ring_frac * math.sqrt(bw * bh)
+        ex0, ey0 = max(0, math.floor(x0 - margin)), max(0, math.floor(y0 - margin))
+        ex1, ey1 = min(w, math.ceil(x1 + margin)), min(h, math.ceil(y1 + margin))
+        if ex1 - ex0 < 2 or ey1 - ey0 < 2 or x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            return None
+        area = frame[ey0:ey1, ex0:ex1].astype(np.float32)
+        outside_box = np.ones(area.shape[:2], bool)
+        outside_box[
+            max(0, math.floor(y0) - ey0) : max(0, math.ceil(y1) - ey0),
+            max(0, math.floor(x0) - ex0) : max(0, math.ceil(x1) - ex0),
+        ] = False
+        ring = area[outside_box]
+        if max(bw / cw, bh / ch) > 1.5:
+            area = cv2.GaussianBlur(area, (0, 0), 0.5 * max(bw / cw, bh / ch))
+        matrix = placement_matrix(cw, ch, box, origin=(ex0, ey0))
+        synth = cv2.warpAffine(
+            area,
+            matrix,
+            (cw, ch),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        alpha = cutout[..., 3].astype(np.float32) / 255.0
+        interp = cv2.INTER_AREA if cw < cutout.shape[1] else cv2.INTER_LINEAR
+        premult = cv2.resize(
+            cutout[..., :3].astype(np.float32) * alpha[..., None], (cw, ch), interpolation=interp
+        )
+        a = cv2.resize(alpha, (cw, ch), interpolation=interp)
+        target = premult / np.maximum(a, 1e-3)[..., None]
+        mask = cv2.erode((a >= 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        if mask.sum() < 16:
+            mask = a >= 0.5
+        return _Region(synth=synth, target=target, mask=mask, ring=ring)
+
+    def _temporal(
+        self, synth: np.ndarray, boxes: np.ndarray, valid: np.ndarray, cutout: np.ndarray
+    ) -> float | None:
+        """``exp(-(mean e_t / warp_scale + jerk / jerk_scale))``, None if no pair of frames."""
+        alpha = cutout[..., 3].astype(np.float32) / 255.0
+        errors: list[float] = []
+        motion: dict[int, np.ndarray] = {}
+        for t in np.flatnonzero(valid[:-1] & valid[1:]):
+            step = self._flow_step(synth[t], synth[t + 1], boxes[t], boxes[t + 1], alpha)
+            if step is not None:
+                errors.append(step[0])
+                motion[int(t)] = step[1]
+        if not errors:
+            return None
+        jerks = [np.linalg.norm(motion[t + 1] - motion[t]) for t in motion if t + 1 in motion]
+        jerk = float(np.mean(jerks)) if jerks else 0.0
+        return float(math.exp(-(np.mean(errors) / self.warp_scale + jerk / self.jerk_scale)))
+
+    def _flow_step(
+        self,
+        frame0: np.ndarray,
+        frame1: np.ndarray,
+        box0: np.ndarray,
+        box1: np.ndarray,
+        alpha: np.ndarray,
+    ) -> tuple[float, np.ndarray] | None:
+        """The insert's warping error ``e_t`` and motion ``d_t`` from one frame to the next."""
+        h, w = frame0.shape[:2]
+        margin = 0.1 * max(box1[2] - box1[0], box1[3] - box1[1]) + 3
+        rx0 = max(0, math.floor(min(box0[0], box1[0]) - margin))
+        ry0 = max(0, math.floor(min(box0[1], box1[1]) - margin))
+        rx1 = min(w, math.ceil(max(box0[2], box1[2]) + margin))
+        ry1 = min(h, math.ceil(max(box0[3], box1[3]) + margin))
+        if rx1 - rx0 < 8 or ry1 - ry0 < 8:
+            return None
+        fit = min(1.0, self.flow_size / max(rx1 - rx0, ry1 - ry0))
+        size = (max(8, round((rx1 - rx0) * fit)), max(8, round((ry1 - ry0) * fit)))
+        g0, g1 = (
+            cv2.resize(
+                cv2.cvtColor(f[ry0:ry1, rx0:rx1], cv2.COLOR_RGB2GRAY),
+                size,
+                interpolation=cv2.INTER_AREA,
+            )
+            for f in (frame0, frame1)
+        )
+        flow = cv2.calcOpticalFlowFarneback(g1, g0, None, 0.5, 3, 9, 3, 5, 1.2, 0)
+        gx, gy = np.meshgrid(
+            np.arange(size[0], dtype=np.float32), np.arange(size[1], dtype=np.float32)
+        )
+        warped = cv2.remap(
+            g0,
+            gx + flow[..., 0],
+            gy + flow[..., 1],
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        sx, sy = size[0] / (rx1 - rx0), size[1] / (ry1 - ry0)
+        scaled = np.array(
+            [(box1[0] - rx0) * sx, (box1[1] - ry0) * sy, (box1[2] - rx0) * sx, (box1[3] - ry0) * sy]
+        )
+        placed = cv2.warpAffine(
+            alpha, placement_matrix(alpha.shape[1], alpha.shape[0], scaled), size
+        )
+        inside = cv2.erode((placed >= 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        if inside.sum() < 8:
+            return None
+        residual = np.abs(g1.astype(np.float32) - warped.astype(np.float32))[inside]
+        shift = -np.median(flow[inside], axis=0) / np.array([sx, sy])
+        diagonal = math.hypot(box1[2] - box1[0], box1[3] - box1[1])
+        return float(np.median(residual)) / 255.0, shift / diagonal
+
+
+def _identity(region: _Region) -> float:
+    """0.5 * histogram similarity + 0.5 * structure (see :class:`StatisticsScorer`)."""
+    mask = region.mask.astype(np.uint8)
+    hists = []
+    for rgb in (region.synth, region.target):
+        lab = cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2Lab)
+        lab[..., 1:] = np.clip(lab[..., 1:], 64, 191)
+        hist = cv2.calcHist([lab], [0, 1, 2], mask, [8, 8, 8], [0, 256, 64, 192, 64, 192])
+        hists.append(hist / max(float(hist.sum()), 1.0))
+    similarity = float(np.sum(np.sqrt(hists[0] * hists[1])))
+    grey = [
+        cv2.cvtColor(np.clip(rgb, 0, 255), cv2.COLOR_RGB2GRAY).astype(np.float64)
+        for rgb in (region.synth, region.target)
+    ]
+    structure = float(_structure_map(*grey)[region.mask].mean())
+    return float(np.clip(0.5 * similarity + 0.5 * max(structure, 0.0), 0.0, 1.0))
+
+
+def _structure_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM's contrast-structure term per pixel (Wang et al. 2004, Gaussian window 1.5).
+
+    The luminance term is left out: brightness is what harmonisation changes on purpose,
+    and the lighting score's business.
+    """
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x, (0, 0), 1.5)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    return (2 * cov + _SSIM_C2) / (var_a + var_b + _SSIM_C2)
+
+
+def _lighting_gap(region: _Region) -> float:
+    """The lighting disagreement ``D`` of one frame, in Lab units (see :class:`StatisticsScorer`)."""
+    if len(region.ring) == 0:
+        return 0.0
+    insert, photo, ring = (
+        _robust_stats(region.synth[region.mask]),
+        _robust_stats(region.target[region.mask]),
+        _robust_stats(region.ring),
+    )
+    beyond = np.maximum(np.minimum(photo, ring) - insert, insert - np.maximum(photo, ring))
+    outside = np.maximum(0.0, beyond - _LAB_TOLERANCE)
+    return float(np.linalg.norm(outside))
+
+
+def _robust_stats(rgb: np.ndarray) -> np.ndarray:
+    """Median and MAD-scaled spread of L, a, b: a mug caught in the ring does not move them."""
+    lab = cv2.cvtColor(np.clip(rgb, 0, 255).reshape(-1, 1, 3) / 255.0, cv2.COLOR_RGB2Lab).reshape(
+        -1, 3
+    )
+    median = np.median(lab, axis=0)
+    return np.concatenate([median, 1.4826 * np.median(np.abs(lab - median), axis=0)]).astype(
+        np.float64
+    )

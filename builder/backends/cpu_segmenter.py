@@ -1,0 +1,314 @@
+"""Weight-free segmenter: track the product's mask with optical flow, refine it with GrabCut.
+
+Why this design: OpenCV 5's headless build keeps only the MIL tracker without model
+files (CSRT/KCF are gone, DaSiamRPN/Nano/Vit need weights), and a box tracker alone
+drifts. Instead the previous frame's *mask* is carried forward: Lucas-Kanade flow on
+corners inside it (kept only when the backward flow returns to the start) gives a robust
+similarity transform, the warped mask becomes GrabCut's prior (probable foreground and
+background, a sure core, sure background outside a margin) and the colour models
+carry over from frame to frame. GrabCut runs on a crop around the product downscaled
+to ``work_size`` pixels on its long side, so a 720p clip costs the same as a 360p one.
+Masks are then voted over three motion-compensated frames to remove flicker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pvtt.builder.boxes import masks_to_boxes
+from pvtt.builder.stages.protocols import BackendInfo, Detection, StageRejected, Track
+
+_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+@dataclass
+class _Step:
+    """What propagating into one frame produced: its mask and the motion from the frame before."""
+
+    mask: np.ndarray
+    motion: np.ndarray
+
+
+class TrackerGrabCutSegmenter:
+    """Masks of the product on every frame, propagated both ways from a detection box."""
+
+    def __init__(
+        self,
+        work_size: int = 256,
+        track_size: int = 640,
+        margin: float = 0.2,
+        iterations: int = 2,
+        first_iterations: int = 5,
+        core_erosion: float = 0.15,
+        min_points: int = 8,
+        min_prior_iou: float = 0.5,
+        max_area_change: float = 1.6,
+        smooth: bool = True,
+    ) -> None:
+        self.work_size = work_size
+        self.track_size = track_size
+        self.margin = margin
+        self.iterations = iterations
+        self.first_iterations = first_iterations
+        self.core_erosion = core_erosion
+        self.min_points = min_points
+        self.min_prior_iou = min_prior_iou
+        self.max_area_change = max_area_change
+        self.smooth = smooth
+        self.info = BackendInfo(
+            kind="segmenter",
+            name="cpu-tracker-grabcut",
+            version="1",
+            params={
+                "work_size": work_size,
+                "track_size": track_size,
+                "margin": margin,
+                "iterations": iterations,
+                "first_iterations": first_iterations,
+                "core_erosion": core_erosion,
+                "min_points": min_points,
+                "min_prior_iou": min_prior_iou,
+                "max_area_change": max_area_change,
+                "smooth": smooth,
+            },
+        )
+
+    def segment(self, frames: np.ndarray, detection: Detection) -> Track:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}"
+            )
+        count, height, width = frames.shape[:3]
+        start = detection.frame_index
+        if not 0 <= start < count:
+            raise ValueError(f"detection frame {start} is outside the clip of {count} frames")
+        box = np.asarray(detection.box, dtype=np.float64)
+        box = np.clip(box, 0, [width, height, width, height])
+        if not np.isfinite(box).all() or box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            raise StageRejected(
+                f"detection box {detection.box} is empty inside a {width}x{height} frame"
+            )
+
+        forward = self._propagate(frames, range(start, count), box)
+        masks = np.zeros((count, height, width), dtype=bool)
+        to_next = np.repeat(_IDENTITY[None], count, axis=0)
+        for offset, step in enumerate(forward):
+            t = start + offset
+            masks[t] = step.mask
+            if offset:
+                to_next[t - 1] = step.motion
+        if start > 0:
+            backward = self._propagate(frames, range(start, -1, -1), box, first=forward[0])
+            for offset, step in enumerate(backward[1:], start=1):
+                t = start - offset
+                masks[t] = step.mask
+                to_next[t] = _invert(step.motion)
+        if self.smooth and count >= 3:
+            masks = _vote(masks, to_next)
+        empty = np.flatnonzero(~masks.any(axis=(1, 2)))
+        if empty.size:
+            raise StageRejected(
+                f"product lost at frame {empty[0]}: its mask vanished when smoothed"
+            )
+        return Track(masks=masks, boxes=masks_to_boxes(masks))
+
+    def _propagate(
+        self, frames: np.ndarray, order: range, box: np.ndarray, first: _Step | None = None
+    ) -> list[_Step]:
+        """Masks along ``order`` (forwards or backwards in time), starting from ``box``."""
+        height, width = frames.shape[1:3]
+        scale = min(1.0, self.track_size / max(height, width))
+        first_t = order[0]
+        if first is None:
+            mask, models = self._grabcut_box(frames[first_t], box, first_t)
+            first = _Step(mask=mask, motion=_IDENTITY.copy())
+        else:
+            mask, models = first.mask, None
+        steps = [first]
+        prev_gray = _gray(frames[first_t], scale)
+        area = int(mask.sum())
+        for t in order[1:]:
+            gray = _gray(frames[t], scale)
+            motion = self._motion(prev_gray, gray, mask, scale, t)
+            prior = cv2.warpAffine(
+                mask.view(np.uint8), motion, (width, height), flags=cv2.INTER_NEAREST
+            ).astype(bool)
+            if not prior.any():
+                raise StageRejected(f"product lost at frame {t}: the tracked mask left the frame")
+            new_mask, models = self._grabcut_prior(frames[t], prior, models, t)
+            new_area = int(new_mask.sum())
+            ratio = new_area / max(area, 1)
+            if not 1 / self.max_area_change <= ratio <= self.max_area_change:
+                raise StageRejected(
+                    f"product lost at frame {t}: mask area changed {ratio:.2f}x in one frame"
+                )
+            agreement = _iou(new_mask, prior)
+            if agreement < self.min_prior_iou:
+                raise StageRejected(
+                    f"product lost at frame {t}: the mask moved away from the tracked motion "
+                    f"(IoU {agreement:.2f} with the prediction)"
+                )
+            steps.append(_Step(mask=new_mask, motion=motion))
+            mask, area, prev_gray = new_mask, new_area, gray
+        return steps
+
+    def _motion(
+        self, prev_gray: np.ndarray, gray: np.ndarray, mask: np.ndarray, scale: float, t: int
+    ) -> np.ndarray:
+        """Similarity transform (full-resolution pixels) taking the product from the previous frame to ``t``."""
+        small = cv2.resize(
+            mask.view(np.uint8), prev_gray.shape[::-1], interpolation=cv2.INTER_NEAREST
+        )
+        if small.sum() < 16:
+            small = cv2.dilate(small, np.ones((5, 5), np.uint8))
+        points = cv2.goodFeaturesToTrack(
+            prev_gray, maxCorners=200, qualityLevel=0.01, minDistance=3, mask=small, blockSize=5
+        )
+        if points is None or len(points) < self.min_points:
+            raise StageRejected(f"product lost at frame {t}: too few trackable points on it")
+        lk = {"winSize": (21, 21), "maxLevel": 3}
+        moved, ok, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, points, None, **lk)
+        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray, prev_gray, moved, None, **lk)
+        good = (ok[:, 0] == 1) & (ok_back[:, 0] == 1)
+        good &= np.linalg.norm((back - points)[:, 0], axis=1) < 1.0
+        if good.sum() < self.min_points:
+            raise StageRejected(
+                f"product lost at frame {t}: only {int(good.sum())} points tracked consistently"
+            )
+        src, dst = points[good] / scale, moved[good] / scale
+        motion, inliers = cv2.estimateAffinePartial2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0 / scale
+        )
+        if motion is None or inliers.sum() < self.min_points:
+            raise StageRejected(f"product lost at frame {t}: no consistent motion of its points")
+        return motion
+
+    def _crop(self, box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int, float]:
+        """Crop around ``box`` with the margin, and the scale that brings it to ``work_size``."""
+        height, width = shape[:2]
+        pad = self.margin * max(box[2] - box[0], box[3] - box[1]) + 4
+        x0, y0 = int(max(0, box[0] - pad)), int(max(0, box[1] - pad))
+        x1, y1 = int(min(width, np.ceil(box[2] + pad))), int(min(height, np.ceil(box[3] + pad)))
+        scale = min(1.0, self.work_size / max(x1 - x0, y1 - y0))
+        return x0, y0, x1, y1, scale
+
+    def _grabcut_box(
+        self, frame: np.ndarray, box: np.ndarray, t: int
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        x0, y0, x1, y1, scale = self._crop(box, frame.shape)
+        crop = _work_image(frame, (x0, y0, x1, y1), scale)
+        rect = np.round((box - [x0, y0, x0, y0]) * scale).astype(int)
+        rect = (rect[0], rect[1], max(rect[2] - rect[0], 1), max(rect[3] - rect[1], 1))
+        labels = np.zeros(crop.shape[:2], np.uint8)
+        models = (np.zeros((1, 65)), np.zeros((1, 65)))
+        cv2.grabCut(crop, labels, rect, *models, self.first_iterations, cv2.GC_INIT_WITH_RECT)
+        mask = self._finish(labels, frame.shape, (x0, y0, x1, y1))
+        if mask.sum() < 0.05 * (box[2] - box[0]) * (box[3] - box[1]):
+            raise StageRejected(
+                f"product not found inside its box {box.round(1).tolist()} at frame {t}"
+            )
+        return mask, models
+
+    def _grabcut_prior(
+        self,
+        frame: np.ndarray,
+        prior: np.ndarray,
+        models: tuple[np.ndarray, np.ndarray] | None,
+        t: int,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        box = masks_to_boxes(prior).astype(np.float64)
+        x0, y0, x1, y1, scale = self._crop(box, frame.shape)
+        crop = _work_image(frame, (x0, y0, x1, y1), scale)
+        size = crop.shape[1::-1]
+        prior_small = cv2.resize(
+            prior[y0:y1, x0:x1].view(np.uint8), size, interpolation=cv2.INTER_NEAREST
+        )
+        side = max(3, int(self.core_erosion * min(box[2] - box[0], box[3] - box[1]) * scale) | 1)
+        core = cv2.erode(prior_small, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+        near = cv2.dilate(prior_small, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side)))
+        labels = np.full(crop.shape[:2], cv2.GC_BGD, np.uint8)
+        labels[near > 0] = cv2.GC_PR_BGD
+        labels[prior_small > 0] = cv2.GC_PR_FGD
+        labels[core > 0] = cv2.GC_FGD
+        if models is None:
+            models = (np.zeros((1, 65)), np.zeros((1, 65)))
+            cv2.grabCut(crop, labels, None, *models, self.iterations, cv2.GC_INIT_WITH_MASK)
+        else:
+            cv2.grabCut(crop, labels, None, *models, self.iterations, cv2.GC_EVAL)
+        mask = self._finish(labels, frame.shape, (x0, y0, x1, y1))
+        if not mask.any():
+            raise StageRejected(f"product lost at frame {t}: its mask collapsed to nothing")
+        return mask, models
+
+    def _finish(
+        self, labels: np.ndarray, shape: tuple[int, ...], crop: tuple[int, int, int, int]
+    ) -> np.ndarray:
+        """GrabCut labels -> a clean full-frame mask: largest component, upsampled smoothly."""
+        x0, y0, x1, y1 = crop
+        fg = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)
+        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        fg = _largest_component(fg)
+        full = np.zeros(shape[:2], dtype=bool)
+        if fg.shape != (y1 - y0, x1 - x0):
+            up = cv2.resize(fg * 255, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+            full[y0:y1, x0:x1] = up >= 128
+        else:
+            full[y0:y1, x0:x1] = fg > 0
+        return full
+
+
+def _gray(frame: np.ndarray, scale: float) -> np.ndarray:
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    if scale < 1.0:
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return gray
+
+
+def _work_image(frame: np.ndarray, crop: tuple[int, int, int, int], scale: float) -> np.ndarray:
+    x0, y0, x1, y1 = crop
+    out = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    if scale < 1.0:
+        out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def _largest_component(fg: np.ndarray) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if count <= 2:
+        return fg
+    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return (labels == keep).astype(np.uint8)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _invert(motion: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(motion)
+
+
+def _vote(masks: np.ndarray, to_next: np.ndarray) -> np.ndarray:
+    """Majority of each mask and its two neighbours warped onto it (first and last frames kept)."""
+    count, height, width = masks.shape
+    boxes = masks_to_boxes(masks)
+    out = masks.copy()
+    for t in range(1, count - 1):
+        x0, y0 = np.floor(np.nanmin(boxes[t - 1 : t + 2, :2], axis=0)).astype(int) - 2
+        x1, y1 = np.ceil(np.nanmax(boxes[t - 1 : t + 2, 2:], axis=0)).astype(int) + 2
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+        shift = np.array([[0.0, 0.0, -x0], [0.0, 0.0, -y0]])
+        votes = masks[t, y0:y1, x0:x1].astype(np.uint8)
+        for neighbour, motion in ((t - 1, to_next[t - 1]), (t + 1, _invert(to_next[t]))):
+            votes += cv2.warpAffine(
+                masks[neighbour].view(np.uint8),
+                motion + shift,
+                (x1 - x0, y1 - y0),
+                flags=cv2.INTER_NEAREST,
+            )
+        out[t, y0:y1, x0:x1] = votes >= 2
+    return out

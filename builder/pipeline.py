@@ -1,0 +1,270 @@
+"""The build: catalog -> clip artefacts -> pairs -> sinks, on the local engine.
+
+Per-clip and per-image work is cached (see :mod:`pvtt.builder.cache`); per-pair
+work streams into the :class:`~pvtt.builder.writer.DatasetWriter`. A re-run skips
+every committed pair without touching its clip, and rebuilds only what the
+config changed. Bad inputs are rejected with a reason and the build goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pvtt.builder.cache import ArtifactCache, cache_key, file_digest
+from pvtt.builder.catalog import Catalog, Product
+from pvtt.builder.clips import ClipArtefacts, ClipBackends, prepare_clip, relative
+from pvtt.builder.pairs import ImageRef, PairPlan, choose_images, plan_pairs
+from pvtt.builder.products import ProductArtefacts, prepare_image
+from pvtt.builder.registry import create_backend
+from pvtt.builder.report import BuildReport
+from pvtt.builder.sinks.base import PairSample
+from pvtt.builder.stages.protocols import Backend, StageRejected
+from pvtt.builder.stages.shots import Shot, ShotConfig, detect_shots
+from pvtt.builder.synthesis import make_pair
+from pvtt.builder.video import VideoError
+from pvtt.builder.writer import DatasetWriter
+from pvtt.schemas.config import BuildConfig
+from pvtt.schemas.keys import clip_id as make_clip_id
+from pvtt.schemas.keys import image_id
+from pvtt.schemas.masks import DEFAULT_MASK_CODEC
+from pvtt.schemas.records import ClipRecord, ProductRecord
+
+log = logging.getLogger(__name__)
+
+STAGE_KINDS = ("detector", "segmenter", "inpainter", "matter", "inserter", "scorer")
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    written: int
+    skipped_done: int
+    report: BuildReport
+    manifest_counts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _ClipJob:
+    clip_id: str
+    product: Product
+    shot_index: int
+    shot: Shot
+    digest: str
+
+
+def _progress(total: int | None, desc: str, unit: str, enabled: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
+                leave=True)
+
+
+class Build:
+    """One build of ``catalog`` into ``out`` with ``config``."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        out: str | Path,
+        config: BuildConfig,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        progress: bool = True,
+    ) -> None:
+        self.catalog = catalog
+        self.out = Path(out)
+        self.config = config
+        self.rank = rank
+        self.world_size = world_size
+        self.progress = progress
+        self.report = BuildReport()
+        self.cache = ArtifactCache(config.cache_dir or self.out / "cache")
+        self.backends: dict[str, Backend] = {
+            kind: create_backend(kind, getattr(config, kind), config.device) for kind in STAGE_KINDS
+        }
+        self.backends_info = {k: b.info.as_dict() for k, b in self.backends.items()}
+        self.backends_json = json.dumps(self.backends_info, sort_keys=True)
+
+    # -- phases ---------------------------------------------------------------
+    def _shots(self) -> list[_ClipJob]:
+        cfg = self.config.shots
+        shot_cfg = ShotConfig(detector=cfg.detector, threshold=cfg.threshold,
+                              min_scene_len=cfg.min_scene_len, min_duration_s=cfg.min_duration_s,
+                              min_frames=cfg.min_frames)
+        jobs: list[_ClipJob] = []
+        bar = _progress(len(self.catalog), "shots", "video", self.progress)
+        for product in self.catalog:
+            bar.update()
+            item = relative(product.video, self.catalog.root)
+            try:
+                digest = file_digest(product.video)
+                shots = self._cached_shots(product, digest, shot_cfg)
+            except (VideoError, OSError) as exc:
+                self.report.reject("shots", item, str(exc))
+                continue
+            kept = [s for s in shots if s.kept]
+            for shot in shots:
+                if not shot.kept:
+                    self.report.reject("shots", f"{item}@{shot.start_frame}", shot.reason or "filtered")
+            if not kept:
+                self.report.reject("shots", item, "no usable shot")
+            for index, shot in enumerate(kept):
+                jobs.append(_ClipJob(make_clip_id(product.id, index), product, index, shot, digest))
+        bar.close()
+        self.report.count("clips.planned", len(jobs))
+        return jobs
+
+    def _cached_shots(self, product: Product, digest: str, cfg: ShotConfig) -> list[Shot]:
+        key = cache_key("shots", digest, cfg.__dict__)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return [Shot(**s) for s in hit[0]["shots"]]
+        with self.report.timed("shots"):
+            shots = detect_shots(product.video, cfg).shots
+        self.cache.put(key, {"shots": [s.__dict__ for s in shots]}, {})
+        return shots
+
+    def _products(self) -> tuple[dict[str, ProductArtefacts], dict[str, ProductRecord]]:
+        refs: list[ImageRef] = [r for p in self.catalog for r in choose_images(p, self.config.pairs)]
+        artefacts: dict[str, ProductArtefacts] = {}
+        records: dict[str, ProductRecord] = {}
+        bar = _progress(len(refs), "cut-outs", "image", self.progress)
+        for ref in refs:
+            bar.update()
+            key = image_id(ref.product.id, ref.token)
+            try:
+                art = prepare_image(ref, self.backends["matter"], self.cache, self.report)
+            except (StageRejected, OSError) as exc:
+                self.report.reject("matte", relative(ref.path, self.catalog.root), str(exc))
+                continue
+            artefacts[key] = art
+            records[key] = ProductRecord(
+                image_id=key, product_id=ref.product.id,
+                image_path=relative(ref.path, self.catalog.root), category=ref.product.category,
+                subcategory=ref.product.subcategory, width=art.width, height=art.height,
+                aspect=art.aspect, image=art.image_bytes, image_rgba=art.cutout_png,
+                build_id=self.build_id,
+                backends=json.dumps({"matter": self.backends_info["matter"]}),
+            )
+        bar.close()
+        self.report.count("images.ok", len(artefacts))
+        return artefacts, records
+
+    def _clip_record(self, clip: ClipArtefacts) -> ClipRecord:
+        frames, height, width = clip.frames.shape[:3]
+        return ClipRecord(
+            clip_id=clip.clip_id, source_id=clip.product.id, shot_index=clip.shot_index,
+            source_path=relative(clip.product.video, self.catalog.root),
+            category=clip.product.category, subcategory=clip.product.subcategory,
+            start_frame=clip.shot.start_frame, end_frame=clip.shot.end_frame,
+            frame_count=frames, width=width, height=height, fps=clip.fps,
+            duration_s=frames / clip.fps,
+            source_boxes=[tuple(float(v) for v in b) for b in clip.boxes],
+            masks_codec=DEFAULT_MASK_CODEC, source_video=clip.source_video,
+            background_video=clip.background_video, masks=clip.masks_bytes,
+            build_id=self.build_id,
+            backends=json.dumps({k: self.backends_info[k] for k in ("detector", "segmenter", "inpainter")}),
+        )
+
+    # -- the run --------------------------------------------------------------
+    def run(self) -> BuildResult:
+        started = time.perf_counter()
+        out_cfg = self.config.output
+        writer = DatasetWriter(
+            self.out, formats=out_cfg.formats, rank=self.rank, config=self.config.to_dict(),
+            backends=self.backends_info, commit_interval_s=out_cfg.commit_interval_s,
+            max_samples=out_cfg.shard_max_samples, max_bytes=out_cfg.shard_max_bytes,
+            include_background=out_cfg.tar_background, include_masks=out_cfg.tar_masks,
+        )
+        done = writer.open()
+        self.build_id = writer.build_id
+        try:
+            written = self._run(writer, done)
+        except BaseException:
+            writer.abort()
+            self._write_report(started)
+            raise
+        manifest = writer.close()
+        self._write_report(started)
+        return BuildResult(self.out, written, len(done), self.report, dict(manifest.counts))
+
+    def _run(self, writer: DatasetWriter, done: set[str]) -> int:
+        jobs = self._shots()
+        products, product_records = self._products()
+        targets = [a.ref for a in products.values()]
+        plans = plan_pairs(self.catalog, [(j.clip_id, j.product) for j in jobs], targets,
+                           self.config.pairs)
+        self.report.count("pairs.planned", len(plans))
+        by_clip: dict[str, list[PairPlan]] = defaultdict(list)
+        for plan in plans:
+            by_clip[plan.clip_id].append(plan)
+        # static partition: this rank's clips (no clip is processed twice)
+        mine = [j for i, j in enumerate(jobs) if i % self.world_size == self.rank]
+        pending = {j.clip_id: [p for p in by_clip[j.clip_id] if p.pair_id not in done] for j in mine}
+        todo = [j for j in mine if pending[j.clip_id]]
+        total = sum(len(v) for v in pending.values())
+        self.report.count("pairs.already_done", sum(len(by_clip[j.clip_id]) for j in mine) - total)
+        clip_backends = ClipBackends(self.backends["detector"], self.backends["segmenter"],
+                                     self.backends["inpainter"])
+        bar = _progress(total, "pairs", "pair", self.progress)
+        written = 0
+        # decode/track the next clip in a thread while this clip's pairs are made
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pvtt-clip") as pool:
+            def submit(job: _ClipJob) -> Future[ClipArtefacts]:
+                return pool.submit(prepare_clip, job.product, job.shot_index, job.shot, job.clip_id,
+                                   job.digest, clip_backends, self.config, self.cache, self.report)
+
+            future = submit(todo[0]) if todo else None
+            for i, job in enumerate(todo):
+                assert future is not None
+                try:
+                    clip = future.result()
+                except (StageRejected, VideoError, OSError) as exc:
+                    self.report.reject("clip", f"{job.clip_id} ({relative(job.product.video, self.catalog.root)})", str(exc))
+                    self.report.count("pairs.lost_with_clip", len(pending[job.clip_id]))
+                    bar.update(len(pending[job.clip_id]))
+                    future = submit(todo[i + 1]) if i + 1 < len(todo) else None
+                    continue
+                future = submit(todo[i + 1]) if i + 1 < len(todo) else None
+                self.report.count("clips.ok")
+                clip_record = self._clip_record(clip)
+                for plan in pending[job.clip_id]:
+                    written += self._one_pair(plan, clip, clip_record, products, product_records, writer)
+                    bar.update()
+        bar.close()
+        return written
+
+    def _one_pair(self, plan: PairPlan, clip: ClipArtefacts, clip_record: ClipRecord,
+                  products: dict[str, ProductArtefacts], records: dict[str, ProductRecord],
+                  writer: DatasetWriter) -> int:
+        key = image_id(plan.target.product.id, plan.target.token)
+        seed = zlib.crc32(plan.pair_id.encode()) ^ self.config.pairs.seed
+        try:
+            pair = make_pair(plan, clip, products[key], self.backends["inserter"],
+                             self.backends["scorer"], self.config, self.report,
+                             build_id=self.build_id, backends_json=self.backends_json, seed=seed,
+                             target_image=records[key].image_path)
+        except StageRejected as exc:
+            self.report.reject("pair", plan.pair_id, exc.reason)
+            return 0
+        self.report.count(f"pairs.{'passed' if pair.passed else 'rejected'}")
+        if not pair.passed and self.config.quality.drop_rejected:
+            return 0
+        with self.report.timed("write"):
+            writer.write(PairSample(pair=pair, clip=clip_record, product=records[key]))
+        return 1
+
+    def _write_report(self, started: float) -> None:
+        self.report.extra["wall_s"] = round(time.perf_counter() - started, 3)
+        self.report.extra["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses}
+        self.report.extra["backends"] = self.backends_info
+        self.report.write(self.out)

@@ -1,0 +1,79 @@
+"""Per-image work: the product cut-out (RGBA, trimmed to its alpha box), cached."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pvtt.builder.cache import ArtifactCache, cache_key, file_digest
+from pvtt.builder.pairs import ImageRef
+from pvtt.builder.report import BuildReport
+from pvtt.builder.stages.cutout import cutout_aspect, trim_to_alpha
+from pvtt.builder.stages.protocols import Matter, StageRejected
+
+MATTE_STAGE_VERSION = "1"
+
+
+@dataclass
+class ProductArtefacts:
+    ref: ImageRef
+    image_bytes: bytes
+    width: int
+    height: int
+    cutout: np.ndarray
+    cutout_png: bytes
+    aspect: float
+
+
+def load_rgb(data: bytes, name: str) -> np.ndarray:
+    """Decode any photo PIL reads (CMYK, 16-bit, palette, EXIF-rotated) as upright RGB."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                img = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(white, rgba)
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise StageRejected(f"{name}: image does not decode ({exc})") from None
+
+
+def encode_png(rgba: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA" if rgba.shape[2] == 4 else "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def prepare_image(
+    ref: ImageRef, matter: Matter, cache: ArtifactCache, report: BuildReport
+) -> ProductArtefacts:
+    """The trimmed RGBA cut-out of one product photo; raises StageRejected."""
+    data = ref.path.read_bytes()
+    key = cache_key("matte", MATTE_STAGE_VERSION, file_digest(ref.path), matter.info.fingerprint())
+    hit = cache.get(key)
+    if hit is not None:
+        meta, blobs = hit
+        if meta.get("rejected"):
+            raise StageRejected(meta["rejected"])
+        png = blobs["cutout"]
+        cutout = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+        return ProductArtefacts(ref, data, meta["width"], meta["height"], cutout, png, meta["aspect"])
+    image = load_rgb(data, str(ref.path))
+    try:
+        with report.timed("matte"):
+            cutout = trim_to_alpha(matter.matte(image))
+    except StageRejected as exc:
+        cache.put(key, {"rejected": f"{ref.path.name}: {exc.reason}"}, {})
+        raise StageRejected(f"{ref.path.name}: {exc.reason}") from None
+    png = encode_png(cutout)
+    aspect = cutout_aspect(cutout)
+    height, width = image.shape[:2]
+    cache.put(key, {"width": width, "height": height, "aspect": aspect}, {"cutout": png})
+    return ProductArtefacts(ref, data, width, height, cutout, png, aspect)

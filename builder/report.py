@@ -1,0 +1,82 @@
+"""What a build did: counts per stage, rejects with reasons, time per stage.
+
+Nothing disappears silently: every input a stage skips is recorded with the file
+it came from and why, and ends in ``OUT/report/rejects.jsonl`` and
+``OUT/report/statistics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pvtt.schemas.manifest import atomic_write_bytes
+
+REPORT_DIR = "report"
+
+
+@dataclass
+class Reject:
+    stage: str
+    item: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"stage": self.stage, "item": self.item, "reason": self.reason}
+
+
+@dataclass
+class BuildReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    calls: Counter[str] = field(default_factory=Counter)
+    rejects: list[Reject] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+            self.calls[stage] += 1
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+    def reject(self, stage: str, item: str, reason: str) -> None:
+        self.rejects.append(Reject(stage, item, reason))
+        self.counts[f"rejected.{stage}"] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        total = sum(self.seconds.values()) or 1.0
+        by_reason = Counter(f"{r.stage}: {_reason_kind(r.reason)}" for r in self.rejects)
+        return {
+            "counts": dict(sorted(self.counts.items())),
+            "time_per_stage_s": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
+            "time_share": {k: round(v / total, 4) for k, v in sorted(self.seconds.items())},
+            "calls_per_stage": dict(sorted(self.calls.items())),
+            "rejects_by_reason": dict(by_reason.most_common()),
+            "rejects": len(self.rejects),
+            **self.extra,
+        }
+
+    def write(self, out: Path) -> None:
+        folder = out / REPORT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / "statistics.json", json.dumps(self.as_dict(), indent=2).encode())
+        lines = "".join(json.dumps(r.as_dict()) + "\n" for r in self.rejects)
+        atomic_write_bytes(folder / "rejects.jsonl", lines.encode())
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason without its numbers and file names, for grouping."""
+    head = reason.split(":")[0]
+    return "".join(ch for ch in head if not ch.isdigit()).strip() or reason[:40]

@@ -1,0 +1,165 @@
+"""The ``pairs``, ``clips`` and ``products`` Lance tables.
+
+Rows are buffered and written as uncommitted fragments (durable, invisible);
+a flush commits each table's pending fragments as one Lance ``Append``, and the
+manifest then names the new versions. Media columns are Lance blobs, so scans
+of the metadata columns never read them.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lance
+import pyarrow as pa
+from lance.fragment import FragmentMetadata, write_fragments
+
+from pvtt.builder.sinks.base import PairSample
+from pvtt.schemas.manifest import Manifest, TableInfo
+from pvtt.schemas.records import to_row
+from pvtt.schemas.tables import TABLE_KEYS, TABLE_SCHEMAS
+
+log = logging.getLogger(__name__)
+
+LANCE_DIR = "lance"
+
+SCALAR_INDEXES: dict[str, tuple[tuple[str, str], ...]] = {
+    "pairs": (
+        ("pair_id", "BTREE"),
+        ("difficulty", "BITMAP"),
+        ("source_category", "BITMAP"),
+        ("target_category", "BITMAP"),
+        ("passed", "BITMAP"),
+        ("quality_score", "BTREE"),
+    ),
+    "clips": (("clip_id", "BTREE"),),
+    "products": (("image_id", "BTREE"),),
+}
+"""Bitmaps for low-cardinality filter columns, B-trees for keys and scores."""
+
+
+class _Table:
+    """Pending rows and fragments of one table."""
+
+    def __init__(self, uri: Path, schema: pa.Schema, fragment_bytes: int) -> None:
+        self.uri = uri
+        self.schema = schema
+        self.fragment_bytes = fragment_bytes
+        self.rows: list[dict[str, Any]] = []
+        self.row_bytes = 0
+        self.fragments: list[FragmentMetadata] = []
+        self.keys: set[str] = set()
+
+    def add(self, row: dict[str, Any], key: str, size: int) -> None:
+        self.rows.append(row)
+        self.keys.add(key)
+        self.row_bytes += size
+        if self.row_bytes >= self.fragment_bytes:
+            self.write_pending_rows()
+
+    def write_pending_rows(self) -> None:
+        if not self.rows:
+            return
+        table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        self.fragments.extend(write_fragments(table, str(self.uri), schema=self.schema))
+        self.rows, self.row_bytes = [], 0
+
+    def commit(self, version: int) -> lance.LanceDataset:
+        self.write_pending_rows()
+        ds = lance.LanceDataset.commit(
+            str(self.uri), lance.LanceOperation.Append(self.fragments), read_version=version
+        )
+        self.fragments = []
+        return ds
+
+
+class LanceSink:
+    """Appends pairs, and each clip and product image once, to the three tables."""
+
+    name = "lance"
+
+    def __init__(self, *, fragment_bytes: int = 256 << 20) -> None:
+        self.fragment_bytes = fragment_bytes
+        self._tables: dict[str, _Table] = {}
+        self._versions: dict[str, int] = {}
+
+    def recover(self, out: Path, manifest: Manifest, rank: int) -> set[str]:
+        root = out / LANCE_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        committed: dict[str, set[str]] = {}
+        for name, schema in TABLE_SCHEMAS.items():
+            uri = root / f"{name}.lance"
+            info = manifest.tables.get(name)
+            if info is None:
+                if uri.exists():  # tables of a first run that never committed
+                    shutil.rmtree(uri)
+                ds = lance.write_dataset(schema.empty_table(), str(uri), schema=schema)
+                committed[name] = set()
+            else:
+                ds = lance.dataset(str(uri))
+                if ds.latest_version != info.version:
+                    log.info("lance %s: rolling back to committed version %s", name, info.version)
+                    ds.checkout_version(info.version).restore()
+                    ds = lance.dataset(str(uri))
+                key = TABLE_KEYS[name]
+                committed[name] = set(ds.to_table(columns=[key]).column(key).to_pylist())
+            table = _Table(uri, schema, self.fragment_bytes)
+            table.keys = committed[name]
+            self._tables[name] = table
+            self._versions[name] = ds.version
+            manifest.tables[name] = TableInfo(
+                path=f"{LANCE_DIR}/{name}.lance", version=ds.version, rows=ds.count_rows()
+            )
+        return committed["pairs"]
+
+    def write(self, sample: PairSample) -> None:
+        for name, record in (("products", sample.product), ("clips", sample.clip)):
+            table = self._tables[name]
+            if record.key not in table.keys:
+                row = to_row(record)
+                table.add(row, record.key, _media_bytes(row))
+        row = to_row(sample.pair)
+        self._tables["pairs"].add(row, sample.pair.pair_id, _media_bytes(row))
+
+    def wants_commit(self) -> bool:
+        return False
+
+    def flush(self, manifest: Manifest) -> None:
+        # products and clips first: a committed pair always finds its clip and product
+        for name in ("products", "clips", "pairs"):
+            table = self._tables[name]
+            table.write_pending_rows()
+            if not table.fragments:
+                continue
+            ds = table.commit(self._versions[name])
+            self._record(manifest, name, ds)
+
+    def finalize(self, manifest: Manifest) -> None:
+        for name, indexes in SCALAR_INDEXES.items():
+            uri = str(self._tables[name].uri)
+            ds = lance.dataset(uri)
+            if ds.count_rows() == 0:
+                continue
+            existing = {tuple(i["fields"]) for i in ds.list_indices()}
+            created = False
+            for column, kind in indexes:
+                if (column,) not in existing:
+                    ds.create_scalar_index(column, index_type=kind)
+                    created = True
+            if existing:
+                ds.optimize.optimize_indices()  # cover fragments appended since
+            if created or existing:
+                self._record(manifest, name, lance.dataset(uri))
+
+    def _record(self, manifest: Manifest, name: str, ds: lance.LanceDataset) -> None:
+        self._versions[name] = ds.version
+        manifest.tables[name] = TableInfo(
+            path=f"{LANCE_DIR}/{name}.lance", version=ds.version, rows=ds.count_rows()
+        )
+
+
+def _media_bytes(row: dict[str, Any]) -> int:
+    return sum(len(v) for v in row.values() if isinstance(v, bytes | bytearray)) + 512

@@ -1,0 +1,204 @@
+"""WebDataset tar shards, written under a temporary name and renamed when complete."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pvtt.builder.sinks.base import PairSample
+from pvtt.schemas.manifest import Manifest, ShardInfo, atomic_write_bytes, fsync_dir
+from pvtt.schemas.masks import MASKS_FILE_EXTENSION
+from pvtt.schemas.records import scalar_dict
+from pvtt.schemas.shards import (
+    FILTER_COLUMNS,
+    INDEX_SUFFIX,
+    TAR_DIR,
+    index_name,
+    parse_shard_name,
+    shard_name,
+)
+
+log = logging.getLogger(__name__)
+_RANK_OF = re.compile(r"^pairs-r(\d{3,})-")
+
+
+@dataclass
+class _OpenShard:
+    number: int
+    tmp_path: Path
+    fh: io.BufferedWriter
+    tar: tarfile.TarFile
+    entries: list[dict] = field(default_factory=list)
+
+
+class TarSink:
+    """Writes one WebDataset sample per pair into rolling shards of this rank.
+
+    A shard is closed (fsynced, then renamed from ``.{name}.tmp``) when it reaches
+    ``max_samples`` or ``max_bytes``, or at a commit; only shards named by the
+    manifest are part of the dataset.
+    """
+
+    name = "tar"
+
+    def __init__(
+        self,
+        *,
+        max_samples: int = 512,
+        max_bytes: int = 1 << 30,
+        include_background: bool = False,
+        include_masks: bool = False,
+    ) -> None:
+        if max_samples < 1 or max_bytes < 1:
+            raise ValueError("max_samples and max_bytes must be positive")
+        self.max_samples = max_samples
+        self.max_bytes = max_bytes
+        self.include_background = include_background
+        self.include_masks = include_masks
+        self._dir: Path | None = None
+        self._rank = 0
+        self._next_number = 0
+        self._open: _OpenShard | None = None
+        self._closed: list[ShardInfo] = []
+        self._mtime = int(time.time())
+
+    # -- recovery ---------------------------------------------------------------
+    def recover(self, out: Path, manifest: Manifest, rank: int) -> set[str]:
+        self._dir = out / TAR_DIR
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._rank = rank
+        committed = {Path(s.path).name for s in manifest.shards}
+        numbers = [-1]
+        for path in self._dir.iterdir():
+            name = path.name
+            m = _RANK_OF.match(name.lstrip("."))
+            if m is None or int(m.group(1)) != rank:
+                continue  # not ours: another rank's output or a foreign file
+            if name.startswith("."):
+                path.unlink(missing_ok=True)  # a file a killed writer was still writing
+                continue
+            shard = name.removesuffix(INDEX_SUFFIX) + ".tar" if name.endswith(INDEX_SUFFIX) else name
+            parsed = parse_shard_name(shard)
+            if parsed is None:
+                continue
+            if shard not in committed:
+                path.unlink(missing_ok=True)  # complete but never committed: redo its pairs
+            else:
+                numbers.append(parsed[1])
+        self._next_number = max(numbers) + 1
+        keys: set[str] = set()
+        for shard in manifest.shards:
+            index = json.loads((out / shard.index).read_text(encoding="utf-8"))
+            keys.update(entry["key"] for entry in index["samples"])
+        return keys
+
+    # -- writing ----------------------------------------------------------------
+    def write(self, sample: PairSample) -> None:
+        shard = self._open or self._start_shard()
+        pair = sample.pair
+        key = pair.pair_id
+        meta = scalar_dict(pair)
+        members: list[tuple[str, bytes]] = [
+            ("json", json.dumps(meta, allow_nan=False).encode("utf-8")),
+            ("synth.mp4", _need(pair.synth_video, key, "synth_video")),
+            ("source.mp4", _need(sample.clip.source_video, key, "source_video")),
+            ("target.png", _need(sample.product.image_rgba, key, "image_rgba")),
+        ]
+        if self.include_background:
+            members.append(
+                ("background.mp4", _need(sample.clip.background_video, key, "background_video"))
+            )
+        if self.include_masks:
+            members.append((f"masks.{MASKS_FILE_EXTENSION}", _need(sample.clip.masks, key, "masks")))
+        start = shard.tar.offset
+        for suffix, data in members:
+            info = tarfile.TarInfo(f"{key}.{suffix}")
+            info.size = len(data)
+            info.mtime = self._mtime
+            info.mode = 0o444
+            info.uname = info.gname = "pvtt"
+            shard.tar.addfile(info, io.BytesIO(data))
+        entry = {"key": key, "offset": start, "end": shard.tar.offset}
+        entry.update({c: meta[c] for c in FILTER_COLUMNS})
+        shard.entries.append(entry)
+        if len(shard.entries) >= self.max_samples or shard.tar.offset >= self.max_bytes:
+            self._close_shard()
+
+    def wants_commit(self) -> bool:
+        return bool(self._closed)
+
+    def flush(self, manifest: Manifest) -> None:
+        if self._open is not None:
+            self._close_shard()
+        manifest.shards.extend(self._closed)
+        self._closed = []
+
+    def finalize(self, manifest: Manifest) -> None:
+        """Nothing to do: shards are final when closed."""
+
+    def abort(self) -> None:
+        """Drop the shard being written (used when a build stops on an error)."""
+        if self._open is not None:
+            self._open.tar.close()
+            self._open.fh.close()
+            self._open.tmp_path.unlink(missing_ok=True)
+            self._open = None
+
+    # -- shards -----------------------------------------------------------------
+    def _start_shard(self) -> _OpenShard:
+        assert self._dir is not None, "recover() must be called before write()"
+        number = self._next_number
+        self._next_number += 1
+        tmp = self._dir / f".{shard_name(self._rank, number)}.tmp"
+        fh = open(tmp, "wb")  # noqa: SIM115 - closed in _close_shard/abort
+        tar = tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT)
+        self._open = _OpenShard(number, tmp, fh, tar)
+        return self._open
+
+    def _close_shard(self) -> None:
+        shard = self._open
+        assert shard is not None and self._dir is not None
+        self._open = None
+        shard.tar.close()
+        shard.fh.flush()
+        os.fsync(shard.fh.fileno())
+        size = shard.fh.tell()
+        shard.fh.close()
+        name = shard_name(self._rank, shard.number)
+        idx = index_name(name)
+        index = {"shard": name, "samples": shard.entries}
+        atomic_write_bytes(self._dir / idx, json.dumps(index).encode("utf-8"))
+        os.replace(shard.tmp_path, self._dir / name)
+        fsync_dir(self._dir)
+        self._closed.append(_shard_info(name, idx, self._rank, size, shard.entries))
+
+
+def _need(data: bytes | None, key: str, what: str) -> bytes:
+    if not data:
+        raise ValueError(f"{key}: {what} is empty; a tar sample needs it")
+    return data
+
+
+def _shard_info(name: str, index: str, rank: int, size: int, entries: list[dict]) -> ShardInfo:
+    counts: dict[str, int] = {}
+    scores = [e["quality_score"] for e in entries if e["quality_score"] is not None]
+    for e in entries:
+        counts[e["difficulty"]] = counts.get(e["difficulty"], 0) + 1
+    return ShardInfo(
+        path=f"{TAR_DIR}/{name}",
+        index=f"{TAR_DIR}/{index}",
+        rank=rank,
+        samples=len(entries),
+        bytes=size,
+        counts=counts,
+        passed=sum(1 for e in entries if e["passed"]),
+        score_min=min(scores) if scores else None,
+        score_max=max(scores) if scores else None,
+    )

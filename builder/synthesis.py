@@ -1,0 +1,76 @@
+"""Per-pair work: adapt the box track to the target, insert it, score it, judge it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pvtt.builder.boxes import adapt_box_to_aspect, interpolate_missing, smooth_boxes
+from pvtt.builder.clips import ClipArtefacts
+from pvtt.builder.pairs import PairPlan
+from pvtt.builder.products import ProductArtefacts
+from pvtt.builder.report import BuildReport
+from pvtt.builder.stages.protocols import Inserter, InsertionInput, Scorer, ScoringInput
+from pvtt.builder.stages.quality import judge
+from pvtt.builder.video import encode_mp4
+from pvtt.schemas.config import BuildConfig
+from pvtt.schemas.records import PairRecord
+
+
+def target_boxes(clip: ClipArtefacts, aspect: float, smoothing: int) -> np.ndarray:
+    """The source track reshaped to the target's aspect (centre and area kept), smoothed."""
+    height, width = clip.frames.shape[1:3]
+    boxes = interpolate_missing(clip.boxes)
+    boxes = adapt_box_to_aspect(boxes, aspect, (width, height))
+    if smoothing > 1:
+        boxes = smooth_boxes(boxes, smoothing)
+        boxes = adapt_box_to_aspect(boxes, aspect, (width, height))  # re-clamp after smoothing
+    return boxes
+
+
+def make_pair(
+    plan: PairPlan,
+    clip: ClipArtefacts,
+    product: ProductArtefacts,
+    inserter: Inserter,
+    scorer: Scorer,
+    config: BuildConfig,
+    report: BuildReport,
+    *,
+    build_id: str,
+    backends_json: str,
+    seed: int,
+    target_image: str,
+) -> PairRecord:
+    boxes = target_boxes(clip, product.aspect, config.pairs.box_smoothing)
+    job = InsertionInput(
+        background=clip.background, cutout=product.cutout, boxes=boxes,
+        source_frames=clip.frames, source_masks=clip.masks, fps=clip.fps, seed=seed,
+    )
+    with report.timed("insert"):
+        synth = inserter.insert(job)
+    with report.timed("score"):
+        scores = scorer.score(
+            ScoringInput(synth=synth, background=clip.background, cutout=product.cutout,
+                         boxes=boxes, fps=clip.fps)
+        )
+    verdict = judge(scores, config.quality.threshold, config.quality.weights)
+    with report.timed("encode"):
+        video = encode_mp4(synth, clip.fps, crf=config.clip.crf)
+    frames, height, width = synth.shape[:3]
+    source = plan.source
+    target = plan.target.product
+    return PairRecord(
+        pair_id=plan.pair_id, clip_id=clip.clip_id, source_id=source.id,
+        shot_index=clip.shot_index, target_id=target.id,
+        target_image=target_image, source_category=source.category,
+        source_subcategory=source.subcategory, target_category=target.category,
+        target_subcategory=target.subcategory, difficulty=plan.difficulty.value,
+        difficulty_level=plan.difficulty.level,
+        score_identity=scores.get("identity"), score_temporal=scores.get("temporal"),
+        score_lighting=scores.get("lighting"), score_overall=scores.get("overall"),
+        quality_score=verdict.quality_score, passed=verdict.passed,
+        reject_reason=verdict.reject_reason, frame_count=frames, width=width, height=height,
+        fps=clip.fps, duration_s=frames / clip.fps,
+        target_boxes=[tuple(float(v) for v in b) for b in boxes], synth_video=video,
+        build_id=build_id, backends=backends_json,
+    )

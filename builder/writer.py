@@ -1,0 +1,203 @@
+"""The dataset writer: one record stream, several sinks, one commit point.
+
+``DatasetWriter`` opens ``OUT``, rolls every sink back to what the manifest
+commits (so a killed run leaves nothing half-visible), tells the caller which
+pairs are already done, and commits sinks + manifest together: at natural sink
+boundaries (a full shard), every ``commit_interval_s`` seconds, and at close.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pvtt.builder.sinks.base import PairSample, Sink
+from pvtt.builder.sinks.lance import LanceSink
+from pvtt.builder.sinks.tar import TarSink
+from pvtt.schemas.manifest import (
+    Manifest,
+    ManifestError,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("lance", "tar")
+
+
+class WriterLockedError(RuntimeError):
+    """Another writer holds this output folder (and rank)."""
+
+
+def make_sinks(formats: Sequence[str], **tar_options: Any) -> list[Sink]:
+    unknown = set(formats) - set(FORMATS)
+    if unknown or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
+    sinks: list[Sink] = []
+    if "lance" in formats:
+        sinks.append(LanceSink())
+    if "tar" in formats:
+        sinks.append(TarSink(**tar_options))
+    return sinks
+
+
+class DatasetWriter:
+    """Writes pairs into ``out`` through every sink, committing them together."""
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        formats: Sequence[str] = FORMATS,
+        rank: int = 0,
+        config: dict[str, Any] | None = None,
+        backends: dict[str, Any] | None = None,
+        commit_interval_s: float = 300.0,
+        sinks: Sequence[Sink] | None = None,
+        **tar_options: Any,
+    ) -> None:
+        self.out = Path(out)
+        self.formats = list(formats)
+        self.rank = rank
+        self.commit_interval_s = commit_interval_s
+        self.sinks = list(sinks) if sinks is not None else make_sinks(formats, **tar_options)
+        self._config = config or {}
+        self._backends = backends or {}
+        self._manifest: Manifest | None = None
+        self._done: set[str] = set()
+        self._pending: Counter[str] = Counter()
+        self._pending_passed = 0
+        self._last_commit = time.monotonic()
+        self._lock_fh: Any = None
+
+    # -- lifecycle --------------------------------------------------------------
+    def open(self) -> set[str]:
+        """Roll back uncommitted output and return the pair ids already committed."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        if manifest_path(self.out).exists():
+            manifest = read_manifest(self.out)
+            if sorted(manifest.formats) != sorted(self.formats):
+                raise ManifestError(
+                    f"{self.out}: was built with formats {manifest.formats}, "
+                    f"not {self.formats}; use another output folder"
+                )
+        else:
+            manifest = Manifest(build_id=uuid.uuid4().hex[:16], formats=self.formats)
+        manifest.complete = False
+        manifest.config = self._config or manifest.config
+        manifest.backends = self._backends or manifest.backends
+        done: set[str] | None = None
+        for sink in self.sinks:
+            keys = sink.recover(self.out, manifest, self.rank)
+            if done is not None and keys != done:
+                raise ManifestError(
+                    f"{self.out}: sinks disagree on committed pairs "
+                    f"({len(keys ^ done)} differ); run `pvtt verify {self.out}`"
+                )
+            done = keys
+        self._done = done or set()
+        self._manifest = manifest
+        write_manifest(self.out, manifest)
+        return set(self._done)
+
+    def __enter__(self) -> DatasetWriter:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    @property
+    def build_id(self) -> str:
+        return self.manifest.build_id
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            raise RuntimeError("DatasetWriter.open() was not called")
+        return self._manifest
+
+    def has(self, pair_id: str) -> bool:
+        return pair_id in self._done
+
+    # -- writing ----------------------------------------------------------------
+    def write(self, sample: PairSample) -> None:
+        key = sample.pair.pair_id
+        if key in self._done:
+            raise ValueError(f"pair {key} was already written to {self.out}")
+        for sink in self.sinks:
+            sink.write(sample)
+        self._done.add(key)
+        self._pending[sample.pair.difficulty] += 1
+        self._pending_passed += int(sample.pair.passed)
+        due = time.monotonic() - self._last_commit >= self.commit_interval_s
+        if due or any(sink.wants_commit() for sink in self.sinks):
+            self.commit()
+
+    def commit(self) -> None:
+        """Make everything written so far durable and visible, atomically."""
+        manifest = self.manifest
+        for sink in self.sinks:
+            sink.flush(manifest)
+        counts = manifest.counts
+        by_difficulty = Counter(counts.get("by_difficulty", {}))
+        by_difficulty.update(self._pending)
+        counts["by_difficulty"] = dict(sorted(by_difficulty.items()))
+        counts["pairs"] = sum(by_difficulty.values())
+        counts["passed"] = counts.get("passed", 0) + self._pending_passed
+        self._pending.clear()
+        self._pending_passed = 0
+        write_manifest(self.out, manifest)
+        self._last_commit = time.monotonic()
+
+    def close(self, *, complete: bool = True) -> Manifest:
+        """Commit, build indexes and mark the dataset complete."""
+        self.commit()
+        manifest = self.manifest
+        if complete:
+            for sink in self.sinks:
+                sink.finalize(manifest)
+            manifest.complete = True
+            write_manifest(self.out, manifest)
+        self._unlock()
+        return manifest
+
+    def abort(self) -> None:
+        """Stop without committing what is pending (the next open discards it)."""
+        for sink in self.sinks:
+            abort = getattr(sink, "abort", None)
+            if abort is not None:
+                abort()
+        self._unlock()
+
+    # -- locking ----------------------------------------------------------------
+    def _lock(self) -> None:
+        path = self.out / f".lock-r{self.rank:03d}"
+        fh = open(path, "a+")  # noqa: SIM115 - held until _unlock
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise WriterLockedError(
+                f"{self.out}: another pvtt build (rank {self.rank}) is writing here"
+            ) from None
+        self._lock_fh = fh
+
+    def _unlock(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None

@@ -1,0 +1,89 @@
+"""Reading samples out of pvtt tar shards by byte range, with member names checked.
+
+A shard index gives each sample's ``[offset, end)`` in the tar, so a reader seeks
+straight to the samples it wants. Member names are validated (the key must be the
+sample's, the field a plain name): a shard is data, never a path to write to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+_FIELD = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
+BLOCK = tarfile.BLOCKSIZE
+
+
+class ShardFormatError(ValueError):
+    """A shard whose bytes do not match its index or the sample format."""
+
+
+def _read_member(fh: BinaryIO, shard: Path, offset: int) -> tuple[tarfile.TarInfo, int]:
+    fh.seek(offset)
+    buf = fh.read(BLOCK)
+    if len(buf) < BLOCK:
+        raise ShardFormatError(f"{shard}: truncated tar header at byte {offset}")
+    try:
+        info = tarfile.TarInfo.frombuf(buf, tarfile.ENCODING, "surrogateescape")
+    except tarfile.TarError as exc:
+        raise ShardFormatError(f"{shard}: bad tar header at byte {offset}: {exc}") from None
+    data_start = offset + BLOCK
+    return info, data_start
+
+
+def split_member_name(name: str, key: str, shard: Path) -> str:
+    """The field of a member ``{key}.{field}``; refuses anything else."""
+    if not name.startswith(key + ".") or "/" in name or "\\" in name:
+        raise ShardFormatError(f"{shard}: member {name!r} does not belong to sample {key!r}")
+    field = name[len(key) + 1 :]
+    if not _FIELD.match(field):
+        raise ShardFormatError(f"{shard}: member {name!r} has an invalid field name")
+    return field
+
+
+def iter_members(
+    fh: BinaryIO, shard: Path, entry: dict[str, Any], want: set[str] | None = None
+) -> Iterator[tuple[str, bytes | None]]:
+    """``(field, bytes)`` of each member of one sample; bytes None when not in ``want``."""
+    key, offset, end = entry["key"], int(entry["offset"]), int(entry["end"])
+    while offset < end:
+        info, data_start = _read_member(fh, shard, offset)
+        if not info.isreg():
+            raise ShardFormatError(f"{shard}: member {info.name!r} is not a regular file")
+        field = split_member_name(info.name, key, shard)
+        data: bytes | None = None
+        if want is None or field in want:
+            fh.seek(data_start)
+            data = fh.read(info.size)
+            if len(data) != info.size:
+                raise ShardFormatError(f"{shard}: member {info.name!r} is truncated")
+        yield field, data
+        offset = data_start + ((info.size + BLOCK - 1) // BLOCK) * BLOCK
+    if offset != end:
+        raise ShardFormatError(f"{shard}: sample {key!r} does not end where its index says")
+
+
+def read_sample(
+    path: Path, entry: dict[str, Any], fields: set[str] | None = None
+) -> dict[str, bytes]:
+    """The members of one sample (all, or only ``fields``), read by byte range."""
+    with open(path, "rb") as fh:
+        return {f: d for f, d in iter_members(fh, path, entry, fields) if d is not None}
+
+
+def read_sample_json(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """The ``{key}.json`` of one sample: the pair's scalar columns."""
+    with open(path, "rb") as fh:
+        info, data_start = _read_member(fh, path, int(entry["offset"]))
+        if split_member_name(info.name, entry["key"], path) != "json":
+            raise ShardFormatError(f"{path}: sample {entry['key']!r} does not start with its json")
+        fh.seek(data_start)
+        raw = fh.read(info.size)
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShardFormatError(f"{path}: sample {entry['key']!r} has bad json: {exc}") from None

@@ -1,0 +1,168 @@
+"""Full consistency check of a built dataset: every shard, row and media blob.
+
+Used by ``pvtt verify`` and by the crash tests: after any kill, the committed
+dataset must pass this check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from pvtt.loaders.decode import MediaDecodeError, decode_image, decode_video
+from pvtt.loaders.store import BuiltDataset
+from pvtt.loaders.tar_reader import ShardFormatError, iter_members
+from pvtt.schemas.manifest import ManifestError
+from pvtt.schemas.masks import decode_masks
+from pvtt.schemas.tables import MEDIA_COLUMNS, TABLE_KEYS
+
+BLOB_BATCH = 16
+
+
+@dataclass
+class VerifyReport:
+    problems: list[str] = field(default_factory=list)
+    pairs_lance: int = 0
+    pairs_tar: int = 0
+    media_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _decoder(column: str) -> Callable[[bytes, str], object]:
+    if column.endswith("video"):
+        return lambda data, what: decode_video(data, what=what)
+    if column == "masks":
+        return lambda data, what: decode_masks(data)
+    return lambda data, what: decode_image(data, what=what)
+
+
+def _member_decoder(field_name: str) -> Callable[[bytes, str], object] | None:
+    if field_name.endswith(".mp4"):
+        return lambda data, what: decode_video(data, what=what)
+    if field_name.endswith(".png"):
+        return lambda data, what: decode_image(data, what=what)
+    if field_name.startswith("masks."):
+        return lambda data, what: decode_masks(data)
+    return None
+
+
+def verify_dataset(dataset: BuiltDataset, *, media: bool = True) -> VerifyReport:
+    report = VerifyReport()
+    lance_ids = _verify_lance(dataset, report, media) if dataset.has_lance else None
+    tar_ids = _verify_tar(dataset, report, media) if dataset.has_tar else None
+    if lance_ids is not None and tar_ids is not None and lance_ids != tar_ids:
+        only_lance = sorted(lance_ids - tar_ids)[:5]
+        only_tar = sorted(tar_ids - lance_ids)[:5]
+        report.problems.append(
+            f"tar and Lance hold different pairs: only in Lance {only_lance}, only in tar {only_tar}"
+        )
+    return report
+
+
+def _verify_lance(dataset: BuiltDataset, report: VerifyReport, media: bool) -> set[str]:
+    keys: dict[str, set[str]] = {}
+    for name, info in dataset.manifest.tables.items():
+        try:
+            table = dataset.table(name)
+        except ManifestError as exc:
+            report.problems.append(str(exc))
+            keys[name] = set()
+            continue
+        key = TABLE_KEYS[name]
+        values = table.to_table(columns=[key]).column(key).to_pylist()
+        keys[name] = set(values)
+        if len(values) != info.rows:
+            report.problems.append(f"lance/{name}: {len(values)} rows, manifest says {info.rows}")
+        if len(keys[name]) != len(values):
+            report.problems.append(f"lance/{name}: {len(values) - len(keys[name])} duplicate {key}s")
+        if not media:
+            continue
+        for column in MEDIA_COLUMNS[name]:
+            decode = _decoder(column)
+            for start in range(0, len(values), BLOB_BATCH):
+                idx = list(range(start, min(start + BLOB_BATCH, len(values))))
+                for i, (_addr, data) in zip(idx, table.read_blobs(column, indices=idx, preserve_order=True), strict=True):
+                    if data is None:
+                        if column in ("synth_video", "source_video", "image_rgba"):
+                            report.problems.append(f"lance/{name} {values[i]}: {column} is null")
+                        continue
+                    what = f"lance/{name} {values[i]} {column}"
+                    try:
+                        decode(data, what)
+                        report.media_checked += 1
+                    except (MediaDecodeError, ValueError) as exc:
+                        report.problems.append(f"{what}: {exc}")
+    if "pairs" in keys:
+        pairs = dataset.table("pairs").to_table(columns=["pair_id", "clip_id", "target_id", "target_image"])
+        clips, products = keys.get("clips", set()), keys.get("products", set())
+        for row in pairs.to_pylist():
+            if row["clip_id"] not in clips:
+                report.problems.append(f"lance/pairs {row['pair_id']}: clip {row['clip_id']} missing")
+            image = row["pair_id"].split("__", 2)[2]
+            if f"{row['target_id']}__{image}" not in products:
+                report.problems.append(f"lance/pairs {row['pair_id']}: product image missing")
+    report.pairs_lance = len(keys.get("pairs", ()))
+    return keys.get("pairs", set())
+
+
+def _verify_tar(dataset: BuiltDataset, report: VerifyReport, media: bool) -> set[str]:
+    ids: set[str] = set()
+    for shard in dataset.shards:
+        path = dataset.shard_path(shard)
+        if not path.is_file():
+            report.problems.append(f"{shard.path}: shard missing")
+            continue
+        if path.stat().st_size != shard.bytes:
+            report.problems.append(f"{shard.path}: {path.stat().st_size} bytes, manifest says {shard.bytes}")
+        try:
+            entries = dataset.shard_index(shard)
+        except ManifestError as exc:
+            report.problems.append(str(exc))
+            continue
+        if len(entries) != shard.samples:
+            report.problems.append(f"{shard.path}: {len(entries)} samples, manifest says {shard.samples}")
+        with open(path, "rb") as fh:
+            for entry in entries:
+                key = entry["key"]
+                if key in ids:
+                    report.problems.append(f"{shard.path}: duplicate pair {key}")
+                ids.add(key)
+                try:
+                    for problem in _check_sample(fh, path, entry, media, report):
+                        report.problems.append(f"{shard.path} {key}: {problem}")
+                except ShardFormatError as exc:
+                    report.problems.append(str(exc))
+    report.pairs_tar = len(ids)
+    return ids
+
+
+def _check_sample(fh, path, entry, media: bool, report: VerifyReport) -> Iterator[str]:  # noqa: ANN001
+    fields: dict[str, bytes] = {}
+    want = None if media else {"json"}
+    for name, data in iter_members(fh, path, entry, want):
+        fields[name] = data if data is not None else b""
+    for required in ("json", "synth.mp4", "source.mp4", "target.png"):
+        if required not in fields:
+            yield f"member {required} missing"
+    if "json" in fields:
+        try:
+            meta = json.loads(fields["json"])
+            if meta.get("pair_id") != entry["key"]:
+                yield f"json pair_id {meta.get('pair_id')!r} does not match the key"
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            yield f"json does not parse: {exc}"
+    if not media:
+        return
+    for name, data in fields.items():
+        decode = _member_decoder(name)
+        if decode is None:
+            continue
+        try:
+            decode(data, name)
+            report.media_checked += 1
+        except (MediaDecodeError, ValueError) as exc:
+            yield f"{name}: {exc}"

@@ -1,0 +1,160 @@
+"""The build configuration: a TOML file whose sections mirror the pipeline stages.
+
+Every field has a default that works on a laptop (CPU backends, no weights).
+Unknown keys are errors, so a typo in ``build.toml`` is caught before hours of
+GPU work. Each backend section takes ``backend`` (a registered name), optional
+``model`` (a local path or hub id) and backend-specific ``params``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+
+class ConfigError(ValueError):
+    """A build configuration that cannot be used; the message names the key."""
+
+
+@dataclass
+class BackendConfig:
+    backend: str = "cpu"
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ShotsConfig:
+    detector: str = "content"
+    threshold: float | None = None
+    min_scene_len: int = 15
+    min_duration_s: float = 2.0
+    min_frames: int = 50
+    max_duration_s: float | None = 10.0
+    """Longer shots are cut to this length (the seed's 3-10 s clips); None keeps them whole."""
+
+
+@dataclass
+class ClipConfig:
+    max_width: int = 1280
+    max_height: int = 720
+    fps: float | None = None
+    """Constant output frame rate; None keeps the source's average rate."""
+    crf: int = 20
+
+
+@dataclass
+class PairsConfig:
+    strategy: str = "sampled"
+    """``single`` (main image), ``all`` images, or ``sampled`` (``images_per_product``)."""
+    images_per_product: int = 2
+    same_category: bool = False
+    difficulty_mix: dict[str, float] | None = None
+    """Target share per difficulty, e.g. ``{easy=0.1, medium=0.3, hard=0.3, expert=0.3}``."""
+    limit: int | None = None
+    seed: int = 0
+    box_smoothing: int = 5
+
+
+@dataclass
+class QualityConfig:
+    threshold: float = 0.7
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"identity": 0.3, "temporal": 0.2, "lighting": 0.2, "overall": 0.3}
+    )
+    drop_rejected: bool = False
+
+
+@dataclass
+class OutputConfig:
+    formats: list[str] = field(default_factory=lambda: ["lance", "tar"])
+    shard_max_samples: int = 512
+    shard_max_bytes: int = 1 << 30
+    tar_background: bool = False
+    tar_masks: bool = False
+    commit_interval_s: float = 300.0
+
+
+@dataclass
+class BuildConfig:
+    shots: ShotsConfig = field(default_factory=ShotsConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    detector: BackendConfig = field(default_factory=BackendConfig)
+    segmenter: BackendConfig = field(default_factory=BackendConfig)
+    inpainter: BackendConfig = field(default_factory=BackendConfig)
+    matter: BackendConfig = field(default_factory=BackendConfig)
+    inserter: BackendConfig = field(default_factory=BackendConfig)
+    scorer: BackendConfig = field(default_factory=BackendConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    device: str = "cpu"
+    cache_dir: str | None = None
+    """Stage artefact cache; default ``OUT/cache``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> BuildConfig:
+        return _build(cls, data, where)
+
+    def validate(self) -> BuildConfig:
+        if self.pairs.strategy not in ("single", "all", "sampled"):
+            raise ConfigError(f"pairs.strategy must be single, all or sampled, not {self.pairs.strategy!r}")
+        if self.pairs.images_per_product < 1:
+            raise ConfigError("pairs.images_per_product must be >= 1")
+        if self.shots.detector not in ("content", "adaptive"):
+            raise ConfigError(f"shots.detector must be content or adaptive, not {self.shots.detector!r}")
+        if not 0.0 <= self.quality.threshold <= 1.0:
+            raise ConfigError("quality.threshold must be in [0, 1]")
+        if self.pairs.difficulty_mix is not None:
+            unknown = set(self.pairs.difficulty_mix) - {"easy", "medium", "hard", "expert"}
+            if unknown or any(v < 0 for v in self.pairs.difficulty_mix.values()):
+                raise ConfigError(f"pairs.difficulty_mix: bad entries {sorted(unknown) or 'negative share'}")
+            if sum(self.pairs.difficulty_mix.values()) <= 0:
+                raise ConfigError("pairs.difficulty_mix must have a positive share")
+        if not set(self.output.formats) <= {"lance", "tar"} or not self.output.formats:
+            raise ConfigError(f"output.formats must be a subset of lance, tar: {self.output.formats}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be cpu, cuda or cuda:N, not {self.device!r}")
+        return self
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        kwargs[name] = _build(type(current), value, f"{where}.{name}") if is_dataclass(current) else value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """The config in ``path`` (or the defaults), with dotted ``overrides`` applied."""
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return BuildConfig.from_dict(data, where).validate()

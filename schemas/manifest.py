@@ -1,0 +1,136 @@
+"""``manifest.json``: the one commit point of a built dataset.
+
+Sinks write shards and table versions first; the manifest is written last, by an
+atomic rename, and names exactly the shards and Lance table versions that belong
+to the dataset. Readers trust only what the manifest names, so anything a killed
+writer left behind is invisible to them, and the previous manifest stays valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pvtt.schemas.version import SCHEMA_VERSION, check_schema_version
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_NAME = "pvtt"
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable or inconsistent."""
+
+
+@dataclass
+class ShardInfo:
+    """One committed tar shard and what it holds (for planning reads without opening it)."""
+
+    path: str
+    index: str
+    rank: int
+    samples: int
+    bytes: int
+    counts: dict[str, int] = field(default_factory=dict)
+    passed: int = 0
+    score_min: float | None = None
+    score_max: float | None = None
+
+
+@dataclass
+class TableInfo:
+    """A Lance table and the version of it that belongs to the dataset."""
+
+    path: str
+    version: int
+    rows: int
+
+
+@dataclass
+class Manifest:
+    build_id: str
+    schema_version: int = SCHEMA_VERSION
+    format: str = FORMAT_NAME
+    created_at: str = ""
+    updated_at: str = ""
+    complete: bool = False
+    formats: list[str] = field(default_factory=lambda: ["lance", "tar"])
+    config: dict[str, Any] = field(default_factory=dict)
+    backends: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, TableInfo] = field(default_factory=dict)
+    shards: list[ShardInfo] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = MANIFEST_NAME) -> Manifest:
+        if data.get("format") != FORMAT_NAME:
+            raise ManifestError(f"{where}: not a pvtt manifest (format={data.get('format')!r})")
+        check_schema_version(data.get("schema_version"), where)
+        try:
+            tables = {k: TableInfo(**v) for k, v in data.get("tables", {}).items()}
+            shards = [ShardInfo(**s) for s in data.get("shards", [])]
+            known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+            known.update(tables=tables, shards=shards)
+            return cls(**known)
+        except TypeError as exc:
+            raise ManifestError(f"{where}: malformed manifest: {exc}") from None
+
+
+def manifest_path(out: str | os.PathLike[str]) -> Path:
+    return Path(out) / MANIFEST_NAME
+
+
+def read_manifest(out: str | os.PathLike[str]) -> Manifest:
+    """The committed manifest of ``out``; raises :class:`ManifestError` when absent or bad."""
+    path = manifest_path(out)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no manifest; is {out} a pvtt dataset?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: unreadable manifest: {exc}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: manifest is not a JSON object")
+    return Manifest.from_dict(data, str(path))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` holds either the old or the whole new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(out: str | os.PathLike[str], manifest: Manifest) -> None:
+    now = datetime.now(timezone.utc).isoformat()
+    manifest.created_at = manifest.created_at or now
+    manifest.updated_at = now
+    atomic_write_bytes(manifest_path(out), manifest.to_json().encode("utf-8"))

@@ -1,0 +1,208 @@
+"""A lossless, compact, self-describing codec for mask sequences (bool ``T x H x W``).
+
+The ``clips`` table stores each clip's product masks as one binary value; its codec is
+named in the ``masks_codec`` column. Masks of a tracked product change little from frame
+to frame, so the codecs here code each frame against the one before it: the exclusive-or
+of two consecutive masks is a thin band along the moving outline, which packs to mostly
+zero bytes. ``tools/bench/masks_codec.py`` measures every codec against PNG per frame
+(1-bit) on real-like masks; the default is the one that came out smallest while still
+decoding fast.
+
+Layout (little-endian)::
+
+    8s  magic  b"PVTTMASK"
+    B   format version (1)
+    B   length n of the codec name
+    ns  codec name, ASCII
+    III T, H, W
+    Q   payload length in bytes
+    I   CRC-32 of the payload
+    ... payload
+
+Decoding validates every field, caps decompression at the size the header implies and
+checks the CRC, so short, corrupt or hostile data raises :class:`ValueError`. Nothing is
+ever unpickled.
+"""
+
+from __future__ import annotations
+
+import lzma
+import struct
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+
+MAGIC = b"PVTTMASK"
+FORMAT_VERSION = 1
+MASKS_FILE_EXTENSION = "pvmask"
+"""File extension (no dot) of an encoded mask sequence written on its own, e.g. in a tar sample."""
+
+_PREFIX = struct.Struct("<8sBB")
+_DIMS = struct.Struct("<IIIQI")
+
+
+def _xor_stream(masks: np.ndarray) -> np.ndarray:
+    """Packed bits of each frame, exclusive-or'ed with the previous frame's (the first as is)."""
+    packed = np.packbits(masks.reshape(masks.shape[0], -1), axis=1)
+    if packed.shape[0] > 1:
+        packed[1:] ^= packed[:-1].copy()
+    return packed
+
+
+def _from_xor_stream(raw: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    count, height, width = shape
+    per_frame = (height * width + 7) // 8
+    if len(raw) != count * per_frame:
+        raise ValueError(f"mask payload decodes to {len(raw)} bytes, expected {count * per_frame}")
+    packed = np.frombuffer(raw, dtype=np.uint8).reshape(count, per_frame)
+    packed = np.bitwise_xor.accumulate(packed, axis=0)
+    bits = np.unpackbits(packed, axis=1, count=height * width)
+    return bits.reshape(shape).view(bool)
+
+
+def _encode_xor_zlib(masks: np.ndarray) -> bytes:
+    return zlib.compress(_xor_stream(masks).tobytes(), 9)
+
+
+def _decode_xor_zlib(payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    expected = shape[0] * ((shape[1] * shape[2] + 7) // 8)
+    return _from_xor_stream(_inflate_zlib(payload, expected), shape)
+
+
+def _runs(masks: np.ndarray) -> bytes:
+    """Run lengths (uint32) of the flattened sequence, alternating False/True from a False run."""
+    flat = masks.reshape(-1).view(np.uint8)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    runs = np.diff(bounds)
+    if flat.size and flat[0]:
+        runs = np.concatenate([[0], runs])
+    return runs.astype("<u4").tobytes()
+
+
+def _from_runs(raw: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    total = shape[0] * shape[1] * shape[2]
+    if len(raw) % 4:
+        raise ValueError("corrupt run-length mask payload: not a whole number of runs")
+    runs = np.frombuffer(raw, dtype="<u4").astype(np.int64)
+    if runs.sum() != total:
+        raise ValueError(f"run-length mask payload covers {runs.sum()} pixels, expected {total}")
+    values = np.arange(runs.size) % 2 == 1
+    return np.repeat(values, runs).reshape(shape)
+
+
+def _run_bytes_limit(shape: tuple[int, int, int]) -> int:
+    """Most bytes the runs of a sequence can take: one run per pixel, plus a leading empty one."""
+    return 4 * (shape[0] * shape[1] * shape[2] + 1)
+
+
+def _encode_rle_zlib(masks: np.ndarray) -> bytes:
+    return zlib.compress(_runs(masks), 9)
+
+
+def _decode_rle_zlib(payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    return _from_runs(_inflate_zlib(payload, _run_bytes_limit(shape)), shape)
+
+
+def _encode_rle_lzma(masks: np.ndarray) -> bytes:
+    return lzma.compress(_runs(masks), format=lzma.FORMAT_XZ, preset=6)
+
+
+def _decode_rle_lzma(payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    inflater = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        raw = inflater.decompress(payload, _run_bytes_limit(shape) + 1)
+    except lzma.LZMAError as err:
+        raise ValueError(f"corrupt lzma mask payload: {err}") from err
+    if not inflater.eof or inflater.unused_data:
+        raise ValueError("corrupt lzma mask payload: the stream does not end where the masks do")
+    return _from_runs(raw, shape)
+
+
+def _inflate_zlib(payload: bytes, limit: int) -> bytes:
+    """zlib-decompress at most ``limit`` bytes (a hostile payload cannot exhaust memory)."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(payload, limit + 1)
+    except zlib.error as err:
+        raise ValueError(f"corrupt zlib mask payload: {err}") from err
+    if not inflater.eof or inflater.unused_data or len(raw) > limit:
+        raise ValueError("corrupt zlib mask payload: the stream does not end where the masks do")
+    return raw
+
+
+_Codec = tuple[Callable[[np.ndarray], bytes], Callable[[bytes, tuple[int, int, int]], np.ndarray]]
+
+MASK_CODECS: dict[str, _Codec] = {
+    "xor-packbits-zlib": (_encode_xor_zlib, _decode_xor_zlib),
+    "rle-zlib": (_encode_rle_zlib, _decode_rle_zlib),
+    "rle-lzma": (_encode_rle_lzma, _decode_rle_lzma),
+}
+"""Codec name -> (encode, decode). The name is written into the data and the ``masks_codec`` column."""
+
+DEFAULT_MASK_CODEC = "xor-packbits-zlib"
+
+
+def encode_masks(masks: np.ndarray, codec: str = DEFAULT_MASK_CODEC) -> bytes:
+    """Encode bool masks ``T x H x W`` losslessly into self-describing bytes."""
+    if codec not in MASK_CODECS:
+        raise ValueError(f"unknown mask codec {codec!r}; known: {', '.join(MASK_CODECS)}")
+    masks = np.asarray(masks)
+    if masks.dtype != np.bool_ or masks.ndim != 3:
+        raise ValueError(f"masks must be a bool T x H x W array, got {masks.dtype} {masks.shape}")
+    if max(masks.shape) >= 2**32:
+        raise ValueError(f"mask dimensions {masks.shape} do not fit the header's 32-bit fields")
+    payload = MASK_CODECS[codec][0](np.ascontiguousarray(masks))
+    name = codec.encode("ascii")
+    return b"".join(
+        [
+            _PREFIX.pack(MAGIC, FORMAT_VERSION, len(name)),
+            name,
+            _DIMS.pack(*masks.shape, len(payload), zlib.crc32(payload)),
+            payload,
+        ]
+    )
+
+
+def read_header(data: bytes) -> tuple[str, tuple[int, int, int]]:
+    """The codec name and the ``(T, H, W)`` shape written in encoded masks, validated."""
+    codec, shape, _ = _parse(memoryview(data))
+    return codec, shape
+
+
+def decode_masks(data: bytes) -> np.ndarray:
+    """Decode bytes from :func:`encode_masks` to bool ``T x H x W``; bad data raises ValueError."""
+    codec, shape, payload = _parse(memoryview(data))
+    masks = MASK_CODECS[codec][1](payload, shape)
+    if masks.shape != shape or masks.dtype != np.bool_:
+        raise ValueError(f"mask payload decodes to {masks.dtype} {masks.shape}, expected bool {shape}")
+    return masks
+
+
+def _parse(data: memoryview) -> tuple[str, tuple[int, int, int], bytes]:
+    if len(data) < _PREFIX.size:
+        raise ValueError(f"mask data too short for a header: {len(data)} bytes")
+    magic, version, name_length = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise ValueError(f"not encoded masks: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"unsupported mask format version {version} (this reader knows {FORMAT_VERSION})")
+    offset = _PREFIX.size + name_length
+    if len(data) < offset + _DIMS.size:
+        raise ValueError(f"mask data truncated inside its header ({len(data)} bytes)")
+    try:
+        codec = bytes(data[_PREFIX.size : offset]).decode("ascii")
+    except UnicodeDecodeError as err:
+        raise ValueError("corrupt mask header: codec name is not ASCII") from err
+    if codec not in MASK_CODECS:
+        raise ValueError(f"unknown mask codec {codec!r} in header; known: {', '.join(MASK_CODECS)}")
+    count, height, width, length, crc = _DIMS.unpack_from(data, offset)
+    start = offset + _DIMS.size
+    if len(data) != start + length:
+        raise ValueError(
+            f"mask data holds {len(data) - start} payload bytes, the header says {length}"
+        )
+    payload = bytes(data[start:])
+    if zlib.crc32(payload) != crc:
+        raise ValueError("mask payload fails its CRC-32 check (corrupt data)")
+    return codec, (count, height, width), payload

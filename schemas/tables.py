@@ -1,0 +1,127 @@
+"""Arrow schemas of the three Lance tables (the data contract, version 1).
+
+Column names are the contract (``../shared/DESIGN.md``); types may widen in later
+versions. Media columns are marked as Lance blobs so that a scan of the metadata
+columns never reads the media bytes.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from pvtt.schemas.version import SCHEMA_VERSION, SCHEMA_VERSION_KEY
+
+_BLOB = {"lance-encoding:blob": "true"}
+
+BOX = pa.list_(pa.float32(), 4)
+"""``[x0, y0, x1, y1]`` in pixels of the clip; ``nan`` where a frame has no box."""
+BOX_TRACK = pa.list_(BOX)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _media(name: str) -> pa.Field:
+    return pa.field(name, pa.large_binary(), nullable=True, metadata=_BLOB)
+
+
+def _provenance() -> list[pa.Field]:
+    return [
+        pa.field("backends", pa.string()),
+        pa.field("build_id", pa.string(), nullable=False),
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("created_at", TIMESTAMP, nullable=False),
+    ]
+
+
+def _with_version(fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION)})
+
+
+PAIRS_SCHEMA = _with_version(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("shot_index", pa.int32(), nullable=False),
+        pa.field("target_id", pa.string(), nullable=False),
+        pa.field("target_image", pa.string(), nullable=False),
+        pa.field("source_category", pa.string(), nullable=False),
+        pa.field("source_subcategory", pa.string(), nullable=False),
+        pa.field("target_category", pa.string(), nullable=False),
+        pa.field("target_subcategory", pa.string(), nullable=False),
+        pa.field("difficulty", pa.string(), nullable=False),
+        pa.field("difficulty_level", pa.int8(), nullable=False),
+        pa.field("score_identity", pa.float32()),
+        pa.field("score_temporal", pa.float32()),
+        pa.field("score_lighting", pa.float32()),
+        pa.field("score_overall", pa.float32()),
+        pa.field("quality_score", pa.float32()),
+        pa.field("passed", pa.bool_(), nullable=False),
+        pa.field("reject_reason", pa.string()),
+        pa.field("frame_count", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("fps", pa.float32(), nullable=False),
+        pa.field("duration_s", pa.float32(), nullable=False),
+        pa.field("target_boxes", BOX_TRACK),
+        _media("synth_video"),
+        *_provenance(),
+    ]
+)
+
+CLIPS_SCHEMA = _with_version(
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("shot_index", pa.int32(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("subcategory", pa.string(), nullable=False),
+        pa.field("start_frame", pa.int32(), nullable=False),
+        pa.field("end_frame", pa.int32(), nullable=False),
+        pa.field("frame_count", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("fps", pa.float32(), nullable=False),
+        pa.field("duration_s", pa.float32(), nullable=False),
+        pa.field("source_boxes", BOX_TRACK),
+        pa.field("masks_codec", pa.string(), nullable=False),
+        _media("source_video"),
+        _media("background_video"),
+        _media("masks"),
+        *_provenance(),
+    ]
+)
+
+PRODUCTS_SCHEMA = _with_version(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("product_id", pa.string(), nullable=False),
+        pa.field("image_path", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("subcategory", pa.string(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("aspect", pa.float32(), nullable=False),
+        _media("image"),
+        _media("image_rgba"),
+        *_provenance(),
+    ]
+)
+
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    "pairs": PAIRS_SCHEMA,
+    "clips": CLIPS_SCHEMA,
+    "products": PRODUCTS_SCHEMA,
+}
+TABLE_KEYS: dict[str, str] = {"pairs": "pair_id", "clips": "clip_id", "products": "image_id"}
+MEDIA_COLUMNS: dict[str, tuple[str, ...]] = {
+    name: tuple(f.name for f in schema if f.metadata and b"lance-encoding:blob" in f.metadata)
+    for name, schema in TABLE_SCHEMAS.items()
+}
+"""Blob columns of each table: never read by metadata scans."""
+
+
+def scalar_columns(table: str) -> tuple[str, ...]:
+    """Every column of ``table`` except its media columns."""
+    media = set(MEDIA_COLUMNS[table])
+    return tuple(f.name for f in TABLE_SCHEMAS[table] if f.name not in media)

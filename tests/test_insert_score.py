@@ -1,0 +1,276 @@
+"""The compositor, the statistics scorer and the quality gate, on real footage.
+
+A real cut-out (``rembg/car-3.out.png``) is inserted along a smooth path into real
+footage (``sam2/04_coffee.mp4``); the clip is then damaged on purpose, one way at a
+time, and the score meant to catch each damage must drop while the quality score still
+ranks the undamaged clip first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from pvtt.builder.backends.cpu_inserter import AlphaCompositeInserter
+from pvtt.builder.backends.cpu_scorer import StatisticsScorer
+from pvtt.builder.stages.cutout import trim_to_alpha
+from pvtt.builder.stages.protocols import (
+    Inserter,
+    InsertionInput,
+    Scorer,
+    ScoringInput,
+    StageRejected,
+)
+from pvtt.builder.stages.quality import DEFAULT_WEIGHTS, judge, quality_score
+
+FRAMES, SIZE = 24, (320, 180)
+
+
+def load_rgba(path: Path) -> np.ndarray:
+    return trim_to_alpha(
+        cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    )
+
+
+def box_path(aspect: float, width: float = 180.0) -> np.ndarray:
+    """A smooth path: left to right across the table with a slow vertical sway."""
+    t = np.arange(FRAMES)
+    cx, cy = 110 + 3.0 * t, 120 + 6 * np.sin(t / 8)
+    height = width / aspect
+    return np.stack([cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2], 1).astype(
+        np.float32
+    )
+
+
+@pytest.fixture(scope="module")
+def footage(shared_data) -> np.ndarray:
+    frames = []
+    with av.open(str(shared_data / "sam2" / "04_coffee.mp4")) as container:
+        for frame in container.decode(video=0):
+            frames.append(
+                cv2.resize(frame.to_ndarray(format="rgb24"), SIZE, interpolation=cv2.INTER_AREA)
+            )
+            if len(frames) == FRAMES:
+                break
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="module")
+def clips(shared_data, footage) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Synthesized clips and the boxes the scorer is told, undamaged and damaged."""
+    car3 = load_rgba(shared_data / "rembg" / "car-3.out.png")
+    car2 = load_rgba(shared_data / "rembg" / "car-2.out.png")
+    boxes = box_path(car3.shape[1] / car3.shape[0])
+    inserter = AlphaCompositeInserter()
+    synth = inserter.insert(InsertionInput(footage, car3, boxes, fps=30.0))
+
+    # where the insert covers each frame, to damage the insert alone
+    white = car3.copy()
+    white[..., :3] = 255
+    cover = (
+        AlphaCompositeInserter(harmonize=0.0).insert(
+            InsertionInput(np.zeros_like(footage), white, boxes)
+        )[..., :1]
+        / 255.0
+    )
+
+    def on_insert(damaged: np.ndarray) -> np.ndarray:
+        return np.clip(synth * (1 - cover) + damaged * cover + 0.5, 0, 255).astype(np.uint8)
+
+    flicker = 1 + 0.08 * np.where(np.arange(FRAMES) % 2 == 0, 1, -1)
+    shaky = boxes + np.repeat(np.random.default_rng(0).normal(0, 1.5, (FRAMES, 2)), 2, axis=1)
+    shaky = shaky.astype(np.float32)
+    shifted = boxes + np.float32(0.4 * (boxes[0, 2] - boxes[0, 0])) * np.array(
+        [1, 0, 1, 0], np.float32
+    )
+    return {
+        "undamaged": (synth, boxes),
+        "flicker": (on_insert(synth * flicker[:, None, None, None]), boxes),
+        "jitter": (inserter.insert(InsertionInput(footage, car3, shaky, fps=30.0)), shaky),
+        "cast": (on_insert(synth * np.array([1.0, 1.0, 0.85])), boxes),
+        "wrong product": (inserter.insert(InsertionInput(footage, car2, boxes, fps=30.0)), boxes),
+        "off track": (synth, shifted),
+        "cutout": (car3, boxes),
+    }
+
+
+@pytest.fixture(scope="module")
+def scores(clips, footage) -> dict[str, dict[str, float | None]]:
+    scorer = StatisticsScorer()
+    car3 = clips["cutout"][0]
+    table = {
+        name: scorer.score(ScoringInput(synth, footage, car3, boxes, fps=30.0))
+        for name, (synth, boxes) in clips.items()
+        if name != "cutout"
+    }
+    print("\n" + "".join(f"{n:14s} {s}\n" for n, s in table.items()))
+    return table
+
+
+# --- the inserter ---------------------------------------------------------------------
+
+
+def square_cutout(colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    cutout = np.zeros((40, 60, 4), np.uint8)
+    cutout[..., :3] = colour
+    cutout[..., 3] = 255
+    return cutout
+
+
+def test_inserter_places_with_sub_pixel_accuracy_and_skips_nan_boxes() -> None:
+    inserter = AlphaCompositeInserter(feather_px=0.0, harmonize=0.0)
+    assert isinstance(inserter, Inserter) and inserter.info.kind == "inserter"
+    background = np.full((3, 100, 120, 3), 20, np.uint8)
+    boxes = np.array(
+        [[10.3, 20.7, 40.3, 40.7], [50.25, 30.5, 90.25, 60.5], [np.nan] * 4], np.float32
+    )
+    out = inserter.insert(InsertionInput(background, square_cutout(), boxes))
+    ys, xs = np.mgrid[:100, :120] + 0.5
+    for t in range(2):
+        cover = (out[t, ..., 0].astype(float) - 20) / 235
+        x0, y0, x1, y1 = boxes[t]
+        assert cover.sum() == pytest.approx((x1 - x0) * (y1 - y0), rel=2e-3)
+        assert (cover * xs).sum() / cover.sum() == pytest.approx((x0 + x1) / 2, abs=0.02)
+        assert (cover * ys).sum() / cover.sum() == pytest.approx((y0 + y1) / 2, abs=0.02)
+    assert np.array_equal(out[2], background[2])
+
+
+def test_inserter_feathers_inwards_without_a_halo() -> None:
+    background = np.full((1, 80, 100, 3), 40, np.uint8)
+    box = np.array([[20.0, 20.0, 80.0, 60.0]], np.float32)
+    sharp = AlphaCompositeInserter(feather_px=0.0, harmonize=0.0).insert(
+        InsertionInput(background, square_cutout(), box)
+    )[0, 40, :, 0]
+    soft = AlphaCompositeInserter(feather_px=2.0, harmonize=0.0).insert(
+        InsertionInput(background, square_cutout(), box)
+    )[0, 40, :, 0]
+    assert np.array_equal(soft[:20], sharp[:20]) and np.all(soft[:20] == 40)
+    assert soft[20] < sharp[20] and soft[21] < 255 and soft[30] == 255 == sharp[30]
+
+
+def test_inserter_harmonises_part_of_the_way_to_the_surroundings() -> None:
+    background = np.zeros((1, 120, 160, 3), np.uint8)
+    background[...] = (40, 60, 200)
+    box = np.array([[50.0, 40.0, 110.0, 80.0]], np.float32)
+    grey = square_cutout((128, 128, 128))
+    plain = AlphaCompositeInserter(harmonize=0.0).insert(InsertionInput(background, grey, box))
+    half = AlphaCompositeInserter(harmonize=0.5).insert(InsertionInput(background, grey, box))
+    assert np.array_equal(plain[0, 60, 80], [128, 128, 128])
+    r, g, b = half[0, 60, 80].astype(int)
+    assert b > r + 20 and b < 200 and r > 40, (r, g, b)
+
+
+def test_inserter_colour_match_does_not_flicker_with_the_scene() -> None:
+    rng = np.random.default_rng(3)
+    levels = 120 + rng.choice([-40, 40], 30)
+    background = np.broadcast_to(levels[:, None, None, None], (30, 90, 120, 3)).astype(np.uint8)
+    boxes = np.tile(np.array([[40.0, 30.0, 80.0, 60.0]], np.float32), (30, 1))
+    job = InsertionInput(background, square_cutout((200, 200, 200)), boxes, fps=30.0)
+    steady = AlphaCompositeInserter(smooth_s=0.5).insert(job)[:, 45, 60, 0].astype(float)
+    per_frame = AlphaCompositeInserter(smooth_s=0.0).insert(job)[:, 45, 60, 0].astype(float)
+    assert np.abs(np.diff(steady)).mean() < 0.2 * np.abs(np.diff(per_frame)).mean()
+    assert np.abs(np.diff(per_frame)).mean() > 5
+
+
+def test_inserter_contact_shadow_is_optional() -> None:
+    background = np.full((1, 100, 120, 3), 200, np.uint8)
+    box = np.array([[30.0, 20.0, 90.0, 60.0]], np.float32)
+    cutout = square_cutout((90, 90, 90))
+    cutout[30:, :, 3] = 0  # the object's bottom edge ends above the box's
+    off = AlphaCompositeInserter().insert(InsertionInput(background, cutout, box))
+    on = AlphaCompositeInserter(shadow=0.5).insert(InsertionInput(background, cutout, box))
+    assert np.all(off[0, 62:, :] == 200)
+    assert on[0, 61, 60, 0] < 170 and on[0, 61, 5, 0] == 200 and on[0, 95, 60, 0] == 200
+
+
+def test_inserter_rejects_an_empty_cutout() -> None:
+    background = np.zeros((1, 20, 20, 3), np.uint8)
+    empty = np.zeros((10, 10, 4), np.uint8)
+    with pytest.raises(StageRejected, match="empty cut-out"):
+        AlphaCompositeInserter().insert(
+            InsertionInput(background, empty, np.zeros((1, 4), np.float32))
+        )
+
+
+# --- the scorer on a real composite -----------------------------------------------------
+
+
+def test_scores_are_in_range_and_overall_is_not_run(scores) -> None:
+    assert isinstance(StatisticsScorer(), Scorer)
+    for table in scores.values():
+        assert table["overall"] is None
+        assert all(0.0 <= table[name] <= 1.0 for name in ("identity", "temporal", "lighting"))
+
+
+def test_flicker_and_jitter_drop_the_temporal_score(scores) -> None:
+    clean = scores["undamaged"]["temporal"]
+    assert clean >= 0.6
+    assert scores["flicker"]["temporal"] < clean - 0.3
+    assert scores["jitter"]["temporal"] < clean - 0.3
+
+
+def test_a_colour_cast_drops_the_lighting_score(scores) -> None:
+    clean = scores["undamaged"]["lighting"]
+    assert clean >= 0.8
+    assert scores["cast"]["lighting"] < clean - 0.3
+
+
+def test_a_wrong_or_misplaced_product_drops_the_identity_score(scores) -> None:
+    clean = scores["undamaged"]["identity"]
+    assert clean >= 0.7
+    assert scores["wrong product"]["identity"] < clean - 0.2
+    assert scores["off track"]["identity"] < clean - 0.3
+
+
+def test_quality_ranks_the_undamaged_clip_first_and_passes_it(scores) -> None:
+    quality = {name: quality_score(table) for name, table in scores.items()}
+    assert max(quality, key=quality.get) == "undamaged"
+    assert judge(scores["undamaged"]).passed
+    assert not judge(scores["off track"]).passed
+
+
+def test_scorer_rejects_a_clip_without_boxes(footage, clips) -> None:
+    nan = np.full((FRAMES, 4), np.nan, np.float32)
+    with pytest.raises(StageRejected, match="no frame"):
+        StatisticsScorer().score(ScoringInput(footage, footage, clips["cutout"][0], nan))
+
+
+# --- the quality gate -------------------------------------------------------------------
+
+
+def test_quality_score_renormalises_over_present_scores() -> None:
+    assert DEFAULT_WEIGHTS == {"identity": 0.3, "temporal": 0.2, "lighting": 0.2, "overall": 0.3}
+    all_four = {"identity": 0.9, "temporal": 0.5, "lighting": 0.7, "overall": 0.8}
+    assert quality_score(all_four) == pytest.approx(0.27 + 0.1 + 0.14 + 0.24)
+    three = {**all_four, "overall": None}
+    assert quality_score(three) == pytest.approx((0.27 + 0.1 + 0.14) / 0.7)
+    assert quality_score({"temporal": 0.4}) == pytest.approx(0.4)
+    assert quality_score(
+        three, {"identity": 1.0, "temporal": 0.0, "lighting": 0.0}
+    ) == pytest.approx(0.9)
+
+
+def test_judge_names_the_weakest_scores() -> None:
+    verdict = judge({"identity": 0.8, "temporal": 0.41, "lighting": 0.66, "overall": None})
+    assert not verdict.passed
+    assert verdict.quality_score == pytest.approx((0.24 + 0.082 + 0.132) / 0.7)
+    assert verdict.reject_reason == "quality 0.65 < 0.70 (lowest: temporal 0.41, lighting 0.66)"
+    kept = judge({"identity": 0.8, "temporal": 0.75, "lighting": 0.7, "overall": None})
+    assert kept.passed and kept.reject_reason is None
+    close = judge({"identity": 0.7, "temporal": 0.6996, "lighting": 0.7})
+    assert not close.passed and close.reject_reason.startswith("quality 0.69989 < 0.70000")
+
+
+def test_quality_rejects_bad_scores() -> None:
+    with pytest.raises(ValueError, match="no weighted score"):
+        quality_score({"identity": None, "overall": None})
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        quality_score({"identity": 1.2})
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        quality_score({"identity": float("nan")})
+    with pytest.raises(ValueError, match="has no weight"):
+        quality_score({"sharpness": 0.5})

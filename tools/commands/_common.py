@@ -1,0 +1,98 @@
+"""Arguments and output helpers shared by the read-side commands."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from typing import Any
+
+import pyarrow as pa
+
+from pvtt.loaders.query import DIFFICULTIES, PairFilter
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("filters")
+    group.add_argument(
+        "--difficulty",
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(DIFFICULTIES)}",
+    )
+    group.add_argument("--min-score", type=float, metavar="X", help="quality_score >= X")
+    group.add_argument("--max-score", type=float, metavar="Y", help="quality_score <= Y")
+    group.add_argument(
+        "--category", metavar="LIST", help="source or target category (comma-separated)"
+    )
+    passed = group.add_mutually_exclusive_group()
+    passed.add_argument(
+        "--passed", dest="passed", action="store_const", const=True, default=True,
+        help="only pairs that passed the quality threshold (default)",
+    )
+    passed.add_argument(
+        "--rejected", dest="passed", action="store_const", const=False,
+        help="only rejected pairs (hard-negative mining)",
+    )
+    passed.add_argument(
+        "--all", dest="passed", action="store_const", const=None, help="passed and rejected"
+    )
+    group.add_argument(
+        "--where", metavar="SQL",
+        help="extra SQL predicate over scalar columns, e.g. \"frame_count > 90\"",
+    )
+
+
+def filter_from_args(args: argparse.Namespace) -> PairFilter:
+    return PairFilter.make(
+        difficulty=args.difficulty,
+        min_score=args.min_score,
+        max_score=args.max_score,
+        category=args.category,
+        passed=args.passed,
+        where=args.where,
+    )
+
+
+def jsonable(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def print_table(table: pa.Table, fmt: str) -> None:
+    rows = [{k: jsonable(v) for k, v in row.items()} for row in table.to_pylist()]
+    if fmt == "json":
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=table.column_names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+    else:
+        names = table.column_names
+        cells = [[_cell(r[n]) for n in names] for r in rows]
+        widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
+        print("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)))
+        for c in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
+        print(f"({len(rows)} rows)")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    text = str(value)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+def fail(message: str) -> int:
+    print(f"pvtt: error: {message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,127 @@
+"""``pvtt build``: a catalog into a dataset of pairs (tar shards and Lance tables)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pvtt.builder.catalog import check_catalog
+from pvtt.builder.pipeline import Build, BuildResult
+from pvtt.builder.writer import WriterLockedError
+from pvtt.schemas.config import ConfigError, load_config
+from pvtt.schemas.manifest import ManifestError
+from pvtt.tools.commands._common import fail
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build training pairs from a catalog",
+        description=(
+            "Cut the catalog's videos into shots, track and remove the product, cut out "
+            "every product photo, then synthesize, score and write every pair. Per-clip "
+            "and per-image work is cached; run the same command again after a crash or a "
+            "config change and only the missing work is done."
+        ),
+        epilog="example: pvtt build catalog/ out/ --config build.toml --formats lance,tar",
+    )
+    p.add_argument("catalog", metavar="CATALOG", help="folder with products.csv and media")
+    p.add_argument("out", metavar="OUT", help="output folder (created; resumed if it exists)")
+    add_build_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="TOML", help="build config (defaults: CPU backends)")
+    p.add_argument("--formats", metavar="LIST", help="lance,tar (default both)")
+    p.add_argument("--engine", choices=("local",), default="local",
+                   help="scheduler (ray comes with the ray extra)")
+    p.add_argument("--rank", type=int, default=None, help="this process's share (0-based)")
+    p.add_argument("--world-size", type=int, default=None, help="number of shares")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] for model backends")
+    p.add_argument("--limit-pairs", type=int, default=None, metavar="N", help="at most N pairs")
+    p.add_argument("--strategy", choices=("single", "all", "sampled"), default=None,
+                   help="which product photos become targets")
+    p.add_argument("--drop-rejected", action="store_true",
+                   help="do not keep pairs below the quality threshold")
+    p.add_argument("--cache-dir", default=None, help="stage artefact cache (default OUT/cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _distributed(args: argparse.Namespace) -> tuple[int, int]:
+    rank, world = args.rank, args.world_size
+    env = os.environ
+    if rank is None:
+        rank = int(env.get("RANK", env.get("SLURM_PROCID", 0)))
+    if world is None:
+        world = int(env.get("WORLD_SIZE", env.get("SLURM_NTASKS", 1)))
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"--rank {rank} must be in [0, --world-size {world})")
+    return rank, world
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.formats:
+        out["output.formats"] = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if args.device:
+        out["device"] = args.device
+    if args.limit_pairs is not None:
+        out["pairs.limit"] = args.limit_pairs
+    if args.strategy:
+        out["pairs.strategy"] = args.strategy
+    if args.drop_rejected:
+        out["quality.drop_rejected"] = True
+    if args.cache_dir:
+        out["cache_dir"] = args.cache_dir
+    return out
+
+
+def run_build(catalog_dir: str, out: str, args: argparse.Namespace) -> BuildResult | int:
+    try:
+        config = load_config(args.config, overrides_from_args(args))
+        rank, world = _distributed(args)
+    except ConfigError as exc:
+        return fail(str(exc))
+    catalog, problems = check_catalog(catalog_dir)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if not catalog.products:
+        return fail(f"{catalog_dir}: no usable product in the catalog")
+    try:
+        build = Build(catalog, out, config, rank=rank, world_size=world,
+                      progress=not args.no_progress)
+        for problem in problems:
+            build.report.reject("catalog", f"{problem.file}:{problem.row}", problem.message)
+        result = build.run()
+    except (ConfigError, ManifestError, WriterLockedError) as exc:
+        return fail(str(exc))
+    return result
+
+
+def print_summary(result: BuildResult) -> None:
+    stats = result.report.as_dict()
+    counts = result.manifest_counts
+    print(f"\nbuilt {result.out}: {counts.get('pairs', 0)} pairs "
+          f"({counts.get('passed', 0)} passed), {result.written} new, "
+          f"{result.skipped_done} already done; {stats['rejects']} rejects")
+    print("pairs by difficulty: " + json.dumps(counts.get("by_difficulty", {})))
+    shares = stats["time_share"]
+    if shares:
+        print("time per stage: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+    if stats["rejects"]:
+        print(f"rejects by reason (see {Path(result.out) / 'report' / 'rejects.jsonl'}):")
+        for reason, n in list(stats["rejects_by_reason"].items())[:10]:
+            print(f"  {n:5d}  {reason}")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = run_build(args.catalog, args.out, args)
+    if isinstance(result, int):
+        return result
+    print_summary(result)
+    return 0

@@ -1,0 +1,194 @@
+"""``pvtt export-pairs``: the seed's folder layout and ``pairs.json`` (sections 5.1, 5.2).
+
+For tools that expect plain files: ``videos/source|background|synthesized``,
+``images/source|target``, ``masks/{clip_id}/0001.png ...`` and
+``annotations/pairs.json|quality_scores.json|statistics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm import tqdm
+
+from pvtt.loaders.query import select_pairs
+from pvtt.loaders.stats import dataset_stats
+from pvtt.loaders.store import BuiltDataset, open_dataset, read_blobs_by_key
+from pvtt.loaders.tar_reader import read_sample
+from pvtt.schemas.manifest import ManifestError
+from pvtt.schemas.masks import decode_masks
+from pvtt.tools.commands._common import add_filter_arguments, fail, filter_from_args
+
+SEED_FORMAT_VERSION = "1.0"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-pairs",
+        help="write the seed's folder layout and pairs.json for the selected pairs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("out", metavar="OUT", help="a built dataset folder")
+    p.add_argument("dir", metavar="DIR", help="folder to write (created)")
+    add_filter_arguments(p)
+    p.add_argument("--limit", type=int, default=None, metavar="N")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        dataset = open_dataset(args.out)
+        flt = filter_from_args(args)
+        rows = select_pairs(dataset, flt, limit=args.limit).to_pylist()
+        count = export_pairs(dataset, rows, Path(args.dir))
+    except (ValueError, ManifestError) as exc:
+        return fail(str(exc))
+    print(f"exported {count} pairs to {args.dir}")
+    return 0
+
+
+def export_pairs(dataset: BuiltDataset, rows: list[dict[str, Any]], dest: Path) -> int:
+    for sub in ("videos/source", "videos/background", "videos/synthesized", "images/source",
+                "images/target", "masks", "annotations"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    media = _LanceMedia(dataset) if dataset.has_lance else _TarMedia(dataset)
+    entries, scores = [], []
+    written_clips: set[str] = set()
+    for row in tqdm(rows, desc="export", unit="pair", disable=None):
+        pid, clip = row["pair_id"], row["clip_id"]
+        image = pid.split("__", 2)[2]
+        target_png = f"images/target/{row['target_id']}__{image}_nobg.png"
+        out = {"video": f"videos/synthesized/{pid}.mp4", "background": None, "masks": None}
+        (dest / out["video"]).write_bytes(media.synth(row))
+        (dest / target_png).write_bytes(media.target_rgba(row))
+        source_video = f"videos/source/{clip}.mp4"
+        source_image = media.source_image(row)
+        source_png = f"images/source/{row['source_id']}.jpg" if source_image else None
+        if clip not in written_clips:
+            written_clips.add(clip)
+            (dest / source_video).write_bytes(media.source_video(row))
+            if source_image:
+                (dest / source_png).write_bytes(source_image)
+            background = media.background(row)
+            if background:
+                (dest / f"videos/background/{clip}_bg.mp4").write_bytes(background)
+            masks = media.masks(row)
+            if masks:
+                _write_mask_frames(dest / "masks" / clip, masks)
+        if (dest / f"videos/background/{clip}_bg.mp4").exists():
+            out["background"] = f"videos/background/{clip}_bg.mp4"
+        if (dest / "masks" / clip).exists():
+            out["masks"] = f"masks/{clip}/"
+        entries.append(
+            {
+                "pair_id": pid,
+                "source": {
+                    "id": row["source_id"], "clip_id": clip, "video": source_video,
+                    "product_image": source_png, "category": row["source_category"],
+                    "subcategory": row["source_subcategory"],
+                },
+                "target": {
+                    "id": row["target_id"], "product_image": target_png,
+                    "category": row["target_category"], "subcategory": row["target_subcategory"],
+                },
+                "output": out,
+                "metadata": {
+                    "difficulty": row["difficulty"], "quality_score": row["quality_score"],
+                    "frame_count": row["frame_count"], "resolution": [row["width"], row["height"]],
+                    "fps": row["fps"], "passed": row["passed"],
+                },
+            }
+        )
+        scores.append({k: row[k] for k in ("pair_id", "score_identity", "score_temporal",
+                                           "score_lighting", "score_overall", "quality_score",
+                                           "passed", "reject_reason")})
+    ann = dest / "annotations"
+    pairs_doc = {"version": SEED_FORMAT_VERSION, "total_pairs": len(entries), "pairs": entries}
+    (ann / "pairs.json").write_text(json.dumps(pairs_doc, indent=2))
+    (ann / "quality_scores.json").write_text(json.dumps(scores, indent=2))
+    (ann / "statistics.json").write_text(json.dumps(dataset_stats(dataset), indent=2))
+    return len(entries)
+
+
+def _write_mask_frames(folder: Path, data: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, mask in enumerate(decode_masks(data), start=1):
+        Image.fromarray(mask.astype("uint8") * 255).save(folder / f"{i:04d}.png")
+
+
+class _LanceMedia:
+    """Media of a pair from the Lance tables (clip media read once per clip)."""
+
+    def __init__(self, dataset: BuiltDataset) -> None:
+        self.pairs, self.clips, self.products = (
+            dataset.table("pairs"), dataset.table("clips"), dataset.table("products"),
+        )
+        self._clip: tuple[str, dict[str, bytes | None]] | None = None
+
+    def _clip_media(self, clip_id: str) -> dict[str, bytes | None]:
+        if self._clip is None or self._clip[0] != clip_id:
+            cols = ("source_video", "background_video", "masks")
+            self._clip = (clip_id, {c: read_blobs_by_key(self.clips, c, "clip_id", [clip_id]).get(clip_id) for c in cols})
+        return self._clip[1]
+
+    def synth(self, row: dict[str, Any]) -> bytes:
+        return read_blobs_by_key(self.pairs, "synth_video", "pair_id", [row["pair_id"]])[row["pair_id"]]
+
+    def target_rgba(self, row: dict[str, Any]) -> bytes:
+        key = f"{row['target_id']}__{row['pair_id'].split('__', 2)[2]}"
+        return read_blobs_by_key(self.products, "image_rgba", "image_id", [key])[key]
+
+    def source_image(self, row: dict[str, Any]) -> bytes | None:
+        keys = self.products.to_table(columns=["image_id"], filter=f"product_id = '{row['source_id']}'", limit=1)
+        ids = keys.column("image_id").to_pylist()
+        return read_blobs_by_key(self.products, "image", "image_id", ids).get(ids[0]) if ids else None
+
+    def source_video(self, row: dict[str, Any]) -> bytes:
+        return self._clip_media(row["clip_id"])["source_video"]
+
+    def background(self, row: dict[str, Any]) -> bytes | None:
+        return self._clip_media(row["clip_id"])["background_video"]
+
+    def masks(self, row: dict[str, Any]) -> bytes | None:
+        return self._clip_media(row["clip_id"])["masks"]
+
+
+class _TarMedia:
+    """Media of a pair from its tar sample (background and masks only if the build kept them)."""
+
+    def __init__(self, dataset: BuiltDataset) -> None:
+        self.dataset = dataset
+        self.where = {
+            e["key"]: (shard, e) for shard in dataset.shards for e in dataset.shard_index(shard)
+        }
+        self._cache: tuple[str, dict[str, bytes]] | None = None
+
+    def _sample(self, pair_id: str) -> dict[str, bytes]:
+        if self._cache is None or self._cache[0] != pair_id:
+            shard, entry = self.where[pair_id]
+            self._cache = (pair_id, read_sample(self.dataset.shard_path(shard), entry))
+        return self._cache[1]
+
+    def synth(self, row: dict[str, Any]) -> bytes:
+        return self._sample(row["pair_id"])["synth.mp4"]
+
+    def target_rgba(self, row: dict[str, Any]) -> bytes:
+        return self._sample(row["pair_id"])["target.png"]
+
+    def source_image(self, row: dict[str, Any]) -> bytes | None:
+        return None
+
+    def source_video(self, row: dict[str, Any]) -> bytes:
+        return self._sample(row["pair_id"])["source.mp4"]
+
+    def background(self, row: dict[str, Any]) -> bytes | None:
+        return self._sample(row["pair_id"]).get("background.mp4")
+
+    def masks(self, row: dict[str, Any]) -> bytes | None:
+        sample = self._sample(row["pair_id"])
+        return next((v for k, v in sample.items() if k.startswith("masks.")), None)

@@ -1,0 +1,42 @@
+"""``pvtt query``: select pairs by difficulty, score, category or SQL; metadata only."""
+
+from __future__ import annotations
+
+import argparse
+
+from pvtt.loaders.query import select_pairs
+from pvtt.loaders.store import open_dataset
+from pvtt.schemas.manifest import ManifestError
+from pvtt.tools.commands._common import add_filter_arguments, fail, filter_from_args, print_table
+
+DEFAULT_COLUMNS = "pair_id,difficulty,source_category,target_category,quality_score,passed"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "query",
+        help="select pairs by difficulty, score, category or SQL (never reads media)",
+        description=(
+            "Print the pairs of a built dataset that match the filters. Filters run "
+            "inside Lance on its scalar indexes; media bytes are never read."
+        ),
+        epilog='example: pvtt query OUT --difficulty hard,expert --min-score 0.8 --format json',
+    )
+    p.add_argument("out", metavar="OUT", help="a built dataset folder")
+    add_filter_arguments(p)
+    p.add_argument("--columns", default=DEFAULT_COLUMNS, help=f"default: {DEFAULT_COLUMNS}")
+    p.add_argument("--limit", type=int, default=None, metavar="N")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        flt = filter_from_args(args)
+        dataset = open_dataset(args.out)
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+        table = select_pairs(dataset, flt, columns=columns, limit=args.limit)
+    except (ValueError, ManifestError) as exc:
+        return fail(str(exc))
+    print_table(table, args.format)
+    return 0
