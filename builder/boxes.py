@@ -106,14 +106,18 @@ def adapt_box_to_aspect(
     """
     boxes = _as_boxes(boxes).astype(np.float64)
     if not np.isfinite(target_aspect) or target_aspect <= 0:
-        raise ValueError(f"target_aspect must be a positive width/height ratio, got {target_aspect}")
+        raise ValueError(
+            f"target_aspect must be a positive width/height ratio, got {target_aspect}"
+        )
     width, height = frame_size
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     new_h = np.sqrt(np.maximum(area, 0) / target_aspect)
     new_w = new_h * target_aspect
-    shrink = np.minimum(1.0, np.minimum(width / np.maximum(new_w, 1e-9), height / np.maximum(new_h, 1e-9)))
+    shrink = np.minimum(
+        1.0, np.minimum(width / np.maximum(new_w, 1e-9), height / np.maximum(new_h, 1e-9))
+    )
     new_w *= shrink
     new_h *= shrink
     x0 = np.clip(cx - new_w / 2, 0, width - new_w)
@@ -132,7 +136,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
     if a.shape != b.shape or a.ndim < 2:
-        raise ValueError(f"iou needs two masks of one shape (H x W or T x H x W), got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"iou needs two masks of one shape (H x W or T x H x W), got {a.shape} and {b.shape}"
+        )
     inter = np.logical_and(a, b).sum(axis=(-2, -1))
     union = np.logical_or(a, b).sum(axis=(-2, -1))
     out = np.where(union == 0, 1.0, inter / np.maximum(union, 1))

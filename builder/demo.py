@@ -10,6 +10,7 @@ all occur.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,14 +135,20 @@ def render_photo(p: DemoProduct, rng: np.random.Generator) -> np.ndarray:
     return photo
 
 
-def make_demo_catalog(root: str | Path, *, seed: int = 0, shot_frames: int = SHOT_FRAMES) -> Path:
+def make_demo_catalog(
+    root: str | Path,
+    *,
+    seed: int = 0,
+    shot_frames: int = SHOT_FRAMES,
+    products: Sequence[DemoProduct] = PRODUCTS,
+) -> Path:
     """Write the synthetic catalog (videos, photos, products.csv) into ``root``."""
     root = Path(root)
     (root / "videos").mkdir(parents=True, exist_ok=True)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, p in enumerate(PRODUCTS):
-        rng = np.random.default_rng(seed * 1000 + i)
+    for p in products:
+        rng = np.random.default_rng([seed, PRODUCTS.index(p) if p in PRODUCTS else len(rows)])
         shots, first_box = [], None
         for s in range(2):
             frames, box = render_shot(p, rng, shot_frames)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,6 +71,8 @@ class VideoInfo:
     duration_s: float
     """From the first frame's start to the last frame's end, from packet timestamps."""
     codec: str
+    variable_frame_rate: bool = False
+    """Frame intervals differ (phone footage, screen recordings)."""
 
     @property
     def fps(self) -> float:
@@ -132,15 +135,20 @@ def _probe_container(container: av.container.InputContainer, name: str) -> Video
     width, height = first.width, first.height
 
     container.seek(0)
-    count, begin, end = 0, None, None
+    count, stamps, end = 0, [], None
     for packet in container.demux(stream):
         if packet.size == 0 or packet.is_discard:
             continue
         count += 1
         if packet.pts is not None:
-            begin = packet.pts if begin is None else min(begin, packet.pts)
+            stamps.append(packet.pts)
             stop = packet.pts + (packet.duration or 0)
             end = stop if end is None else max(end, stop)
+    stamps.sort()
+    steps = [b - a for a, b in pairwise(stamps)]
+    # Constant rate allows one tick of rounding jitter (29.97 fps in a 1/1000 time base).
+    variable = bool(steps) and max(steps) - min(steps) > 1
+    begin = stamps[0] if stamps else None
 
     average = stream.average_rate or stream.guessed_rate
     if not average:
@@ -163,6 +171,7 @@ def _probe_container(container: av.container.InputContainer, name: str) -> Video
         frame_count=count,
         duration_s=duration,
         codec=ctx.name,
+        variable_frame_rate=variable,
     )
 
 
@@ -174,14 +183,18 @@ def probe(path: Source) -> VideoInfo:
 
 
 def target_rate(info: VideoInfo, fps: float | Fraction | None = None) -> Fraction:
-    """The constant output rate: ``fps`` if given, else the average rate made standard.
+    """The constant output rate: ``fps`` if given, else the video's own.
 
-    A variable-rate phone clip averaging 29.87 fps becomes 30, NTSC 29.97 stays 30000/1001.
+    A constant-rate video keeps its exact rate (12.5 stays 12.5, frames map one to one); a
+    variable-rate one gets its average made standard: 29.87 fps becomes 30, an average
+    within 0.05 % of NTSC 29.97 becomes 30000/1001.
     """
     if fps is not None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         return Fraction(fps).limit_denominator(1001)
+    if not info.variable_frame_rate:
+        return info.frame_rate
     average = info.average_rate
     for rate in _NTSC_RATES:
         if abs(average - rate) <= rate * _NTSC_TOLERANCE:

@@ -85,6 +85,7 @@ def test_probe_matches_provenance(shared_data: Path) -> None:
     assert target_rate(coffee) == Fraction(30000, 1001)
     counter = probe(shared_data / "pyscenedetect/counter.mp4")
     assert (counter.display_size, counter.fps, counter.frame_count) == ((1920, 1080), 10.0, 30)
+    assert not (counter.variable_frame_rate or coffee.variable_frame_rate)
 
 
 def test_bad_files_name_the_file_and_problem(tmp_path: Path, shared_data: Path) -> None:
@@ -185,7 +186,16 @@ def test_rotation_matches_opencv_autorotate(tmp_path: Path, rotation: int) -> No
 
 def test_portrait_video_fits_720p_turned() -> None:
     info = VideoInfo(
-        "phone.mp4", 1920, 1080, Fraction(1), 270, Fraction(30), Fraction(30), 1, 0.0, "h264"
+        path="phone.mp4",
+        width=1920,
+        height=1080,
+        sample_aspect_ratio=Fraction(1),
+        rotation=270,
+        frame_rate=Fraction(30),
+        average_rate=Fraction(30),
+        frame_count=1,
+        duration_s=0.0,
+        codec="h264",
     )
     assert info.display_size == (1080, 1920)
     assert output_size(info) == (720, 1280)
@@ -199,6 +209,7 @@ def test_variable_frame_rate_becomes_constant(tmp_path: Path) -> None:
     path = write_clip(tmp_path / "vfr.mp4", images, pts_ms=pts)
     info = probe(path)
     assert info.frame_count == 10 and info.duration_s == pytest.approx(0.8)
+    assert info.variable_frame_rate
     frames, fps = read_frames(path, fps=25)
     assert fps == 25.0 and len(frames) == 20  # 0.8 s at 25 fps
     # Slot k shows the frame on screen at k * 40 ms: repeated across gaps, never reordered.
@@ -229,6 +240,8 @@ def test_encode_decode_round_trip(tmp_path: Path) -> None:
     assert psnr(frames, clip) > 35
     ntsc, fps = decode_video_bytes(encode_mp4(clip[:3], 30000 / 1001))
     assert len(ntsc) == 3 and fps == pytest.approx(29.97003)
+    odd_rate, fps = decode_video_bytes(encode_mp4(clip, 12.5))  # kept exact, not rounded
+    assert fps == 12.5 and len(odd_rate) == len(clip)
     target = tmp_path / "clip.mp4"
     write_mp4(target, clip, 25)
     assert target.read_bytes()[4:8] == b"ftyp"

@@ -39,7 +39,9 @@ class TruthClip:
 
 def load_cutout(data_dir: Path) -> np.ndarray:
     """The left car of ``car-3.out.png``, RGBA, trimmed to its alpha's bounding box."""
-    rgba = cv2.cvtColor(cv2.imread(str(data_dir / CUTOUT), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    rgba = cv2.cvtColor(
+        cv2.imread(str(data_dir / CUTOUT), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA
+    )
     left = rgba[:, : rgba.shape[1] // 2]
     ys, xs = np.nonzero(left[..., 3] >= 128)
     return np.ascontiguousarray(left[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])

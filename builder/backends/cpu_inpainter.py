@@ -2,13 +2,17 @@
 
 In a product video the product moves or the camera does, so most of what the product
 hides is visible in another frame of the clip; copying it from there gives the real
-background, which no image inpainter can. Frames are aligned by global motion: ORB
-features on the unmasked region, matched between consecutive frames at reduced
-resolution, a RANSAC homography per pair, chained over the clip. For each frame the
-hole is filled from the nearest frames in time first, warping only the hole's bounding
-box; motions smaller than ``static_px`` are taken as none, so that a static camera
-gives exact copies instead of resampled ones. What no frame shows is filled by Telea's
-method (``cv2.inpaint``) on a crop around it.
+background, which no image inpainter can. Frames are aligned by global motion,
+estimated at reduced resolution on the unmasked region (see :meth:`_motion`) as a
+similarity transform held in a 3 x 3 matrix. A full homography was tried first: fitted
+to background points that crowd one part of the frame (a textured shelf above a plain
+table), it extrapolated badly where the holes were and drifted by tens of pixels over
+two seconds of a static shot; the similarity stays within 0.1 px there.
+
+For each frame the hole is filled from the nearest frames in time first, warping only
+the hole's bounding box; motions smaller than ``static_px`` are taken as none, so that
+a static camera gives exact copies instead of resampled ones. What no frame shows is
+filled by Telea's method (``cv2.inpaint``) on a crop around it.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class TemporalFillInpainter:
                 f"masks must be bool {frames.shape[:3]}, got {masks.dtype} {masks.shape}"
             )
         holes = self._dilate(masks)
+        if not holes.any():
+            return frames.copy()
         to_ref, segment = self._motion(frames, holes)
         out = frames.copy()
         offsets = self._offsets(frames.shape[0])
@@ -96,7 +102,7 @@ class TemporalFillInpainter:
         return np.stack([cv2.dilate(m.view(np.uint8), kernel).view(bool) for m in masks])
 
     def _motion(self, frames: np.ndarray, holes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Homographies from each frame to its segment's first frame, and segment ids.
+        """Motions (3 x 3) from each frame to its segment's first frame, and segment ids.
 
         Points are followed with pyramidal Lucas-Kanade on corners of the unmasked
         region: unlike ORB's integer keypoints it is sub-pixel accurate. Chaining
@@ -144,7 +150,7 @@ class TemporalFillInpainter:
     def _match(
         self, source: _View, target: _View, guess: np.ndarray
     ) -> tuple[np.ndarray, int] | None:
-        """Background homography taking ``target``'s points to ``source``'s, with its inlier count.
+        """Background motion taking ``target``'s points to ``source``'s, with its inlier count.
 
         ``guess`` (target -> source) seeds the flow, so that distant frames can be matched.
         """
@@ -168,7 +174,7 @@ class TemporalFillInpainter:
         good &= target.visible[y, x] > 0
         if good.sum() < self.min_inliers:
             return None
-        return _background_homography(moved[good, 0], source.corners[good, 0], self.min_inliers)
+        return _background_motion(moved[good, 0], source.corners[good, 0], self.min_inliers)
 
     def _offsets(self, count: int) -> list[int]:
         """Signed frame offsets, nearest first: every frame close by, then sparser further out."""
@@ -188,7 +194,7 @@ class TemporalFillInpainter:
         segment: np.ndarray,
         offsets: list[int],
     ) -> None:
-        count, height, width = holes.shape
+        count = holes.shape[0]
         ys, xs = np.nonzero(holes[t])
         x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
         remaining = holes[t, y0:y1, x0:x1].copy()
@@ -238,10 +244,10 @@ class TemporalFillInpainter:
         frame[y0:y1, x0:x1] = cv2.inpaint(crop, mask, self.telea_radius, cv2.INPAINT_TELEA)
 
 
-def _background_homography(
+def _background_motion(
     src: np.ndarray, dst: np.ndarray, min_inliers: int
 ) -> tuple[np.ndarray, int] | None:
-    """The homography of the background among the motions of matched points, or None.
+    """The background's similarity transform (3 x 3) among the motions of matched points.
 
     Hands and a moving product often carry more features than the background, so the
     largest RANSAC consensus is not enough: several motions are fitted in turn, and the
@@ -258,11 +264,10 @@ def _background_homography(
         )
         if affine is None or int(inliers.sum()) < min_inliers:
             break
-        homography = np.vstack([affine, [0.0, 0.0, 1.0]])
         chosen = np.flatnonzero(left)[inliers[:, 0] > 0]
         cover = _cover(src[chosen])
         if cover > best_cover:
-            best, best_cover, best_count = homography, cover, len(chosen)
+            best, best_cover, best_count = np.vstack([affine, [0.0, 0.0, 1.0]]), cover, len(chosen)
         left[chosen] = False
     return None if best is None else (best, best_count)
 

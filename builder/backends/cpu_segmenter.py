@@ -13,23 +13,15 @@ Masks are then voted over three motion-compensated frames to remove flicker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 
-from pvtt.builder.boxes import masks_to_boxes
+from pvtt.builder.boxes import iou, masks_to_boxes
 from pvtt.builder.stages.protocols import BackendInfo, Detection, StageRejected, Track
 
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-
-
-@dataclass
-class _Step:
-    """What propagating into one frame produced: its mask and the motion from the frame before."""
-
-    mask: np.ndarray
-    motion: np.ndarray
 
 
 class TrackerGrabCutSegmenter:
@@ -92,22 +84,19 @@ class TrackerGrabCutSegmenter:
                 f"detection box {detection.box} is empty inside a {width}x{height} frame"
             )
 
-        forward = self._propagate(frames, range(start, count), box)
         masks = np.zeros((count, height, width), dtype=bool)
         to_next = np.repeat(_IDENTITY[None], count, axis=0)
-        for offset, step in enumerate(forward):
-            t = start + offset
-            masks[t] = step.mask
-            if offset:
-                to_next[t - 1] = step.motion
+        for t, mask, motion in self._propagate(frames, range(start, count), box):
+            masks[t] = mask
+            if t > start:
+                to_next[t - 1] = motion
         if start > 0:
-            backward = self._propagate(frames, range(start, -1, -1), box, first=forward[0])
-            for offset, step in enumerate(backward[1:], start=1):
-                t = start - offset
-                masks[t] = step.mask
-                to_next[t] = _invert(step.motion)
+            backward = self._propagate(frames, range(start, -1, -1), box, masks[start])
+            for t, mask, motion in backward:
+                masks[t] = mask
+                to_next[t] = cv2.invertAffineTransform(motion)
         if self.smooth and count >= 3:
-            masks = _vote(masks, to_next)
+            _vote(masks, to_next)
         empty = np.flatnonzero(~masks.any(axis=(1, 2)))
         if empty.size:
             raise StageRejected(
@@ -116,18 +105,21 @@ class TrackerGrabCutSegmenter:
         return Track(masks=masks, boxes=masks_to_boxes(masks))
 
     def _propagate(
-        self, frames: np.ndarray, order: range, box: np.ndarray, first: _Step | None = None
-    ) -> list[_Step]:
-        """Masks along ``order`` (forwards or backwards in time), starting from ``box``."""
+        self, frames: np.ndarray, order: range, box: np.ndarray, first: np.ndarray | None = None
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(frame, mask, motion from the frame before in order)`` along ``order``.
+
+        Starts from GrabCut in ``box`` on ``order[0]``, or from its known mask ``first``
+        (not yielded again) when going backwards after the forward pass.
+        """
         height, width = frames.shape[1:3]
         scale = min(1.0, self.track_size / max(height, width))
         first_t = order[0]
         if first is None:
             mask, models = self._grabcut_box(frames[first_t], box, first_t)
-            first = _Step(mask=mask, motion=_IDENTITY.copy())
+            yield first_t, mask, _IDENTITY
         else:
-            mask, models = first.mask, None
-        steps = [first]
+            mask, models = first, None
         prev_gray = _gray(frames[first_t], scale)
         area = int(mask.sum())
         for t in order[1:]:
@@ -135,7 +127,7 @@ class TrackerGrabCutSegmenter:
             motion = self._motion(prev_gray, gray, mask, scale, t)
             prior = cv2.warpAffine(
                 mask.view(np.uint8), motion, (width, height), flags=cv2.INTER_NEAREST
-            ).astype(bool)
+            ).view(bool)
             if not prior.any():
                 raise StageRejected(f"product lost at frame {t}: the tracked mask left the frame")
             new_mask, models = self._grabcut_prior(frames[t], prior, models, t)
@@ -145,15 +137,14 @@ class TrackerGrabCutSegmenter:
                 raise StageRejected(
                     f"product lost at frame {t}: mask area changed {ratio:.2f}x in one frame"
                 )
-            agreement = _iou(new_mask, prior)
+            agreement = iou(new_mask, prior)
             if agreement < self.min_prior_iou:
                 raise StageRejected(
                     f"product lost at frame {t}: the mask moved away from the tracked motion "
                     f"(IoU {agreement:.2f} with the prediction)"
                 )
-            steps.append(_Step(mask=new_mask, motion=motion))
+            yield t, new_mask, motion
             mask, area, prev_gray = new_mask, new_area, gray
-        return steps
 
     def _motion(
         self, prev_gray: np.ndarray, gray: np.ndarray, mask: np.ndarray, scale: float, t: int
@@ -283,32 +274,25 @@ def _largest_component(fg: np.ndarray) -> np.ndarray:
     return (labels == keep).astype(np.uint8)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def _invert(motion: np.ndarray) -> np.ndarray:
-    return cv2.invertAffineTransform(motion)
-
-
-def _vote(masks: np.ndarray, to_next: np.ndarray) -> np.ndarray:
-    """Majority of each mask and its two neighbours warped onto it (first and last frames kept)."""
+def _vote(masks: np.ndarray, to_next: np.ndarray) -> None:
+    """In place: majority of each mask and its two neighbours warped onto it (ends kept)."""
     count, height, width = masks.shape
     boxes = masks_to_boxes(masks)
-    out = masks.copy()
+    before = masks[0].copy()
     for t in range(1, count - 1):
+        current = masks[t].copy()
         x0, y0 = np.floor(np.nanmin(boxes[t - 1 : t + 2, :2], axis=0)).astype(int) - 2
         x1, y1 = np.ceil(np.nanmax(boxes[t - 1 : t + 2, 2:], axis=0)).astype(int) + 2
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
         shift = np.array([[0.0, 0.0, -x0], [0.0, 0.0, -y0]])
-        votes = masks[t, y0:y1, x0:x1].astype(np.uint8)
-        for neighbour, motion in ((t - 1, to_next[t - 1]), (t + 1, _invert(to_next[t]))):
+        votes = current[y0:y1, x0:x1].astype(np.uint8)
+        after = cv2.invertAffineTransform(to_next[t])
+        for neighbour, motion in ((before, to_next[t - 1]), (masks[t + 1], after)):
             votes += cv2.warpAffine(
-                masks[neighbour].view(np.uint8),
+                neighbour.view(np.uint8),
                 motion + shift,
                 (x1 - x0, y1 - y0),
                 flags=cv2.INTER_NEAREST,
             )
-        out[t, y0:y1, x0:x1] = votes >= 2
-    return out
+        masks[t, y0:y1, x0:x1] = votes >= 2
+        before = current

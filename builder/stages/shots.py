@@ -1,8 +1,8 @@
 """Stage 1: split a product video into shots and keep those long enough to make clips.
 
-Cuts come from PySceneDetect run exactly as its own command line runs it (PyAV backend,
-automatic downscale, the detector's defaults unless set), so a shot list here equals the
-cut list PySceneDetect reports for the same detector and settings, variable frame rate
+Cuts come from PySceneDetect's API run with its defaults (PyAV backend, automatic
+downscale, the detector's own settings unless given), so a shot list here equals the scene
+list PySceneDetect reports for the same detector and settings, variable frame rate
 included: frame numbers and times are the ones it reports.
 """
 

@@ -18,6 +18,7 @@ import io
 import os
 import time
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import av
@@ -55,7 +56,7 @@ def blob_masks(frames: int = 150, size: tuple[int, int] = (1280, 720), seed: int
 def tracked_masks(video: Path, box: tuple[float, float, float, float], frames: int) -> np.ndarray:
     """The CPU segmenter's masks of the object in ``box`` over the first ``frames`` frames."""
     with av.open(str(video)) as container:
-        decoded = [f.to_ndarray(format="rgb24") for _, f in zip(range(frames), container.decode(video=0))]
+        decoded = [f.to_ndarray(format="rgb24") for f in islice(container.decode(video=0), frames)]
     track = TrackerGrabCutSegmenter().segment(np.stack(decoded), Detection(0, box, 1.0))
     return track.masks
 
@@ -120,7 +121,9 @@ def measure(masks: np.ndarray, repeat: int = 3) -> list[dict[str, float | str]]:
 def _print(name: str, masks: np.ndarray, rows: list[dict[str, float | str]]) -> None:
     t, h, w = masks.shape
     print(f"\n{name}: {t} x {h} x {w}, {masks.mean():.1%} foreground")
-    print(f"{'codec':<20}{'bytes':>12}{'size/PNG':>10}{'decode ms':>11}{'speed/PNG':>11}{'encode ms':>11}")
+    print(
+        f"{'codec':<20}{'bytes':>12}{'size/PNG':>10}{'decode ms':>11}{'speed/PNG':>11}{'encode ms':>11}"
+    )
     for r in rows:
         print(
             f"{r['codec']:<20}{r['bytes']:>12,}{r['size']:>10.3f}{r['decode_ms']:>11.1f}"
@@ -135,10 +138,14 @@ def _default_data() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", type=Path, help=f"video to track (default: shared data {DEFAULT_VIDEO})")
+    parser.add_argument(
+        "--video", type=Path, help=f"video to track (default: shared data {DEFAULT_VIDEO})"
+    )
     parser.add_argument("--box", help="x0,y0,x1,y1 of the object on the video's first frame")
     parser.add_argument("--frames", type=int, default=150, help="frames to track and to synthesise")
-    parser.add_argument("--masks", type=Path, action="append", default=[], help="bool T x H x W .npy")
+    parser.add_argument(
+        "--masks", type=Path, action="append", default=[], help="bool T x H x W .npy"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats (best is kept)")
     args = parser.parse_args(argv)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from typing import Any
 
@@ -94,5 +95,6 @@ def _cell(value: Any) -> str:
 
 
 def fail(message: str) -> int:
+    message = re.sub(r",? ?/\S+\.rs:\d+:\d+", "", message)  # Lance's Rust source locations
     print(f"pvtt: error: {message}", file=sys.stderr)
     return 1

@@ -67,8 +67,8 @@ def export_pairs(dataset: BuiltDataset, rows: list[dict[str, Any]], dest: Path) 
         (dest / out["video"]).write_bytes(media.synth(row))
         (dest / target_png).write_bytes(media.target_rgba(row))
         source_video = f"videos/source/{clip}.mp4"
-        source_image = media.source_image(row)
-        source_png = f"images/source/{row['source_id']}.jpg" if source_image else None
+        source_image, source_ext = media.source_image(row)
+        source_png = f"images/source/{row['source_id']}{source_ext}" if source_image else None
         if clip not in written_clips:
             written_clips.add(clip)
             (dest / source_video).write_bytes(media.source_video(row))
@@ -143,10 +143,16 @@ class _LanceMedia:
         key = f"{row['target_id']}__{row['pair_id'].split('__', 2)[2]}"
         return read_blobs_by_key(self.products, "image_rgba", "image_id", [key])[key]
 
-    def source_image(self, row: dict[str, Any]) -> bytes | None:
-        keys = self.products.to_table(columns=["image_id"], filter=f"product_id = '{row['source_id']}'", limit=1)
-        ids = keys.column("image_id").to_pylist()
-        return read_blobs_by_key(self.products, "image", "image_id", ids).get(ids[0]) if ids else None
+    def source_image(self, row: dict[str, Any]) -> tuple[bytes | None, str]:
+        """The source product's first photo (its original bytes) and file extension."""
+        source = row["source_id"].replace("'", "''")
+        keys = self.products.to_table(
+            columns=["image_id", "image_path"], filter=f"product_id = '{source}'", limit=1
+        ).to_pylist()
+        if not keys:
+            return None, ""
+        data = read_blobs_by_key(self.products, "image", "image_id", [keys[0]["image_id"]])
+        return data.get(keys[0]["image_id"]), Path(keys[0]["image_path"]).suffix.lower()
 
     def source_video(self, row: dict[str, Any]) -> bytes:
         return self._clip_media(row["clip_id"])["source_video"]
@@ -180,8 +186,8 @@ class _TarMedia:
     def target_rgba(self, row: dict[str, Any]) -> bytes:
         return self._sample(row["pair_id"])["target.png"]
 
-    def source_image(self, row: dict[str, Any]) -> bytes | None:
-        return None
+    def source_image(self, row: dict[str, Any]) -> tuple[bytes | None, str]:
+        return None, ""
 
     def source_video(self, row: dict[str, Any]) -> bytes:
         return self._sample(row["pair_id"])["source.mp4"]
