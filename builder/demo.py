@@ -150,7 +150,7 @@ def make_demo_catalog(
     for p in products:
         rng = np.random.default_rng([seed, PRODUCTS.index(p) if p in PRODUCTS else len(rows)])
         shots, first_box = [], None
-        for s in range(2):
+        for _shot in range(2):
             frames, box = render_shot(p, rng, shot_frames)
             shots.append(frames)
             first_box = first_box or box

@@ -177,6 +177,15 @@ class Build:
 
     # -- the run --------------------------------------------------------------
     def run(self) -> BuildResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with self.report.logging_to(self.out):
+            log.info("build of %s into %s (rank %d of %d)", self.catalog.root, self.out,
+                     self.rank, self.world_size)
+            result = self._run_logged()
+            log.info("done: %d pairs written, %d already done", result.written, result.skipped_done)
+        return result
+
+    def _run_logged(self) -> BuildResult:
         started = time.perf_counter()
         out_cfg = self.config.output
         writer = DatasetWriter(

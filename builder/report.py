@@ -8,6 +8,7 @@ it came from and why, and ends in ``OUT/report/rejects.jsonl`` and
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from typing import Any
 from pvtt.schemas.manifest import atomic_write_bytes
 
 REPORT_DIR = "report"
+LOG_NAME = "build.log"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class BuildReport:
         self.counts[name] += n
 
     def reject(self, stage: str, item: str, reason: str) -> None:
+        log.warning("%s: skipped %s: %s", stage, item, reason)
         self.rejects.append(Reject(stage, item, reason))
         self.counts[f"rejected.{stage}"] += 1
 
@@ -67,6 +71,26 @@ class BuildReport:
             "rejects": len(self.rejects),
             **self.extra,
         }
+
+    @contextmanager
+    def logging_to(self, out: Path) -> Iterator[None]:
+        """Append pvtt's log records (INFO and up) to ``OUT/report/build.log`` meanwhile."""
+        folder = out / REPORT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("pvtt")
+        previous = root.level
+        root.addHandler(handler)
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(previous)
+            handler.close()
 
     def write(self, out: Path) -> None:
         folder = out / REPORT_DIR

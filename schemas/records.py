@@ -15,10 +15,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pvtt.schemas.keys import check_id, image_id, split_pair_id
+from pvtt.schemas.tables import MEDIA_COLUMNS
 from pvtt.schemas.taxonomy import Difficulty
 from pvtt.schemas.version import SCHEMA_VERSION
 
 Box = tuple[float, float, float, float]
+_MEDIA = frozenset(c for cols in MEDIA_COLUMNS.values() for c in cols)
 
 
 class RecordError(ValueError):
@@ -218,9 +220,9 @@ def scalar_dict(record: ProductRecord | ClipRecord | PairRecord) -> dict[str, An
     """The JSON-ready scalar columns of a record: the ``{key}.json`` of a tar sample."""
     out: dict[str, Any] = {}
     for f in fields(record):
-        value = getattr(record, f.name)
-        if isinstance(value, bytes | bytearray):
+        if f.name in _MEDIA:
             continue
+        value = getattr(record, f.name)
         if isinstance(value, datetime):
             value = value.isoformat()
         elif f.name.endswith("_boxes") and value is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import av
@@ -52,16 +53,16 @@ def load_footage(data_dir: Path, num_frames: int, size: tuple[int, int], pan: in
     width, height = size
     scaled = (width + pan, round((width + pan) * 9 / 16))
     out = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    decoded = 0
     with av.open(str(data_dir / VIDEO)) as container:
-        for t, frame in enumerate(container.decode(video=0)):
-            if t == num_frames:
-                break
+        for t, frame in enumerate(islice(container.decode(video=0), num_frames)):
             img = cv2.resize(frame.to_ndarray(format="rgb24"), scaled, interpolation=cv2.INTER_AREA)
             dx = round(pan * t / max(num_frames - 1, 1))
             dy = round((scaled[1] - height) * t / max(num_frames - 1, 1))
             out[t] = img[dy : dy + height, dx : dx + width]
-        else:
-            raise ValueError(f"{data_dir / VIDEO} has fewer than {num_frames} frames")
+            decoded += 1
+    if decoded < num_frames:
+        raise ValueError(f"{data_dir / VIDEO} has {decoded} frames, fewer than {num_frames}")
     return out
 
 

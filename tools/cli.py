@@ -59,10 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the build log may lower pvtt's own level
+        handler.setLevel(level)
     if args.verbose < 2:  # third-party progress chatter drowns pvtt's own output
         for name in ("pyscenedetect", "numba", "PIL"):
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -22,6 +22,8 @@ from pvtt.builder.boxes import iou, masks_to_boxes
 from pvtt.builder.stages.protocols import BackendInfo, Detection, StageRejected, Track
 
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+_MIN_TRACK_PX = 64
+"""Tracking resolution is raised (up to full) until the product's short side spans this."""
 
 
 class TrackerGrabCutSegmenter:
@@ -113,7 +115,8 @@ class TrackerGrabCutSegmenter:
         (not yielded again) when going backwards after the forward pass.
         """
         height, width = frames.shape[1:3]
-        scale = min(1.0, self.track_size / max(height, width))
+        small_side = max(min(box[2] - box[0], box[3] - box[1]), 1.0)
+        scale = min(1.0, max(self.track_size / max(height, width), _MIN_TRACK_PX / small_side))
         first_t = order[0]
         if first is None:
             mask, models = self._grabcut_box(frames[first_t], box, first_t)

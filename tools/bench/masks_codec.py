@@ -149,12 +149,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats (best is kept)")
     args = parser.parse_args(argv)
 
-    sources: dict[str, Callable[[], np.ndarray]] = {"blob": lambda: blob_masks(args.frames)}
-    video = args.video or _default_data() / DEFAULT_VIDEO
-    if args.box or args.video is None:
-        box = tuple(float(v) for v in args.box.split(",")) if args.box else DEFAULT_BOX
     if args.video is not None and args.box is None:
         parser.error("--video needs --box")
+    video = args.video or _default_data() / DEFAULT_VIDEO
+    box = tuple(float(v) for v in args.box.split(",")) if args.box else DEFAULT_BOX
+    if len(box) != 4:
+        parser.error(f"--box needs four numbers x0,y0,x1,y1, got {args.box!r}")
+    sources: dict[str, Callable[[], np.ndarray]] = {"blob": lambda: blob_masks(args.frames)}
     if video.is_file():
         sources[f"tracked {video.name}"] = lambda: tracked_masks(video, box, args.frames)
     else:

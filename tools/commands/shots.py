@@ -52,7 +52,7 @@ def format_table(shot_list: ShotList) -> str:
     kept = len(shot_list.kept)
     lines = [
         f"{shot_list.video}: {shot_list.frame_count} frames at {shot_list.fps:g} fps, "
-        f"{len(shot_list.shots)} shots, {kept} kept",
+        f"{len(shot_list.shots)} shot{'s' * (len(shot_list.shots) != 1)}, {kept} kept",
         f"{'#':>3}  {'frames':>15}  {'count':>6}  {'time (s)':>17}  kept",
     ]
     for index, shot in enumerate(shot_list.shots):
