@@ -9,7 +9,9 @@ of the metadata columns never read them.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import pyarrow as pa
 from lance.fragment import FragmentMetadata, write_fragments
 
 from pvtt.builder.sinks.base import PairSample
-from pvtt.schemas.manifest import Manifest, TableInfo
+from pvtt.schemas.manifest import Manifest, TableInfo, fsync_dir
 from pvtt.schemas.records import to_row
 from pvtt.schemas.tables import TABLE_KEYS, TABLE_SCHEMAS
 
@@ -81,8 +83,16 @@ class LanceSink:
 
     name = "lance"
 
-    def __init__(self, *, fragment_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self,
+        *,
+        fragment_bytes: int = 256 << 20,
+        compact: bool = True,
+        target_rows_per_fragment: int = 1 << 20,
+    ) -> None:
         self.fragment_bytes = fragment_bytes
+        self.compact = compact
+        self.target_rows_per_fragment = target_rows_per_fragment
         self._tables: dict[str, _Table] = {}
         self._versions: dict[str, int] = {}
 
@@ -129,6 +139,7 @@ class LanceSink:
 
     def flush(self, manifest: Manifest) -> None:
         # products and clips first: a committed pair always finds its clip and product
+        started = time.time() - 1.0
         for name in ("products", "clips", "pairs"):
             table = self._tables[name]
             table.write_pending_rows()
@@ -136,13 +147,25 @@ class LanceSink:
                 continue
             ds = table.commit(self._versions[name])
             self._record(manifest, name, ds)
+        # Lance does not fsync; the manifest must never name versions a power cut could lose
+        for table in self._tables.values():
+            fsync_tree(table.uri, since=started)
 
     def finalize(self, manifest: Manifest) -> None:
+        """Compact each commit's small fragments, then build or extend the scalar indexes.
+
+        Every commit appends at least one fragment; queries over thousands of small
+        fragments are many times slower than over a few large ones.
+        """
+        started = time.time() - 1.0
         for name, indexes in SCALAR_INDEXES.items():
             uri = str(self._tables[name].uri)
             ds = lance.dataset(uri)
             if ds.count_rows() == 0:
                 continue
+            if self.compact and len(ds.get_fragments()) > 1:
+                ds.optimize.compact_files(target_rows_per_fragment=self.target_rows_per_fragment)
+                ds = lance.dataset(uri)
             existing = {tuple(i["fields"]) for i in ds.list_indices()}
             created = False
             for column, kind in indexes:
@@ -151,14 +174,35 @@ class LanceSink:
                     created = True
             if existing:
                 ds.optimize.optimize_indices()  # cover fragments appended since
-            if created or existing:
-                self._record(manifest, name, lance.dataset(uri))
+            self._record(manifest, name, lance.dataset(uri))
+            fsync_tree(self._tables[name].uri, since=started)
 
     def _record(self, manifest: Manifest, name: str, ds: lance.LanceDataset) -> None:
         self._versions[name] = ds.version
         manifest.tables[name] = TableInfo(
             path=f"{LANCE_DIR}/{name}.lance", version=ds.version, rows=ds.count_rows()
         )
+
+
+def fsync_tree(root: Path, *, since: float) -> None:
+    """fsync every file under ``root`` modified after ``since``, then their folders."""
+    folders: set[str] = set()
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                if os.stat(path).st_mtime < since:
+                    continue
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            folders.add(folder)
+    for folder in folders:
+        fsync_dir(Path(folder))
 
 
 def _media_bytes(row: dict[str, Any]) -> int:
