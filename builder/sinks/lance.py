@@ -167,11 +167,9 @@ class LanceSink:
                 ds.optimize.compact_files(target_rows_per_fragment=self.target_rows_per_fragment)
                 ds = lance.dataset(uri)
             existing = {tuple(i["fields"]) for i in ds.list_indices()}
-            created = False
             for column, kind in indexes:
                 if (column,) not in existing:
                     ds.create_scalar_index(column, index_type=kind)
-                    created = True
             if existing:
                 ds.optimize.optimize_indices()  # cover fragments appended since
             self._record(manifest, name, lance.dataset(uri))
