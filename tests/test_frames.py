@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pvtt.loaders.decode import MediaDecodeError
+from pvtt.loaders.decode import MediaDecodeError, decode_video
 from pvtt.loaders.frames import (
     FrameSampler,
     decode_frames,
@@ -55,6 +55,24 @@ def clip() -> bytes:
 @pytest.fixture(scope="module")
 def mkv_clip() -> bytes:
     return _encode("matroska")
+
+
+@pytest.fixture(scope="module")
+def textured_clip() -> bytes:
+    """Moving noise, x264's usual B-frame pyramid: a reference frame decoded wrong would show."""
+    rng = np.random.default_rng(5)
+    texture = rng.integers(0, 256, size=(HEIGHT, WIDTH * 2, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=30, options={"crf": "23", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for index in range(FRAMES):
+            image = np.ascontiguousarray(texture[:, index : index + WIDTH])
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buffer.getvalue()
 
 
 def _which(frames: torch.Tensor) -> list[int]:
@@ -126,6 +144,32 @@ def test_decode_frames_from_sampler_and_matroska(mkv_clip: bytes) -> None:
     sampler = FrameSampler(num_frames=8, frame_stride=3, start="random")
     indices = sampler.indices(frame_count(mkv_clip), np.random.default_rng(7))
     assert _which(decode_frames(mkv_clip, indices)) == indices.tolist()
+
+
+def test_skipping_frames_before_the_window_changes_no_pixel(textured_clip: bytes) -> None:
+    whole = decode_video(textured_clip)
+    with av.open(io.BytesIO(textured_clip)) as container:
+        kinds = {frame.pict_type for frame in container.decode(video=0)}
+    assert av.video.frame.PictureType.B in kinds
+    for indices in ([0, 1], [7, 8, 9, 10], [13, 13, 20], [29], [25, 5, 17]):
+        got = decode_frames(textured_clip, np.array(indices)).permute(0, 2, 3, 1).numpy()
+        assert np.array_equal(got, whole[indices]), indices
+
+
+def test_stream_without_timestamps_is_counted(clip: bytes) -> None:
+    """Raw H.264 (Annex B) has no packet timestamps: frames are counted, none skipped."""
+    buffer = io.BytesIO()
+    with av.open(io.BytesIO(clip)) as source, av.open(buffer, "w", format="h264") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+    raw = buffer.getvalue()
+    assert frame_count(raw) == FRAMES
+    assert _which(decode_frames(raw, np.array([4, 18, 18, 29]))) == [4, 18, 18, 29]
+    with pytest.raises(MediaDecodeError, match="frame 30 asked for, the video has 30"):
+        decode_frames(raw, np.array([2, 30]))
 
 
 def test_decode_frames_resizes(clip: bytes) -> None:

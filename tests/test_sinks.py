@@ -181,3 +181,15 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, shared_data: Path,
     assert sorted(tar_ids) == expected
     leftovers = [p.name for p in (out / "tar").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_shards_roll_over_by_bytes(tmp_path: Path, shared_data: Path) -> None:
+    samples = make_samples(shared_data, 12)
+    sample_bytes = sum(
+        len(b) for b in (samples[0].pair.synth_video, samples[0].clip.source_video, samples[0].product.image_rgba)
+    )
+    out = tmp_path / "out"
+    _build(out, samples, max_samples=1000, max_bytes=3 * sample_bytes, formats=["tar"])
+    shards = open_dataset(out).shards
+    assert len(shards) >= 3 and all(s.samples <= 4 for s in shards)
+    assert sum(s.samples for s in shards) == 12
