@@ -1,10 +1,11 @@
 """Decoding of stored media into the tensors a training loop takes.
 
 A loader that asks for 16 frames of a clip should pay for 16 RGB conversions, not for the
-whole clip: :func:`decode_frames` decodes up to the last frame it needs, stops there, and
-converts (and resizes, inside swscale) only the frames asked for, writing each once into
-one preallocated array. Frames are counted in presentation order from 0, as every decoder
-of the clip yields them, so an index means the same frame in the video and in its masks.
+whole clip: :func:`decode_frames` decodes up to the last frame it needs and stops there,
+skips the pictures nothing refers to before the first one, and converts (and resizes,
+inside swscale) only the frames asked for, writing each once into one preallocated array.
+Frame ``i`` is the ``i``-th frame in presentation order, the order every decoder yields
+them in, so an index means the same frame in the video and in its masks.
 
 Sampling is separate (:class:`FrameSampler`) so that the dataset can draw indices from a
 generator it seeds per (seed, epoch, pair), and the same indices can select both the video
@@ -287,8 +288,7 @@ def _display_ranks(packets: list[av.Packet]) -> dict[int, int] | None:
 
 
 def _import_backend(name: str, module: str | None = None) -> object:
-    """Module ``module`` (default ``name``) of the optional package ``name``, or an ImportError
-    that says how to get it."""
+    """``module`` (default: ``name``) of optional package ``name``, or an ImportError naming it."""
     try:
         return importlib.import_module(module or name)
     except ImportError as exc:

@@ -47,7 +47,8 @@ class Selection:
         return len(self.pair_ids)
 
 
-def _fingerprint(dataset: BuiltDataset, flt: PairFilter, fmt: str) -> str:
+def fingerprint(dataset: BuiltDataset, flt: PairFilter, fmt: str) -> str:
+    """Identity of (dataset version, filter, format): a saved loader state must match it."""
     m = dataset.manifest
     version = {k: v.version for k, v in m.tables.items()}
     blob = json.dumps([m.build_id, version, [s.path for s in m.shards], flt.to_sql(), fmt])
@@ -85,7 +86,7 @@ def _select_lance(dataset: BuiltDataset, flt: PairFilter) -> Selection:
         meta=meta,
         row_ids=row_ids,
         shard_entries=None,
-        fingerprint=_fingerprint(dataset, flt, "lance"),
+        fingerprint=fingerprint(dataset, flt, "lance"),
     )
 
 
@@ -106,7 +107,7 @@ def _select_tar(dataset: BuiltDataset, flt: PairFilter) -> Selection:
         meta=None,
         row_ids=None,
         shard_entries=entries,
-        fingerprint=_fingerprint(dataset, flt, "tar"),
+        fingerprint=fingerprint(dataset, flt, "tar"),
     )
 
 

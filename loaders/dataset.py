@@ -1,0 +1,318 @@
+"""``PairDataset``: filtered pairs of a built dataset as a resumable torch IterableDataset.
+
+What an epoch yields is fixed by a :class:`~pvtt.loaders.plan.SamplePlan`, a pure
+function of (dataset version, filter, seed, epoch, world size): ranks take
+global positions ``g % world_size``, DataLoader workers take batch-sized chunks
+of their rank's list, so the loader's output order is the rank's list order and
+"samples seen" is always a prefix of it. Resuming skips the consumed positions
+without reading them; a different world size continues the same epoch.
+
+Lance is not fork-safe once its runtime has started, so nothing here touches
+Lance until iteration starts inside the process (worker) that iterates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pvtt.loaders.curriculum import CurriculumSchedule, curriculum_order
+from pvtt.loaders.decode import MediaDecodeError
+from pvtt.loaders.frames import FrameSampler, decode_frames, decode_masks_at, decode_rgba
+from pvtt.loaders.plan import SamplePlan
+from pvtt.loaders.query import PairFilter
+from pvtt.loaders.readers import FIELDS, LanceReader, MissingFieldError, TarReader
+from pvtt.loaders.selection import Selection, fingerprint, select
+from pvtt.loaders.store import BuiltDataset
+from pvtt.loaders.tar_reader import ShardFormatError
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+VIDEO_FIELDS = ("synth_video", "source_video", "background_video")
+
+
+class LoaderStateError(ValueError):
+    """A saved loader state that does not belong to this dataset and filter."""
+
+
+class SampleError(RuntimeError):
+    """A selected sample that could not be read or decoded; names the pair and where it lives."""
+
+
+@dataclass
+class _Context:
+    """Per-process state: the opened dataset, its selection and a reader."""
+
+    pid: int
+    selection: Selection
+    reader: LanceReader | TarReader
+
+
+def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    env_rank = int(os.environ.get("RANK", 0))
+    env_world = int(os.environ.get("WORLD_SIZE", 1))
+    return (rank if rank is not None else env_rank), (world_size if world_size is not None else env_world)
+
+
+def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Scalar columns that ``default_collate`` can batch: no None, no lists, no datetimes."""
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if key == "target_boxes":
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif value is None:
+            value = "" if key == "reject_reason" else math.nan
+        out[key] = value
+    return out
+
+
+class PairDataset(IterableDataset):
+    """Pairs of a built dataset, filtered, planned across ranks and workers, decoded.
+
+    Filters: ``difficulty``, ``min_score``/``max_score``, ``category``, ``passed``
+    (default True; None keeps rejected pairs) and ``where`` (SQL, Lance's parser).
+    ``fields`` picks what is read and decoded: ``synth_video``, ``source_video``,
+    ``background_video``, ``masks``, ``target_image``, ``meta``; other media are
+    never read. Videos come as uint8 ``T x C x H x W``, masks as bool ``T x H x W``
+    on the same frames, the target cut-out as uint8 RGBA ``4 x H x W``.
+
+    ``batch_size`` must equal the DataLoader's (1 when it batches nothing) so that
+    workers' chunks come back in plan order; ``state_dict(samples_seen=k)`` then
+    resumes after the ``k`` samples this rank took from the loader.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        difficulty: Iterable[str] | str | None = None,
+        min_score: float | None = None,
+        max_score: float | None = None,
+        category: Iterable[str] | str | None = None,
+        passed: bool | None = True,
+        where: str | None = None,
+        fields: Iterable[str] = ("synth_video", "meta"),
+        num_frames: int | None = 16,
+        frame_stride: int = 1,
+        frame_start: Literal["random", "first", "centre"] = "random",
+        size: tuple[int, int] | None = None,
+        decoder: Literal["pyav", "decord", "torchcodec"] = "pyav",
+        shuffle: bool = True,
+        seed: int = 0,
+        format: Literal["lance", "tar"] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        equal_per_rank: bool = False,
+        batch_size: int = 1,
+        curriculum: CurriculumSchedule | None = None,
+        epoch_length: int | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        cache_bytes: int = 256 << 20,
+    ) -> None:
+        super().__init__()
+        self.out = os.fspath(out)
+        self.filter = PairFilter.make(difficulty, min_score, max_score, category, passed, where)
+        self.fields = tuple(dict.fromkeys(fields))
+        unknown = set(self.fields) - set(FIELDS)
+        if unknown or not self.fields:
+            raise ValueError(f"unknown fields {sorted(unknown)}; choose from {FIELDS}")
+        self.sampler = FrameSampler(num_frames, frame_stride, frame_start)
+        self.size = size
+        self.decoder = decoder
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.equal_per_rank = equal_per_rank
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.batch_size = batch_size
+        self.curriculum = curriculum
+        self.epoch_length = epoch_length
+        if on_error not in ("raise", "skip"):
+            raise ValueError("on_error must be 'raise' or 'skip'")
+        self.on_error = on_error
+        self.cache_bytes = cache_bytes
+        built = BuiltDataset(self.out)  # the manifest only: no Lance in this process yet
+        self.format = format or ("lance" if built.has_lance else "tar")
+        if self.format == "lance" and not built.has_lance:
+            raise ValueError(f"{self.out}: has no Lance tables; use format='tar'")
+        if self.format == "tar" and not built.has_tar:
+            raise ValueError(f"{self.out}: has no tar shards; use format='lance'")
+        self.fingerprint = fingerprint(built, self.filter, self.format)
+        self.epoch = 0
+        self._consumed = 0
+        self._curriculum_state = curriculum.state_dict() if curriculum is not None else None
+        self._yielded = 0
+        self.skipped = 0
+        self._context: _Context | None = None
+
+    # -- per-process context -------------------------------------------------
+    def _ctx(self) -> _Context:
+        if self._context is None or self._context.pid != os.getpid():
+            dataset = BuiltDataset(self.out)
+            selection = select(dataset, self.filter, self.format)
+            if selection.fingerprint != self.fingerprint:
+                raise LoaderStateError(f"{self.out}: the dataset changed since this loader was made")
+            reader: LanceReader | TarReader = (
+                LanceReader(dataset, selection, self.cache_bytes)
+                if self.format == "lance"
+                else TarReader(dataset, selection)
+            )
+            self._context = _Context(os.getpid(), selection, reader)
+        return self._context
+
+    def __len__(self) -> int:
+        """Samples this rank yields in a full epoch (opens the dataset in this process)."""
+        rank, world = _distributed(self.rank, self.world_size)
+        return len(self._plan(self._ctx().selection, rank, world, 1, consumed=0).rank_positions())
+
+    @property
+    def num_selected(self) -> int:
+        return len(self._ctx().selection)
+
+    # -- planning -------------------------------------------------------------
+    def _positions(self, selection: Selection) -> int:
+        return self.epoch_length if self.epoch_length is not None else len(selection)
+
+    def _order(self, selection: Selection, world: int) -> np.ndarray | None:
+        if self.curriculum is None:
+            return None
+        schedule = self.curriculum
+        if self._curriculum_state is not None:
+            schedule.load_state_dict(self._curriculum_state)
+        positions = self._positions(selection)
+        return curriculum_order(
+            selection.levels, schedule, seed=self.seed, epoch=self.epoch,
+            num_positions=positions, samples_per_step=self.batch_size * world,
+            start_position=self.epoch * positions, qualities=selection.qualities,
+        )
+
+    def _plan(self, selection: Selection, rank: int, world: int, workers: int, *, consumed: int) -> SamplePlan:
+        order = self._order(selection, world)
+        return SamplePlan(
+            num_samples=len(selection) if order is None else len(order),
+            seed=self.seed, epoch=self.epoch, shuffle=self.shuffle and order is None,
+            world_size=world, rank=rank, num_workers=workers, batch_size=self.batch_size,
+            equal_per_rank=self.equal_per_rank, consumed=consumed, order=order,
+        )
+
+    # -- iteration ------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rank, world = _distributed(self.rank, self.world_size)
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        ctx = self._ctx()
+        plan = self._plan(ctx.selection, rank, world, workers, consumed=self._consumed)
+        self._yielded = 0  # now, not at the first next(): state_dict() is right at once
+        return self._iterate(ctx, plan.worker_positions(worker))
+
+    def _iterate(self, ctx: _Context, positions: np.ndarray) -> Iterator[dict[str, Any]]:
+        for index in positions:
+            sample = self._sample(ctx, int(index))
+            if sample is None:
+                continue
+            self._yielded += 1
+            yield sample
+
+    def _sample(self, ctx: _Context, index: int) -> dict[str, Any] | None:
+        pair_id = ctx.selection.pair_ids[index]
+        try:
+            return self._decode(ctx, index)
+        except (MediaDecodeError, ShardFormatError, MissingFieldError, OSError, ValueError) as exc:
+            where = self._where(ctx, index)
+            if self.on_error == "raise":
+                raise SampleError(f"{where}: pair {pair_id}: {exc}") from exc
+            self.skipped += 1
+            log.warning("skipped pair %s (%s): %s", pair_id, where, exc)
+            return None
+
+    def _where(self, ctx: _Context, index: int) -> str:
+        sel = ctx.selection
+        if sel.shard_entries is not None:
+            path, entry = sel.shard_entries[index]
+            return f"{os.path.join(self.out, path)} bytes {entry['offset']}-{entry['end']}"
+        return f"{self.out}/lance/pairs.lance row {int(sel.row_ids[index])}"  # type: ignore[index]
+
+    def _decode(self, ctx: _Context, index: int) -> dict[str, Any]:
+        media, meta = ctx.reader.read(index, self.fields)
+        out: dict[str, Any] = {}
+        frame_idx: np.ndarray | None = None
+        if any(f in self.fields for f in (*VIDEO_FIELDS, "masks")):
+            key = zlib.crc32(meta["pair_id"].encode())
+            rng = np.random.default_rng([self.seed, self.epoch, key])
+            frame_idx = self.sampler.indices(int(meta["frame_count"]), rng)
+            out["frame_indices"] = torch.from_numpy(frame_idx)
+        for name in self.fields:
+            if name in VIDEO_FIELDS:
+                out[name] = decode_frames(media[name], frame_idx, size=self.size,
+                                          backend=self.decoder, what=name)
+            elif name == "masks":
+                out[name] = decode_masks_at(media[name], frame_idx, size=self.size)
+            elif name == "target_image":
+                out[name] = decode_rgba(media[name], what=name)
+            elif name == "meta":
+                out[name] = _plain_meta(meta)
+        return out
+
+    # -- epochs and resume -----------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning (another shuffle and curriculum draw)."""
+        self.epoch = int(epoch)
+        self._consumed = 0
+        self._yielded = 0
+        if self.curriculum is not None:
+            self._curriculum_state = self.curriculum.state_dict()
+
+    def state_dict(self, samples_seen: int | None = None) -> dict[str, Any]:
+        """Where this rank stands in the epoch.
+
+        ``samples_seen``: samples this rank took from the loader since iteration began
+        (or since ``load_state_dict``); default what this process itself yielded, exact
+        when the DataLoader has no workers.
+        """
+        _, world = _distributed(self.rank, self.world_size)
+        seen = self._yielded if samples_seen is None else int(samples_seen)
+        return {
+            "version": STATE_VERSION,
+            "fingerprint": self.fingerprint,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "consumed": self._consumed + seen * world,
+            "curriculum": self._curriculum_state,
+            "skipped": self.skipped,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise LoaderStateError(f"loader state version {state.get('version')} is not {STATE_VERSION}")
+        if state["fingerprint"] != self.fingerprint:
+            raise LoaderStateError(
+                "the saved state belongs to another dataset version or filter "
+                f"({state['fingerprint']} != {self.fingerprint})"
+            )
+        if state["seed"] != self.seed:
+            raise LoaderStateError(f"the saved state used seed {state['seed']}, not {self.seed}")
+        self.epoch = int(state["epoch"])
+        self._consumed = int(state["consumed"])
+        self._yielded = 0
+        self.skipped = int(state.get("skipped", 0))
+        self._curriculum_state = state.get("curriculum")
+        if self.curriculum is not None and self._curriculum_state is not None:
+            self.curriculum.load_state_dict(self._curriculum_state)
