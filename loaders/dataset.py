@@ -13,6 +13,7 @@ Lance until iteration starts inside the process (worker) that iterates.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -194,7 +195,9 @@ class PairDataset(IterableDataset):
     def _order(self, selection: Selection, world: int) -> np.ndarray | None:
         if self.curriculum is None:
             return None
-        schedule = self.curriculum
+        # the epoch's order comes from the schedule as it was when the epoch began; the live
+        # schedule keeps the adaptive updates made since
+        schedule = copy.deepcopy(self.curriculum)
         if self._curriculum_state is not None:
             schedule.load_state_dict(self._curriculum_state)
         positions = self._positions(selection)
@@ -207,7 +210,7 @@ class PairDataset(IterableDataset):
     def _plan(self, selection: Selection, rank: int, world: int, workers: int, *, consumed: int) -> SamplePlan:
         order = self._order(selection, world)
         return SamplePlan(
-            num_samples=len(selection) if order is None else len(order),
+            num_samples=len(selection),
             seed=self.seed, epoch=self.epoch, shuffle=self.shuffle and order is None,
             world_size=world, rank=rank, num_workers=workers, batch_size=self.batch_size,
             equal_per_rank=self.equal_per_rank, consumed=consumed, order=order,
@@ -295,7 +298,8 @@ class PairDataset(IterableDataset):
             "seed": self.seed,
             "epoch": self.epoch,
             "consumed": self._consumed + seen * world,
-            "curriculum": self._curriculum_state,
+            "curriculum_epoch_start": self._curriculum_state,
+            "curriculum": self.curriculum.state_dict() if self.curriculum is not None else None,
             "skipped": self.skipped,
         }
 
@@ -313,6 +317,6 @@ class PairDataset(IterableDataset):
         self._consumed = int(state["consumed"])
         self._yielded = 0
         self.skipped = int(state.get("skipped", 0))
-        self._curriculum_state = state.get("curriculum")
-        if self.curriculum is not None and self._curriculum_state is not None:
-            self.curriculum.load_state_dict(self._curriculum_state)
+        self._curriculum_state = state.get("curriculum_epoch_start")
+        if self.curriculum is not None and state.get("curriculum") is not None:
+            self.curriculum.load_state_dict(state["curriculum"])

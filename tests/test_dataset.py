@@ -195,3 +195,34 @@ def test_lance_in_spawned_workers_with_batches(built: Path) -> None:
         assert batch["synth_video"].shape[:3] == (len(batch["meta"]["pair_id"]), 2, 3)
         got += batch["meta"]["pair_id"]
     assert got == expected
+
+
+def test_same_plan_in_a_fresh_process(built: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from pvtt.loaders import PairDataset; "
+        f"ds = PairDataset({str(built)!r}, fields=('meta',), passed=None, rank=1, world_size=3, seed=11); "
+        "ds.set_epoch(3); print(json.dumps([s['meta']['pair_id'] for s in ds]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = PairDataset(built, fields=("meta",), passed=None, rank=1, world_size=3, seed=11)
+    here.set_epoch(3)
+    assert json.loads(out.stdout) == _ids(here)
+
+
+def test_adaptive_curriculum_state_round_trips(built: Path) -> None:
+    schedule = CurriculumSchedule(pacing="linear", total_steps=100, path=PATH, adaptive=True)
+    ds = PairDataset(built, fields=("meta",), passed=None, curriculum=schedule, epoch_length=30)
+    it = iter(ds)
+    head = [next(it)["meta"]["pair_id"] for _ in range(10)]
+    schedule.update({"medium": 0.1, "expert": 2.0})  # mid-epoch: must not change this epoch
+    state = ds.state_dict()
+    rest_here = [s["meta"]["pair_id"] for s in it]
+    fresh_schedule = CurriculumSchedule(pacing="linear", total_steps=100, path=PATH, adaptive=True)
+    fresh = PairDataset(built, fields=("meta",), passed=None, curriculum=fresh_schedule, epoch_length=30)
+    fresh.load_state_dict(state)
+    assert head + _ids(fresh) == head + rest_here
+    assert fresh_schedule.state_dict() == schedule.state_dict()
