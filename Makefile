@@ -1,38 +1,48 @@
 # pvtt: one virtual environment, made from the project's own files.
-#   make demo   set up and build the demo dataset (CPU backends, synthetic catalog)
-#   make test   set up and run the test suite
+#   make demo   set up (core) and build the demo dataset (CPU backends, synthetic catalog)
+#   make test   set up (core + model extras + test tools) and run the test suite
 #   make lint   ruff over the package and tests
 #
 # torch is installed first, pinned, so that pip takes the CPU build this machine
-# carries (or the wheel index you point PIP_INDEX_URL at) instead of resolving a
-# multi-GB CUDA build through a dependency. Override with TORCH_SPEC=... .
+# carries (or the build you point it at) instead of resolving a multi-GB CUDA
+# build through a dependency. Override with TORCH_SPEC=... . SAM2 installs with
+# --no-deps: its own requirements would pull a second torch and torchvision.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.pvtt-installed
+CORE := $(VENV)/.pvtt-core
+FULL := $(VENV)/.pvtt-full
+U2NET_HOME := $(CURDIR)/.cache/u2net
 DEMO_OUT ?= demo-out
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-full demo test lint clean
 
-$(STAMP): pyproject.toml
+$(CORE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]" "$(TORCH_SPEC)"
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e . "$(TORCH_SPEC)"
+	touch $(CORE)
 
-setup: $(STAMP)
+$(FULL): $(CORE)
+	$(BIN)/python -m pip install --quiet -e ".[test,models,rembg]" "$(TORCH_SPEC)"
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation sam2==1.1.0
+	$(BIN)/python -m pvtt.tools.fetch_u2netp $(U2NET_HOME)
+	touch $(FULL)
 
-demo: $(STAMP)
+setup: $(CORE)
+setup-full: $(FULL)
+
+demo: $(CORE)
 	$(BIN)/pvtt demo $(DEMO_OUT)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -x --durations=15
+test: $(FULL)
+	U2NET_HOME=$(U2NET_HOME) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -x --durations=15
 
-lint: $(STAMP)
+lint: $(FULL)
 	$(BIN)/ruff check builder loaders schemas tools pvtt tests
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .cache .pytest_cache .ruff_cache

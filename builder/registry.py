@@ -40,8 +40,21 @@ BUILTIN: dict[tuple[str, str], str] = {
     ("matter", "cpu"): "pvtt.builder.backends.cpu_matter:BorderColourMatter",
     ("inserter", "cpu"): "pvtt.builder.backends.cpu_inserter:AlphaCompositeInserter",
     ("scorer", "cpu"): "pvtt.builder.backends.cpu_scorer:StatisticsScorer",
+    # model backends: ``create(config, device)`` loads weights from config.model (a local
+    # path or a hub id); their heavy imports happen only then
+    ("detector", "grounding-dino"): "pvtt.builder.backends.grounding_dino:create",
+    ("segmenter", "sam2"): "pvtt.builder.backends.sam2_segmenter:create",
+    ("matter", "rembg"): "pvtt.builder.backends.rembg_matter:create",
+    ("scorer", "embedding"): "pvtt.builder.backends.embedding_scorer:create",
+    ("scorer", "vlm"): "pvtt.builder.backends.vlm_judge:create",
+    ("scorer", "composite"): "pvtt.builder.backends.composite_scorer:create",
+    ("inpainter", "diffusers"): "pvtt.builder.backends.diffusers_inpainter:create",
+    ("inserter", "diffusers-refine"): "pvtt.builder.backends.diffusers_refiner:create",
+    ("inpainter", "command"): "pvtt.builder.backends.command_adapter:create_inpainter",
+    ("inserter", "command"): "pvtt.builder.backends.command_adapter:create_inserter",
 }
-"""``(kind, name) -> "module:attr"``; the CPU backends need no weights."""
+"""``(kind, name) -> "module:attr"``: a class (built with ``**params``; the CPU backends,
+which need no weights) or a factory ``(config, device) -> backend``."""
 
 ENTRY_POINT_GROUP = "pvtt.backends"
 
@@ -93,3 +106,18 @@ def create_backend(kind: str, config: BackendConfig, device: str = "cpu") -> Bac
     if not isinstance(backend, KINDS[kind]):
         raise ConfigError(f"{kind} backend {config.backend!r} does not implement the {kind} protocol")
     return backend
+
+
+def backend_weights(kind: str, config: BackendConfig) -> list[str]:
+    """Model files or hub ids a backend needs (empty for weight-free backends).
+
+    Model backends expose ``weights(config)`` beside their ``create`` factory.
+    """
+    target = BUILTIN.get((kind, config.backend))
+    if target is None:
+        return [config.model] if config.model else []
+    module, _, attr = target.partition(":")
+    if not attr.startswith("create"):
+        return []
+    fn = getattr(importlib.import_module(module), "weights", None)
+    return list(fn(config)) if fn is not None else ([config.model] if config.model else [])
