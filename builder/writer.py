@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from pvtt.builder.sinks.base import PairSample, Sink
-from pvtt.builder.sinks.lance import LanceSink
 from pvtt.builder.sinks.tar import TarSink
 from pvtt.schemas.manifest import (
     Manifest,
@@ -44,6 +43,8 @@ def make_sinks(formats: Sequence[str], **tar_options: Any) -> list[Sink]:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
     sinks: list[Sink] = []
     if "lance" in formats:
+        from pvtt.builder.sinks.lance import LanceSink  # pylance only when Lance is written
+
         sinks.append(LanceSink())
     if "tar" in formats:
         sinks.append(TarSink(**tar_options))
