@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pvtt.builder.catalog import check_catalog
+from pvtt.builder.models import check_device, check_weights
 from pvtt.builder.pipeline import Build, BuildResult
 from pvtt.builder.writer import WriterLockedError
 from pvtt.schemas.config import ConfigError, load_config
@@ -87,6 +88,14 @@ def run_build(catalog_dir: str, out: str, args: argparse.Namespace) -> BuildResu
         rank, world = _distributed(args)
     except ConfigError as exc:
         return fail(str(exc))
+    missing = [w for w in check_weights(config) if w.missing]
+    device = check_device(config.device)
+    if missing or not device.ok:
+        for weight in missing:
+            print(f"missing: {weight.stage} ({weight.backend}): {weight.detail}", file=sys.stderr)
+        if not device.ok:
+            print(f"device: {device.detail}", file=sys.stderr)
+        return fail("the build would fail on the weights or device above; see `pvtt models check`")
     catalog, problems = check_catalog(catalog_dir)
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)

@@ -1,0 +1,427 @@
+"""SAM2 video segmenter: the detection's box on one frame, the product's masks on every frame.
+
+Install with one torch. SAM2's own requirements would pull a second torch (a multi-GB CUDA
+build) and torchvision, and its CUDA extension is optional, so install its two real
+dependencies first and SAM2 itself without dependencies::
+
+    pip install hydra-core iopath
+    SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation sam2==1.1.0
+
+Frames stay in memory. ``SAM2VideoPredictor.init_state`` only reads a JPEG folder or an MP4
+path, but the pipeline already holds the clip decoded; a JPEG round trip would cost time and
+change the pixels. :func:`init_state_from_frames` builds the same inference state from the
+frames array instead: resized on the model's device with anti-aliased bicubic filtering
+(SAM2's JPEG loader resizes with PIL's bicubic, which torch's anti-aliased kernel matches),
+normalised with SAM2's mean and std, kept on the device or offloaded to CPU memory.
+
+Weights: ``config.model`` is the path of a SAM2 checkpoint (Meta's ``sam2.1_hiera_tiny.pt``
+and the like, or a bare state dict), read with ``torch.load(weights_only=True)`` only, and
+``params.config`` must name the Hydra config it belongs to. Nothing is downloaded.
+``random_weights = true`` builds an untrained model, for tests and benchmarks only.
+
+Hole filling: SAM2's default post-processing fills small holes in the masks with its CUDA
+extension (``sam2._C``), which the install above does not build; without it SAM2 warns on
+every frame and fills nothing. ``fill_hole_area`` is therefore 0 unless set, and setting it
+requires the extension.
+
+Products SAM2 loses (its object score says absent, so the mask is empty) give frames with a
+``nan`` box; more than ``max_lost_share`` of such frames rejects the clip, like the CPU
+segmenter's loss checks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from collections import OrderedDict
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pvtt.builder.boxes import masks_to_boxes
+from pvtt.builder.stages.protocols import BackendInfo, Detection, StageRejected, Track
+from pvtt.schemas.config import BackendConfig, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+DEFAULT_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+DEFAULT_MODEL: str | None = None
+"""No default: ``config.model`` must be a local checkpoint (SAM2 weights are never fetched)."""
+
+OBJ_ID = 1
+"""SAM2's object id of the product: one product instance per clip."""
+
+IMG_MEAN = (0.485, 0.456, 0.406)
+IMG_STD = (0.229, 0.224, 0.225)
+"""SAM2's input normalisation (``sam2.utils.misc.load_video_frames``)."""
+
+_RESIZE_CHUNK = 16
+"""Frames resized per batch while building the state: bounds the temporary device memory."""
+
+_PARAMS = {
+    "config",
+    "image_size",
+    "random_weights",
+    "fill_hole_area",
+    "max_lost_share",
+    "offload_video_to_cpu",
+    "offload_state_to_cpu",
+    "offload_after_frames",
+}
+
+
+class Sam2Segmenter:
+    """Masks of the product on every frame, tracked forwards and backwards by SAM2.
+
+    Built from a ready ``SAM2VideoPredictor`` (see :func:`build_predictor`), so tests can
+    pass an untrained one. ``offload_*_to_cpu`` ``None`` offloads clips longer than
+    ``offload_after_frames``: SAM2 keeps every frame as a float image of ``image_size``
+    squared (12.6 MB at 1024), which a long clip would pile up on the GPU. Offloading
+    does not change the masks, so it is not part of the backend's identity.
+    """
+
+    def __init__(
+        self,
+        predictor: SAM2VideoPredictor,
+        *,
+        model: str | None = None,
+        config: str = DEFAULT_CONFIG,
+        max_lost_share: float = 0.1,
+        offload_video_to_cpu: bool | None = None,
+        offload_state_to_cpu: bool | None = None,
+        offload_after_frames: int = 300,
+    ) -> None:
+        if not 0.0 <= max_lost_share <= 1.0:
+            raise ConfigError(
+                f"segmenter sam2: max_lost_share must be in [0, 1], got {max_lost_share}"
+            )
+        self.predictor = predictor
+        self.max_lost_share = max_lost_share
+        self.offload_video_to_cpu = offload_video_to_cpu
+        self.offload_state_to_cpu = offload_state_to_cpu
+        self.offload_after_frames = offload_after_frames
+        params: dict[str, Any] = {
+            "config": config,
+            "image_size": int(predictor.image_size),
+            "fill_hole_area": int(predictor.fill_hole_area),
+            "max_lost_share": max_lost_share,
+        }
+        if model is None:
+            params["random_weights"] = True
+        self.info = BackendInfo(
+            kind="segmenter",
+            name="sam2",
+            version=f"1+sam2-{version('sam2')}",
+            model=model,
+            params=params,
+        )
+
+    def segment(self, frames: np.ndarray, detection: Detection) -> Track:
+        import torch
+
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}"
+            )
+        count, height, width = frames.shape[:3]
+        start = detection.frame_index
+        if not 0 <= start < count:
+            raise ValueError(f"detection frame {start} is outside the clip of {count} frames")
+        box = np.clip(np.asarray(detection.box, dtype=np.float64), 0, [width, height] * 2)
+        if not np.isfinite(box).all() or box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            raise StageRejected(
+                f"detection box {detection.box} is empty inside a {width}x{height} frame"
+            )
+        long_clip = count > self.offload_after_frames
+        state = init_state_from_frames(
+            self.predictor,
+            frames,
+            offload_video_to_cpu=_choose(self.offload_video_to_cpu, long_clip),
+            offload_state_to_cpu=_choose(self.offload_state_to_cpu, long_clip),
+        )
+        try:
+            with torch.inference_mode(), autocast(self.predictor.device):
+                _, _, logits = self.predictor.add_new_points_or_box(
+                    state, frame_idx=start, obj_id=OBJ_ID, box=box.astype(np.float32)
+                )
+                if not bool((logits[0, 0] > 0).any()):
+                    raise StageRejected(
+                        f"product not found inside its box {box.round(1).tolist()} at frame {start}"
+                    )
+                masks = self._propagate(state, start)
+        finally:
+            # the state holds every frame as a float image; an exception's traceback would
+            # otherwise keep it (gigabytes of device memory) alive until it is discarded
+            state.clear()
+        boxes = masks_to_boxes(masks)
+        lost = np.flatnonzero(np.isnan(boxes[:, 0]))
+        if lost.size > self.max_lost_share * count:
+            raise StageRejected(
+                f"product lost on {lost.size} of {count} frames (first at frame {lost[0]}), "
+                f"more than max_lost_share={self.max_lost_share}"
+            )
+        return Track(masks=masks, boxes=boxes)
+
+    def _propagate(self, state: dict[str, Any], start: int) -> np.ndarray:
+        """Bool masks of every frame: forwards from ``start`` to the end, then back to 0.
+
+        Each mask is thresholded on the device and copied without waiting into pinned host
+        memory, so the GPU never stalls on the host until the last frame.
+        """
+        import torch
+
+        count, height, width = state["num_frames"], state["video_height"], state["video_width"]
+        on_cuda = state["device"].type == "cuda"
+        masks = torch.empty((count, height, width), dtype=torch.bool, pin_memory=on_cuda)
+        seen = np.zeros(count, dtype=bool)
+        for reverse in (False, True):
+            if reverse and start == 0:
+                continue  # nothing before the detection frame
+            for t, _, logits in self.predictor.propagate_in_video(
+                state, start_frame_idx=start, reverse=reverse
+            ):
+                masks[t].copy_(logits[0, 0] > 0, non_blocking=on_cuda)
+                seen[t] = True
+        if on_cuda:
+            torch.cuda.current_stream(state["device"]).synchronize()
+        if not seen.all():
+            raise RuntimeError(f"SAM2 propagation skipped frames {np.flatnonzero(~seen).tolist()}")
+        return masks.numpy()
+
+
+def init_state_from_frames(
+    predictor: SAM2VideoPredictor,
+    frames: np.ndarray,
+    *,
+    offload_video_to_cpu: bool = False,
+    offload_state_to_cpu: bool = False,
+) -> dict[str, Any]:
+    """SAM2's inference state for RGB ``uint8`` frames ``T x H x W x 3`` held in memory.
+
+    The same dictionary as ``SAM2VideoPredictor.init_state`` (sam2 1.1.0) builds, without
+    its warm-up of frame 0 (the prompt frame's features are computed when it is prompted).
+    """
+    import torch
+
+    device = predictor.device
+    images = _images(frames, int(predictor.image_size), device, offload_video_to_cpu)
+    return {
+        "images": images,
+        "num_frames": len(images),
+        "offload_video_to_cpu": offload_video_to_cpu,
+        "offload_state_to_cpu": offload_state_to_cpu,
+        "video_height": frames.shape[1],
+        "video_width": frames.shape[2],
+        "device": device,
+        "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
+        "point_inputs_per_obj": {},
+        "mask_inputs_per_obj": {},
+        "cached_features": {},
+        "constants": {},
+        "obj_id_to_idx": OrderedDict(),
+        "obj_idx_to_id": OrderedDict(),
+        "obj_ids": [],
+        "output_dict_per_obj": {},
+        "temp_output_dict_per_obj": {},
+        "frames_tracked_per_obj": {},
+    }
+
+
+def _images(frames: np.ndarray, size: int, device: torch.device, offload: bool) -> torch.Tensor:
+    """Frames as SAM2's input: float ``T x 3 x size x size``, normalised, squashed to a square."""
+    import torch
+    import torch.nn.functional as F
+
+    count = len(frames)
+    offload_pinned = offload and device.type == "cuda"
+    images = torch.empty(
+        (count, 3, size, size),
+        dtype=torch.float32,
+        device="cpu" if offload else device,
+        pin_memory=offload_pinned,
+    )
+    mean = torch.tensor(IMG_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMG_STD, device=device).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        for first in range(0, count, _RESIZE_CHUNK):
+            batch = torch.from_numpy(frames[first : first + _RESIZE_CHUNK]).to(device)
+            batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+            if batch.shape[-2:] != (size, size):
+                batch = F.interpolate(
+                    batch, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+                ).clamp_(0.0, 1.0)
+            images[first : first + len(batch)].copy_(
+                (batch - mean) / std, non_blocking=offload_pinned
+            )
+    if offload_pinned:
+        torch.cuda.current_stream(device).synchronize()
+    return images
+
+
+def autocast(device: torch.device) -> AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (as SAM2's own demos run), nothing elsewhere."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _choose(setting: bool | None, long_clip: bool) -> bool:
+    return long_clip if setting is None else setting
+
+
+def build_predictor(
+    model: str | None,
+    *,
+    config: str = DEFAULT_CONFIG,
+    image_size: int | None = None,
+    device: str = "cpu",
+    random_weights: bool = False,
+    fill_hole_area: int = 0,
+) -> SAM2VideoPredictor:
+    """A SAM2 video predictor from a Hydra config name and a local checkpoint.
+
+    ``image_size`` (a multiple of 32) overrides the config's input size (1024): smaller is
+    faster and coarser. Random weights are seeded, so two builds are the same model.
+    """
+    _check_weights(model, random_weights)
+    if image_size is not None and (image_size < 32 or image_size % 32):
+        raise ConfigError(
+            f"segmenter sam2: image_size must be a positive multiple of 32, got {image_size}"
+        )
+    if fill_hole_area and importlib.util.find_spec("sam2._C") is None:
+        raise ConfigError(
+            f"segmenter sam2: fill_hole_area = {fill_hole_area} needs SAM2's CUDA extension "
+            "(sam2._C), which this install lacks; set it to 0 or build sam2 with CUDA"
+        )
+    import torch
+    from hydra.errors import HydraException, MissingConfigException
+    from sam2.build_sam import build_sam2_video_predictor
+
+    overrides = [] if image_size is None else [f"++model.image_size={image_size}"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            predictor = build_sam2_video_predictor(
+                config, None, device=device, hydra_overrides_extra=overrides
+            )
+        except MissingConfigException:
+            raise ConfigError(
+                f"segmenter sam2: no config {config!r}; the configs SAM2 ships are "
+                f"{', '.join(_bundled_configs())}"
+            ) from None
+        except HydraException as exc:  # instantiation failed: the cause says why
+            raise ConfigError(
+                f"segmenter sam2: building {config} failed: {exc.__cause__ or exc!r}"
+            ) from exc
+    predictor.fill_hole_area = fill_hole_area
+    if model is not None:
+        _load_weights(predictor, Path(model), config)
+    return predictor
+
+
+def _check_weights(model: str | None, random_weights: bool) -> None:
+    if model is None and not random_weights:
+        raise ConfigError(
+            "segmenter sam2: model must be the path of a SAM2 checkpoint (for example "
+            "sam2.1_hiera_tiny.pt from https://github.com/facebookresearch/sam2), with "
+            "params.config naming its Hydra config; random_weights = true is for tests only"
+        )
+    if model is not None and random_weights:
+        raise ConfigError(
+            f"segmenter sam2: random_weights = true contradicts model = {model!r}; drop one"
+        )
+
+
+def _bundled_configs() -> list[str]:
+    import sam2
+
+    root = Path(sam2.__file__).parent
+    return sorted(str(p.relative_to(root)) for p in (root / "configs").glob("sam2*/*.yaml"))
+
+
+def _load_weights(predictor: SAM2VideoPredictor, path: Path, config: str) -> None:
+    """Load a checkpoint (``{"model": state_dict}`` as Meta ships them, or a bare state dict).
+
+    ``weights_only=True``: a checkpoint is data, and unpickling arbitrary objects would run
+    code from the file. sam2 1.1.0's own loader passes it too, but raises a bare
+    ``RuntimeError`` on a mismatch; this one names the file and the keys.
+    """
+    import torch
+
+    if not path.is_file():
+        raise ConfigError(
+            f"segmenter sam2: checkpoint {path} not found (model must be a local .pt file)"
+        )
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(
+            f"{path}: not a plain weights file; torch.load(weights_only=True) refused it ({exc})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ConfigError(f"{path}: unreadable checkpoint ({exc})") from None
+    state = loaded.get("model", loaded) if isinstance(loaded, Mapping) else None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ConfigError(f"{path}: not a SAM2 checkpoint (no state dict of tensors in it)")
+    try:
+        missing, unexpected = predictor.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        raise ConfigError(
+            f"{path} does not fit config {config}: {exc}{_hint(path, config)}"
+        ) from None
+    if missing or unexpected:
+        raise ConfigError(
+            f"{path} does not fit config {config}: {len(missing)} missing keys "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}{_hint(path, config)}"
+        )
+
+
+def _hint(path: Path, config: str) -> str:
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+
+    for config_name, checkpoint_name in HF_MODEL_ID_TO_FILENAMES.values():
+        if path.name == checkpoint_name and config_name != config:
+            return f"; {checkpoint_name} is Meta's release for config {config_name}"
+    return "; params.config must be the checkpoint's own config"
+
+
+def _params(config: BackendConfig) -> dict[str, Any]:
+    unknown = set(config.params) - _PARAMS
+    if unknown:
+        raise ConfigError(
+            f"segmenter sam2: unknown params {sorted(unknown)}; known: {sorted(_PARAMS)}"
+        )
+    return dict(config.params)
+
+
+def weights(config: BackendConfig) -> list[str]:
+    """The checkpoint a build would load (none for random weights)."""
+    _check_weights(config.model, bool(_params(config).get("random_weights", False)))
+    return [config.model] if config.model is not None else []
+
+
+def create(config: BackendConfig, device: str) -> Sam2Segmenter:
+    """The registry's factory: build the predictor on ``device`` and wrap it."""
+    params = _params(config)
+    predictor_args = {
+        k: params.pop(k)
+        for k in ("config", "image_size", "random_weights", "fill_hole_area")
+        if k in params
+    }
+    predictor = build_predictor(config.model, device=device, **predictor_args)
+    return Sam2Segmenter(
+        predictor,
+        model=config.model,
+        config=predictor_args.get("config", DEFAULT_CONFIG),
+        **params,
+    )

@@ -1,0 +1,843 @@
+"""Benchmark ``PairDataset``: read rate, bytes read under a filter, decode rate, resume.
+
+Run ``python -m pvtt.tools.bench.loader [--quick] [--json FILE]``. It builds, in a
+temporary folder, a dataset of real media with ``DatasetWriter`` (Lance and tar): a
+few 3-5 s 1280x720 H.264 clips re-encoded from ``sam2/04_coffee.mp4`` of the shared
+test data (the mirrored clip, encoded again, stands in for the synthesized video),
+real PNG cut-outs, and pairs with the default difficulty mix and scores that drop
+with difficulty. Every figure is a ratio against a baseline measured in the same run:
+
+1. **bytes-only samples/s**: ``PairDataset`` has no undecoded mode, so the benchmark
+   subclasses it and replaces only its per-sample ``_decode`` with the reader call
+   ``_decode`` itself starts with (``ctx.reader.read``) and its conversion of the scalar
+   columns; selection, plan order and error handling stay the library's. Baseline: the same ``synth_video`` bytes, in the
+   same order, read with ``open().read()`` from one file per pair, and from one file
+   holding them all (the disk's sequential rate). Cold runs first drop every file of
+   the dataset and the baselines from the page cache (``posix_fadvise DONTNEED``);
+   warm runs follow at once.
+2. **bytes read under a filter** (``difficulty="hard"``, about 30% of pairs), as a
+   ratio of the selected pairs' ``synth_video`` bytes: the reader's own count and the
+   process's ``rchar`` (every byte a read syscall returned, Lance's threads included)
+   from ``/proc/self/io``, plus ``read_bytes`` (what came from the disk, cold cache,
+   the kernel's readahead included: the device's ``read_ahead_kb`` is printed).
+3. **decoded frames/s** of ``fields=("synth_video",)`` with 16 frames and with every
+   frame, against plain PyAV decoding every frame of the same clips to rgb24 (bytes in
+   memory, ``thread_type="AUTO"`` as the loader sets it); for every frame also with the
+   frames kept in one array (what a loader has to return), for 16 frames also decoding
+   from the start up to the same window and converting only its frames. Baselines run
+   right after each sample the loader yields: the machine is shared.
+4. **resume at 90% of an epoch**: time from a fresh ``PairDataset`` through
+   ``load_state_dict`` to the first sample, against the time from a fresh one to its
+   first sample (medians, warm cache), and a naive resume that iterates and discards
+   90% of the epoch.
+
+Plus a 2-worker ``DataLoader`` on tar, bytes-only, against the same loop in-process.
+Everything runs in this process with ``num_workers=0`` unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from pvtt.builder.sinks.base import PairSample
+from pvtt.builder.video import encode_mp4, read_frames
+from pvtt.builder.writer import DatasetWriter
+from pvtt.loaders import PairDataset
+from pvtt.loaders.dataset import _plain_meta
+from pvtt.loaders.query import DIFFICULTIES
+from pvtt.loaders.store import open_dataset
+from pvtt.schemas.keys import clip_id, image_id, pair_id
+from pvtt.schemas.masks import DEFAULT_MASK_CODEC, encode_masks
+from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord
+from pvtt.schemas.taxonomy import Taxonomy
+from pvtt.tools.bench.store import DIFFICULTY_MIX, SCORE_BETA, THRESHOLD, WEIGHTS
+
+MB = 1e6
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+SEGMENTS = ((0, 135), (135, 150), (60, 105), (195, 90))
+"""(first frame, frames) of ``04_coffee.mp4`` (287 frames at 29.97 fps): 3.0-5.0 s clips."""
+CUTOUTS = (("car-2.jpg", "car-2.out.png"), ("car-3.jpg", "car-3.out.png"))
+"""(photo, RGBA cut-out) pairs of the shared ``rembg`` folder."""
+FILTER = {"difficulty": "hard", "passed": None}
+"""About 30% of pairs under the default difficulty mix."""
+BYTES_FIELDS = ("synth_video", "meta")
+
+
+# -- the dataset ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One source clip's media, shared by every pair made on it."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+    source: bytes
+    synth: bytes
+    masks: bytes
+    boxes: list[tuple[float, float, float, float]]
+
+
+def make_clips(video: Path, segments: Sequence[tuple[int, int]]) -> list[Clip]:
+    """Each segment re-encoded as a source clip, and mirrored as its "synthesized" clip.
+
+    The mirror has the same frames count and content complexity but its own bytes, as a
+    real synthesized clip has; the mask is a box moving across the frame.
+    """
+    clips = []
+    for start, length in segments:
+        frames, fps = read_frames(video, start, start + length)
+        count, height, width = frames.shape[:3]
+        masks = np.zeros((count, height, width), dtype=bool)
+        boxes = []
+        for t in range(count):
+            x0, y0 = 200 + 4 * t, 150 + t
+            masks[t, y0 : y0 + 300, x0 : x0 + 360] = True
+            boxes.append((float(x0), float(y0), float(x0 + 360), float(y0 + 300)))
+        clips.append(
+            Clip(
+                frames=count,
+                fps=fps,
+                width=width,
+                height=height,
+                source=encode_mp4(frames, fps),
+                synth=encode_mp4(np.ascontiguousarray(frames[:, :, ::-1]), fps),
+                masks=encode_masks(masks),
+                boxes=boxes,
+            )
+        )
+    return clips
+
+
+def _relations(leaves: list[tuple[str, str, str]]) -> list[list[list[int]]]:
+    """Per leaf, the target leaves of each difficulty (easy, medium, hard, expert)."""
+    out = []
+    for cat, sub, fam in leaves:
+        out.append(
+            [
+                [i for i, (c, s, _) in enumerate(leaves) if c == cat and s == sub],
+                [i for i, (c, s, _) in enumerate(leaves) if c == cat and s != sub],
+                [i for i, (c, _, f) in enumerate(leaves) if c != cat and f == fam],
+                [i for i, (c, _, f) in enumerate(leaves) if c != cat and f != fam],
+            ]
+        )
+    return out
+
+
+def make_samples(
+    pairs: int,
+    clips: Sequence[Clip],
+    cutouts: Sequence[tuple[bytes, bytes, int, int, float]],
+    *,
+    seed: int,
+    pairs_per_clip: int = 8,
+) -> list[PairSample]:
+    """``pairs`` valid samples: two shots per source product, targets drawn per difficulty.
+
+    Each pair's difficulty is drawn from the build's default mix and a target leaf of the
+    taxonomy picked to match it (expert when the taxonomy has no such neighbour); two
+    target products per leaf, two images each; quality falls with difficulty.
+    """
+    rng = np.random.default_rng(seed)
+    taxonomy = Taxonomy.default()
+    mapping = taxonomy.to_mapping()["categories"]
+    leaves = [(cat, sub, fam) for cat, subs in mapping.items() for sub, fam in subs.items()]
+    relations = _relations(leaves)
+    products: dict[tuple[int, int, int], ProductRecord] = {}
+
+    def product(leaf: int, number: int, image: int) -> ProductRecord:
+        if (leaf, number, image) not in products:
+            cat, sub, _ = leaves[leaf]
+            pid = f"T{leaf:03d}-{number}"
+            photo, rgba, width, height, aspect = cutouts[(leaf + number + image) % len(cutouts)]
+            products[leaf, number, image] = ProductRecord(
+                image_id=image_id(pid, f"img{image}"),
+                product_id=pid,
+                image_path=f"images/{pid}_{image}.jpg",
+                category=cat,
+                subcategory=sub,
+                width=width,
+                height=height,
+                aspect=aspect,
+                image=photo,
+                image_rgba=rgba,
+                build_id="bench",
+            )
+        return products[leaf, number, image]
+
+    samples: list[PairSample] = []
+    for c in range(math.ceil(pairs / pairs_per_clip)):
+        media = clips[c % len(clips)]
+        source_leaf = int(rng.integers(len(leaves)))
+        cat, sub, _ = leaves[source_leaf]
+        source = f"S{c // 2:05d}"
+        clip = ClipRecord(
+            clip_id=clip_id(source, c % 2),
+            source_id=source,
+            shot_index=c % 2,
+            source_path=f"videos/{source}.mp4",
+            category=cat,
+            subcategory=sub,
+            start_frame=(c % 2) * media.frames,
+            end_frame=(c % 2 + 1) * media.frames,
+            frame_count=media.frames,
+            width=media.width,
+            height=media.height,
+            fps=media.fps,
+            duration_s=media.frames / media.fps,
+            source_boxes=media.boxes,
+            masks_codec=DEFAULT_MASK_CODEC,
+            source_video=media.source,
+            background_video=media.source,
+            masks=media.masks,
+            build_id="bench",
+        )
+        keys: set[str] = set()
+        wanted = min(pairs_per_clip, pairs - len(samples))
+        while len(keys) < wanted:
+            level = int(rng.choice(4, p=DIFFICULTY_MIX))
+            candidates = relations[source_leaf][level] or relations[source_leaf][3]
+            target = product(
+                int(rng.choice(candidates)), int(rng.integers(2)), int(rng.integers(2))
+            )
+            key = pair_id(clip.clip_id, target.product_id, target.image_id.split("__")[1])
+            if key in keys:
+                continue
+            keys.add(key)
+            diff = taxonomy.difficulty(cat, sub, target.category, target.subcategory)
+            truth = rng.beta(*SCORE_BETA[diff.level])
+            parts = [float(np.clip(truth + rng.normal(0, 0.05), 0, 1)) for _ in WEIGHTS]
+            quality = sum(w * p for w, p in zip(WEIGHTS, parts, strict=True)) / sum(WEIGHTS)
+            passed = quality >= THRESHOLD
+            pair = PairRecord(
+                pair_id=key,
+                clip_id=clip.clip_id,
+                source_id=source,
+                shot_index=clip.shot_index,
+                target_id=target.product_id,
+                target_image=target.image_path,
+                source_category=cat,
+                source_subcategory=sub,
+                target_category=target.category,
+                target_subcategory=target.subcategory,
+                difficulty=diff.value,
+                difficulty_level=diff.level,
+                score_identity=parts[0],
+                score_temporal=parts[1],
+                score_lighting=parts[2],
+                quality_score=quality,
+                passed=passed,
+                reject_reason=None if passed else f"quality {quality:.2f} < {THRESHOLD:.2f}",
+                frame_count=media.frames,
+                width=media.width,
+                height=media.height,
+                fps=media.fps,
+                duration_s=media.frames / media.fps,
+                target_boxes=media.boxes,
+                synth_video=media.synth,
+                build_id="bench",
+            )
+            samples.append(PairSample(pair=pair, clip=clip, product=target))
+    return samples
+
+
+def load_cutouts(rembg: Path) -> list[tuple[bytes, bytes, int, int, float]]:
+    """(photo bytes, cut-out PNG bytes, photo width, photo height, cut-out aspect)."""
+    out = []
+    for photo_name, png_name in CUTOUTS:
+        photo, png = (rembg / photo_name).read_bytes(), (rembg / png_name).read_bytes()
+        with Image.open(io.BytesIO(photo)) as img:
+            width, height = img.size
+        with Image.open(io.BytesIO(png)) as img:
+            box = img.getchannel("A").getbbox() or (0, 0, *img.size)
+        out.append((photo, png, width, height, (box[2] - box[0]) / (box[3] - box[1])))
+    return out
+
+
+def build(out: Path, samples: Sequence[PairSample], shard_samples: int) -> float:
+    """Seconds to write ``samples`` as a Lance + tar dataset into ``out``."""
+    start = time.perf_counter()
+    with DatasetWriter(out, formats=("lance", "tar"), max_samples=shard_samples) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return time.perf_counter() - start
+
+
+# -- measuring --------------------------------------------------------------------------
+
+
+class BytesOnlyDataset(PairDataset):
+    """``PairDataset`` that stops after its reader: media bytes and scalar columns.
+
+    Only ``_decode`` is replaced: the reader call it starts with, and its own conversion
+    of the scalar columns (which drops the per-frame boxes a collate would walk through),
+    so the timing covers the selection, plan and per-sample path of a training job
+    without the decoder.
+    """
+
+    def _decode(self, ctx: Any, index: int) -> dict[str, Any]:
+        media, meta = ctx.reader.read(index, self.fields)
+        return {**media, "meta": _plain_meta(meta)}
+
+
+def io_counters() -> dict[str, int]:
+    """This process's I/O counters (all threads): ``rchar``, ``read_bytes``, ..."""
+    with open("/proc/self/io", encoding="ascii") as fh:
+        return {key: int(value) for key, value in (line.split(": ") for line in fh)}
+
+
+def _io_delta(before: dict[str, int]) -> dict[str, int]:
+    after = io_counters()
+    return {key: after[key] - before[key] for key in ("rchar", "read_bytes", "syscr")}
+
+
+def evict(*roots: Path) -> None:
+    """Drop every file under ``roots`` from the page cache, so the next read hits the disk."""
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file():
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)  # dirty pages are not dropped
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+
+
+def read_ahead_kb(path: Path) -> int | None:
+    """The readahead window of the block device holding ``path`` (None when not found)."""
+    dev = os.stat(path).st_dev
+    block = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    for queue in (block / "queue", block / ".." / "queue"):  # a partition: its disk
+        try:
+            return int((queue / "read_ahead_kb").read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def _epoch(ds: PairDataset) -> tuple[list[str], int]:
+    """Pair ids and synth bytes of one whole epoch of a bytes-only dataset."""
+    ids, total = [], 0
+    for sample in ds:
+        ids.append(sample["meta"]["pair_id"])
+        total += len(sample["synth_video"])
+    return ids, total
+
+
+def _read_files(paths: Sequence[Path]) -> int:
+    total = 0
+    for path in paths:
+        with open(path, "rb") as fh:
+            total += len(fh.read())
+    return total
+
+
+def _read_one_file(path: Path, sizes: Sequence[int]) -> int:
+    total = 0
+    with open(path, "rb") as fh:
+        for size in sizes:
+            total += len(fh.read(size))
+    return total
+
+
+def measure_bytes_only(
+    out: Path, root: Path, synth: dict[str, bytes], reps: int, seed: int
+) -> dict[str, Any]:
+    """Part 1: epochs of bytes-only samples/s, Lance and tar, against plain file reads."""
+    datasets = {
+        fmt: BytesOnlyDataset(out, format=fmt, fields=BYTES_FIELDS, passed=None, seed=seed)
+        for fmt in ("lance", "tar")
+    }
+    orders = {fmt: _epoch(ds)[0] for fmt, ds in datasets.items()}  # also opens each in-process
+    if orders["lance"] != orders["tar"]:
+        raise AssertionError("Lance and tar yield different orders for the same plan")
+    order = orders["lance"]
+    files = root / "files"
+    files.mkdir()
+    paths = []
+    for i, key in enumerate(order):
+        paths.append(files / f"{i:06d}.mp4")
+        paths[-1].write_bytes(synth[key])
+    sizes = [len(synth[key]) for key in order]
+    one = root / "one" / "all.bin"
+    one.parent.mkdir()
+    with open(one, "wb") as fh:
+        for key in order:
+            fh.write(synth[key])
+    payload = sum(sizes)
+    readers: dict[str, Callable[[], int]] = {
+        "lance": lambda: _epoch(datasets["lance"])[1],
+        "tar": lambda: _epoch(datasets["tar"])[1],
+        "files": lambda: _read_files(paths),
+        "one_file": lambda: _read_one_file(one, sizes),
+    }
+    times: dict[str, dict[str, list[float]]] = {n: {"cold": [], "warm": []} for n in readers}
+    disk: dict[str, list[int]] = {n: [] for n in readers}
+    for _ in range(reps):
+        for name, read in readers.items():
+            evict(out, files, one.parent)
+            before = io_counters()
+            seconds, got = _timed(read)
+            disk[name].append(_io_delta(before)["read_bytes"])
+            times[name]["cold"].append(seconds)
+            times[name]["warm"].append(_timed(read)[0])
+            if got != payload:
+                raise AssertionError(f"{name}: read {got} bytes, expected {payload}")
+    rows = {}
+    for name in readers:
+        row: dict[str, Any] = {"disk_bytes_cold": statistics.median(disk[name])}
+        for mode in ("cold", "warm"):
+            median = statistics.median(times[name][mode])
+            row[f"{mode}_s"] = median
+            row[f"{mode}_s_all"] = times[name][mode]
+            row[f"{mode}_samples_s"] = len(order) / median
+            row[f"{mode}_mb_s"] = payload / median / MB
+        rows[name] = row
+    for fmt in ("lance", "tar"):
+        for mode in ("cold", "warm"):
+            for base in ("files", "one_file"):
+                rows[fmt][f"{mode}_ratio_vs_{base}"] = (
+                    rows[base][f"{mode}_s"] / rows[fmt][f"{mode}_s"]
+                )
+    return {"samples": len(order), "synth_bytes": payload, "rows": rows}
+
+
+def measure_filter(out: Path, synth_selected: int, selected: int) -> dict[str, Any]:
+    """Part 2: bytes read by one bytes-only epoch of ~30% of pairs, cold cache."""
+    dataset = open_dataset(out)
+    shard_bytes = sum(shard.bytes for shard in dataset.shards)
+    rows: dict[str, Any] = {}
+    for fmt in ("lance", "tar"):
+        evict(out)
+        before = io_counters()
+        ds = BytesOnlyDataset(out, format=fmt, fields=BYTES_FIELDS, seed=0, **FILTER)
+        ctx = ds._ctx()
+        opened = _io_delta(before)
+        before = io_counters()
+        ids, got = _epoch(ds)
+        read = _io_delta(before)
+        if len(ids) != selected or got != synth_selected:
+            raise AssertionError(
+                f"{fmt}: {len(ids)} pairs / {got} bytes selected, expected {selected} / "
+                f"{synth_selected}"
+            )
+        rows[fmt] = {
+            "reader_bytes": ctx.reader.bytes_read,
+            "reader_ratio": ctx.reader.bytes_read / synth_selected,
+            "rchar": read["rchar"],
+            "rchar_ratio": read["rchar"] / synth_selected,
+            "read_bytes": read["read_bytes"],
+            "read_bytes_ratio": read["read_bytes"] / synth_selected,
+            "syscalls": read["syscr"],
+            "open_rchar": opened["rchar"],
+            "open_read_bytes": opened["read_bytes"],
+        }
+    return {
+        "filter": dict(FILTER),
+        "selected": selected,
+        "selected_synth_bytes": synth_selected,
+        "shard_bytes": shard_bytes,
+        "shard_ratio": shard_bytes / synth_selected,
+        "read_ahead_kb": read_ahead_kb(out),
+        "rows": rows,
+    }
+
+
+def _decode_all(data: bytes, *, keep: bool = False) -> int:
+    """Plain PyAV: every frame to rgb24; returns the frame count.
+
+    ``keep`` writes the frames into one array sized from the container's frame count, the
+    cheapest way to hold them all (a list and ``np.stack`` copies each frame twice).
+    """
+    count = 0
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        out = np.empty((stream.frames, stream.height, stream.width, 3), np.uint8) if keep else None
+        for frame in container.decode(stream):
+            image = frame.to_ndarray(format="rgb24")
+            if out is not None:
+                out[count] = image
+            count += 1
+    return count
+
+
+def _decode_window(data: bytes, wanted: np.ndarray) -> int:
+    """Plain PyAV: decode from the start to the last wanted frame, convert only the wanted."""
+    want, last, count = set(wanted.tolist()), int(wanted.max()), 0
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            if index in want:
+                frame.to_ndarray(format="rgb24")
+                count += 1
+            if index >= last:
+                break
+    return count
+
+
+def measure_decode(
+    out: Path, synth: dict[str, bytes], counts: dict[str, int], seed: int
+) -> dict[str, Any]:
+    """Part 3: frames/s of the loader (Lance) against plain PyAV on the same clips.
+
+    The baselines decode each sample's clip right after the loader yields it, so that a
+    change in the machine's load weighs on both alike (the machine is shared).
+    """
+    rows = {}
+    for name, num_frames in (("16", 16), ("all", None)):
+        ds = PairDataset(
+            out, fields=("synth_video", "meta"), num_frames=num_frames, passed=None, seed=seed
+        )
+        ds._ctx()
+        it = iter(ds)
+        baselines: dict[str, Callable[[bytes, np.ndarray], int]] = {
+            "pyav_all": lambda data, _: _decode_all(data)
+        }
+        if num_frames is None:
+            baselines["pyav_kept"] = lambda data, _: _decode_all(data, keep=True)
+        else:
+            baselines["pyav_window"] = _decode_window
+        seconds = {"loader": 0.0, **{b: 0.0 for b in baselines}}
+        frames = {"loader": 0, **{b: 0 for b in baselines}}
+        for _ in range(counts[name]):
+            took, sample = _timed(lambda it=it: next(it))
+            seconds["loader"] += took
+            frames["loader"] += int(sample["synth_video"].shape[0])
+            data, window = synth[sample["meta"]["pair_id"]], sample["frame_indices"].numpy()
+            del sample
+            for base, decode in baselines.items():
+                took, count = _timed(lambda d=decode, data=data, w=window: d(data, w))
+                seconds[base] += took
+                frames[base] += count
+        row: dict[str, Any] = {"samples": counts[name]}
+        for what in seconds:
+            row[f"{what}_s"] = seconds[what]
+            row[f"{what}_frames"] = frames[what]
+            row[f"{what}_fps"] = frames[what] / seconds[what]
+            row[f"{what}_samples_s"] = counts[name] / seconds[what]
+        for base in baselines:
+            row[f"ratio_vs_{base}"] = row["loader_fps"] / row[f"{base}_fps"]
+        rows[name] = row
+    return rows
+
+
+def measure_resume(out: Path, pairs: int, reps: int, seed: int) -> dict[str, Any]:
+    """Part 4: time to the first sample, fresh start against a resume at 90%, and naive.
+
+    Each timed call starts after a full garbage collection. Opening a Lance selection
+    makes Python lists of every selected pair's per-frame ``target_boxes``, enough objects
+    to set off a full collection every other open here (~100 ms against ~13 ms); without
+    the reset, alternating start and resume would charge every such pass to one of them.
+    """
+    kwargs = dict(
+        fields=("synth_video", "meta"), num_frames=16, frame_start="first", passed=None, seed=seed
+    )
+    skip = int(0.9 * pairs)
+    rows = {}
+    for fmt in ("lance", "tar"):
+        state = PairDataset(out, format=fmt, **kwargs).state_dict(samples_seen=skip)
+
+        def start(fmt: str = fmt) -> str:
+            return next(iter(PairDataset(out, format=fmt, **kwargs)))["meta"]["pair_id"]
+
+        def resume(fmt: str = fmt, state: dict[str, Any] = state) -> str:
+            ds = PairDataset(out, format=fmt, **kwargs)
+            ds.load_state_dict(state)
+            return next(iter(ds))["meta"]["pair_id"]
+
+        def naive(fmt: str = fmt) -> str:
+            it = iter(PairDataset(out, format=fmt, **kwargs))
+            for _ in range(skip):
+                next(it)
+            return next(it)["meta"]["pair_id"]
+
+        start(), resume()  # first opens in this process (Lance runtime, imports) not timed
+        starts, resumes = [], []
+        for _ in range(reps):
+            for times, fn in ((starts, start), (resumes, resume)):
+                gc.collect()  # the same heap for both: see measure_resume's docstring
+                times.append(_timed(fn)[0])
+        naive_s, naive_id = _timed(naive)
+        if naive_id != resume():
+            raise AssertionError(f"{fmt}: the resumed and the naive first sample differ")
+        start_s, resume_s = statistics.median(starts), statistics.median(resumes)
+        rows[fmt] = {
+            "consumed": skip,
+            "start_s": start_s,
+            "start_s_all": starts,
+            "resume_s": resume_s,
+            "resume_s_all": resumes,
+            "resume_ratio": resume_s / start_s,
+            "naive_s": naive_s,
+            "naive_ratio": naive_s / start_s,
+        }
+    return rows
+
+
+def _worker_epoch(ds: PairDataset, workers: int) -> tuple[float, float, int]:
+    """(seconds for the epoch, seconds after its first sample, samples) through a DataLoader."""
+    loader = DataLoader(ds, batch_size=None, num_workers=workers)
+    start = time.perf_counter()
+    first, count = start, 0
+    for sample in loader:
+        if count == 0:
+            first = time.perf_counter()
+        count += len(sample["synth_video"]) > 0
+    end = time.perf_counter()
+    return end - start, end - first, count
+
+
+def measure_workers(out: Path, pairs: int, reps: int, seed: int) -> dict[str, Any]:
+    """Tar bytes-only epochs through a 2-worker DataLoader (fork) and with no workers.
+
+    The two alternate epoch by epoch (warm cache); "after the first sample" leaves out the
+    workers' start.
+    """
+    ds = BytesOnlyDataset(out, format="tar", fields=BYTES_FIELDS, passed=None, seed=seed)
+    runs: dict[int, list[tuple[float, float, int]]] = {0: [], 2: []}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="lance is not fork-safe")  # workers read tar
+        for _ in range(reps):
+            for workers in runs:
+                runs[workers].append(_worker_epoch(ds, workers))
+    row: dict[str, Any] = {"samples": pairs}
+    for workers, got in runs.items():
+        if any(count != pairs for _, _, count in got):
+            raise AssertionError(f"{workers} workers: {[c for *_, c in got]} samples, not {pairs}")
+        total = statistics.median(t for t, _, _ in got)
+        steady = statistics.median(t for _, t, _ in got)
+        row[f"w{workers}_total_s"] = total
+        row[f"w{workers}_samples_s"] = pairs / total
+        row[f"w{workers}_steady_samples_s"] = (pairs - 1) / steady
+    row["ratio"] = row["w2_samples_s"] / row["w0_samples_s"]
+    row["steady_ratio"] = row["w2_steady_samples_s"] / row["w0_steady_samples_s"]
+    return row
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def _print_bytes_only(part: dict[str, Any]) -> None:
+    rows = part["rows"]
+    print(
+        f"\n1. bytes-only, synth_video + meta, {part['samples']} pairs "
+        f"({part['synth_bytes'] / MB:.0f} MB of synth_video), num_workers=0, median of runs\n"
+        "   x files: samples/s / samples/s of the same bytes, same order, one plain file per "
+        "pair\n   x 1 file: ... read in that order from one file (the disk's sequential rate)"
+    )
+    print(
+        f"   {'reader':<10}{'cache':<6}{'samples/s':>10}{'MB/s':>8}{'x files':>9}{'x 1 file':>9}"
+        f"{'disk MB':>9}"
+    )
+    for name in ("lance", "tar", "files", "one_file"):
+        r = rows[name]
+        for mode in ("cold", "warm"):
+            ratios = (
+                f"{r[f'{mode}_ratio_vs_files']:>9.2f}{r[f'{mode}_ratio_vs_one_file']:>9.2f}"
+                if name in ("lance", "tar")
+                else f"{'':>18}"
+            )
+            disk = f"{r['disk_bytes_cold'] / MB:>9.0f}" if mode == "cold" else ""
+            print(
+                f"   {name:<10}{mode:<6}{r[f'{mode}_samples_s']:>10.0f}{r[f'{mode}_mb_s']:>8.0f}"
+                f"{ratios}{disk}"
+            )
+
+
+def _print_filter(part: dict[str, Any]) -> None:
+    n = part["selected"]
+    print(
+        f"\n2. filter difficulty=hard (passed=None): {n} pairs, "
+        f"{part['selected_synth_bytes'] / MB:.1f} MB of their synth_video; one epoch, cold cache"
+        "\n   ratios are bytes / the selected synth_video bytes"
+    )
+    print(
+        f"   {'format':<7}{'reader':>8}{'rchar':>8}{'disk':>8}{'read calls':>11}"
+        f"{'open: rchar MB':>16}{'disk MB':>9}"
+    )
+    for fmt, r in part["rows"].items():
+        print(
+            f"   {fmt:<7}{r['reader_ratio']:>8.3f}{r['rchar_ratio']:>8.3f}"
+            f"{r['read_bytes_ratio']:>8.3f}{r['syscalls']:>11}{r['open_rchar'] / MB:>16.2f}"
+            f"{r['open_read_bytes'] / MB:>9.2f}"
+        )
+    print(
+        f"   (a sequential pass over every shard would read {part['shard_bytes'] / MB:.0f} MB, "
+        f"{part['shard_ratio']:.2f}x); disk counts the kernel's readahead: "
+        f"read_ahead_kb={part['read_ahead_kb']} on this device"
+    )
+
+
+def _print_decode(part: dict[str, Any]) -> None:
+    print(
+        "\n3. decode, Lance, fields synth_video (+meta), num_workers=0, frames/s delivered\n"
+        "   x PyAV: / frames/s of plain PyAV decoding every frame of the same clip to rgb24 "
+        "(bytes in memory, thread_type AUTO, frames dropped)\n"
+        "   x kept: ... with the frames kept in one array, as a loader must return them\n"
+        "   x win:  ... decoding from the start to the same 16-frame window, converting those"
+    )
+    print(
+        f"   {'num_frames':<11}{'samples':>8}{'frames/s':>10}{'samples/s':>10}{'PyAV f/s':>10}"
+        f"{'x PyAV':>8}{'x kept':>8}{'x win':>8}"
+    )
+    for name, r in part.items():
+        kept = f"{r['ratio_vs_pyav_kept']:>8.2f}" if "ratio_vs_pyav_kept" in r else f"{'':>8}"
+        win = f"{r['ratio_vs_pyav_window']:>8.2f}" if "ratio_vs_pyav_window" in r else f"{'':>8}"
+        print(
+            f"   {name:<11}{r['samples']:>8}{r['loader_fps']:>10.0f}{r['loader_samples_s']:>10.1f}"
+            f"{r['pyav_all_fps']:>10.0f}{r['ratio_vs_pyav_all']:>8.2f}{kept}{win}"
+        )
+
+
+def _print_resume(part: dict[str, Any], reps: int) -> None:
+    print(
+        "\n4. time to the first sample (synth_video 16 frames from frame 0 + meta), warm cache, "
+        f"median of {reps}"
+    )
+    print(
+        f"   {'format':<7}{'start ms':>9}{'resume@90% ms':>15}{'ratio':>7}{'naive s':>9}"
+        f"{'ratio':>8}"
+    )
+    for fmt, r in part.items():
+        print(
+            f"   {fmt:<7}{r['start_s'] * 1e3:>9.1f}{r['resume_s'] * 1e3:>15.1f}"
+            f"{r['resume_ratio']:>7.2f}{r['naive_s']:>9.2f}{r['naive_ratio']:>8.1f}"
+        )
+    print("   naive: a fresh dataset iterated, 90% of the epoch decoded and discarded")
+
+
+def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "argv": sys.argv[1:],
+        "load_avg_start": os.getloadavg(),
+    }
+    video = args.data / "sam2" / "04_coffee.mp4"
+    seconds, clips = _timed(lambda: make_clips(video, SEGMENTS[: args.clips]))
+    samples = make_samples(args.pairs, clips, load_cutouts(args.data / "rembg"), seed=args.seed)
+    out = root / "dataset"
+    build_s = build(out, samples, args.shard_samples)
+    synth = {s.pair.pair_id: s.pair.synth_video for s in samples}
+    hard = [s.pair for s in samples if s.pair.difficulty == FILTER["difficulty"]]
+    mix = {d: sum(s.pair.difficulty == d for s in samples) for d in DIFFICULTIES}
+    disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    results["dataset"] = {
+        "pairs": len(samples),
+        "clips": [{"frames": c.frames, "synth_bytes": len(c.synth)} for c in clips],
+        "difficulty": mix,
+        "passed": sum(s.pair.passed for s in samples),
+        "disk_bytes": disk,
+        "shards": len(open_dataset(out).shards),
+        "encode_s": seconds,
+        "build_s": build_s,
+    }
+    d = results["dataset"]
+    print(
+        f"dataset: {d['pairs']} pairs over {len(clips)} clips of "
+        f"{', '.join(str(c.frames) for c in clips)} frames 1280x720 H.264 "
+        f"(synth {min(len(c.synth) for c in clips) / MB:.2f}-"
+        f"{max(len(c.synth) for c in clips) / MB:.2f} MB); difficulty "
+        + ", ".join(f"{k} {v}" for k, v in mix.items())
+        + f"; {d['passed']} passed; {disk / MB:.0f} MB on disk, {d['shards']} tar shards; "
+        f"encoded in {seconds:.0f} s, written in {build_s:.1f} s"
+    )
+    del samples
+
+    results["bytes_only"] = measure_bytes_only(out, root, synth, args.reps, args.seed)
+    _print_bytes_only(results["bytes_only"])
+
+    selected_bytes = sum(len(p.synth_video or b"") for p in hard)
+    results["filter"] = measure_filter(out, selected_bytes, len(hard))
+    _print_filter(results["filter"])
+
+    counts = {"16": args.decode_16, "all": args.decode_all}
+    results["decode"] = measure_decode(out, synth, counts, args.seed)
+    _print_decode(results["decode"])
+
+    results["resume"] = measure_resume(out, len(synth), args.reps, args.seed)
+    _print_resume(results["resume"], args.reps)
+
+    results["workers"] = measure_workers(out, len(synth), min(args.reps, 3), args.seed)
+    w = results["workers"]
+    print(
+        f"\n5. tar bytes-only, DataLoader(batch_size=None), warm cache, median of "
+        f"{min(args.reps, 3)}: num_workers=2 (fork) {w['w2_samples_s']:.0f} samples/s, "
+        f"{w['w2_steady_samples_s']:.0f} after the first sample; num_workers=0 "
+        f"{w['w0_samples_s']:.0f} samples/s; ratio x{w['ratio']:.2f} "
+        f"(x{w['steady_ratio']:.2f} after the first sample)"
+    )
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer pairs, clips and repeats")
+    parser.add_argument("--pairs", type=int, help="pairs in the dataset (default 400, quick 120)")
+    parser.add_argument("--clips", type=int, help="distinct clips (default 4, quick 2)")
+    parser.add_argument("--reps", type=int, help="repeats, median kept (default 7, quick 3)")
+    parser.add_argument("--decode-16", type=int, help="samples decoded at 16 frames (64, 24)")
+    parser.add_argument("--decode-all", type=int, help="samples decoded whole (32, 12)")
+    parser.add_argument("--shard-samples", type=int, default=128, help="tar samples per shard")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared test data")
+    parser.add_argument("--dir", type=Path, help="where to write temporary data (a tempdir)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.pairs = args.pairs or (120 if quick else 400)
+    args.clips = args.clips or (2 if quick else len(SEGMENTS))
+    args.reps = args.reps or (3 if quick else 7)
+    args.decode_16 = args.decode_16 or (24 if quick else 64)
+    args.decode_all = args.decode_all or (12 if quick else 32)
+    video = args.data / "sam2" / "04_coffee.mp4"
+    if not video.is_file():
+        parser.error(f"{video}: missing; pass --data with the shared test data folder")
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pvtt-bench-", dir=args.dir) as tmp:
+        results = run(args, Path(tmp))
+    results["total_s"] = time.perf_counter() - start
+    results["load_avg_end"] = os.getloadavg()
+    print(
+        f"\ntotal {results['total_s']:.0f} s; load average (1 min) "
+        f"{results['load_avg_start'][0]:.1f} at the start, {results['load_avg_end'][0]:.1f} at "
+        f"the end on {os.cpu_count()} cores (other jobs share this machine)"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+        print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
