@@ -71,7 +71,7 @@ class LanceReader:
 
     def read(self, index: int, fields: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, Any]]:
         assert self.selection.meta is not None and self.selection.row_ids is not None
-        meta = self.selection.meta[index]
+        meta = self.selection.row(index)
         out: dict[str, bytes] = {}
         if "synth_video" in fields:
             row_id = int(self.selection.row_ids[index])

@@ -35,8 +35,10 @@ class Selection:
     pair_ids: list[str]
     levels: np.ndarray
     qualities: np.ndarray
-    meta: list[dict[str, Any]] | None
-    """Scalar columns per pair (Lance); None for tar, whose json is read with the sample."""
+    meta: pa.Table | None
+    """Scalar columns of the selected pairs as Arrow (Lance), row ``i`` for pair ``i``;
+    None for tar, whose json is read with the sample. Kept columnar: one Python dict per
+    row would cost ~1 GB and seconds per worker at a million pairs."""
     row_ids: np.ndarray | None
     """Lance row ids (Lance datasets)."""
     shard_entries: list[tuple[str, dict[str, Any]]] | None
@@ -45,6 +47,11 @@ class Selection:
 
     def __len__(self) -> int:
         return len(self.pair_ids)
+
+    def row(self, index: int) -> dict[str, Any]:
+        """The scalar columns of selected pair ``index`` (Lance selections)."""
+        assert self.meta is not None
+        return self.meta.slice(index, 1).to_pylist()[0]
 
 
 def fingerprint(dataset: BuiltDataset, flt: PairFilter, fmt: str) -> str:
@@ -73,12 +80,12 @@ def _qualities(values: list[float | None]) -> np.ndarray:
 
 
 def _select_lance(dataset: BuiltDataset, flt: PairFilter) -> Selection:
-    table = dataset.pairs.to_table(
-        columns=list(scalar_columns("pairs")), filter=flt.to_sql(), with_row_id=True
-    )
+    # per-frame boxes are large and the loader does not yield them: leave them out
+    columns = [c for c in scalar_columns("pairs") if c != "target_boxes"]
+    table = dataset.pairs.to_table(columns=columns, filter=flt.to_sql(), with_row_id=True)
     table = table.sort_by("pair_id")
     row_ids = table.column("_rowid").to_numpy()
-    meta = table.drop_columns(["_rowid"]).to_pylist()
+    meta = table.drop_columns(["_rowid"])
     return Selection(
         pair_ids=table.column("pair_id").to_pylist(),
         levels=_levels(table.column("difficulty").to_pylist()),

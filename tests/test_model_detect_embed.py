@@ -109,14 +109,17 @@ def dino() -> tuple[object, object]:
     return tiny_grounding_dino()
 
 
-def raw_best(model, processor, frame: np.ndarray, text: str) -> tuple[float, tuple[float, ...]]:
+def raw_best(
+    model, processor, frame: np.ndarray, text: str, bf16: bool = False
+) -> tuple[float, tuple[float, ...]]:
     """The best query's score and its box in frame pixels, straight from the model's outputs."""
-    inputs = processor(images=[frame], text=[text], return_tensors="pt")
-    with torch.inference_mode():
+    device = next(model.parameters()).device
+    inputs = processor(images=[frame], text=[text], return_tensors="pt").to(device)
+    with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
         out = model(**inputs)
-    scores = out.logits[0].sigmoid().amax(-1)
+    scores = out.logits[0].float().sigmoid().amax(-1)
     q = int(scores.argmax())
-    cx, cy, w, h = out.pred_boxes[0, q].tolist()
+    cx, cy, w, h = out.pred_boxes[0, q].float().tolist()
     height, width = frame.shape[:2]
     box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
     clipped = tuple(min(max(v, 0.0), lim) for v, lim in zip(box, (width, height) * 2, strict=True))
@@ -458,10 +461,11 @@ def synthetic_clip(frames: int = 6) -> np.ndarray:
 @pytest.mark.gpu
 @gpu
 def test_detector_on_cuda() -> None:
+    """On CUDA the detector returns the model's own best box; near-tied random scores may
+    pick another query than on CPU (TF32 convolutions, bf16), so only the score is compared."""
     model, processor = tiny_grounding_dino()
     clip = synthetic_clip()
-    cpu = GroundingDinoDetector(model, processor, box_threshold=0.0, text_threshold=0.0)
-    expected = cpu.detect(clip, Prompt("red car"))
+    cpu_score = raw_best(model, processor, clip[0], "red car.")[0]
     for precision in ("fp32", "bf16"):
         detector = GroundingDinoDetector(
             model,
@@ -471,11 +475,13 @@ def test_detector_on_cuda() -> None:
             text_threshold=0.0,
             precision=precision,
         )
-        found = detector.detect(clip, Prompt("red car"))
         assert next(detector.model.parameters()).device.type == "cuda"
-        assert found.frame_index == expected.frame_index
-        assert 0.0 <= found.score <= 1.0
-        assert found.box == pytest.approx(expected.box, abs=2.0)
+        found = detector.detect(clip, Prompt("red car"))
+        score, box = raw_best(detector.model, processor, clip[0], "red car.", precision == "bf16")
+        assert found.frame_index == 0
+        assert found.score == pytest.approx(score, abs=1e-4)
+        assert found.box == pytest.approx(box, abs=1e-2)
+        assert found.score == pytest.approx(cpu_score, abs=0.02)
 
 
 @pytest.mark.gpu

@@ -99,6 +99,8 @@ class GroundingDinoDetector:
     def detect(self, frames: np.ndarray, prompt: Prompt) -> Detection:
         """The highest-scoring box on the first scanned frame that has a confident one.
 
+        A confident box scores above ``box_threshold`` and covers a pixel of the frame.
+
         Raises :class:`StageRejected` when no scanned frame has a box above
         ``box_threshold``; the reason gives the best score seen.
         """
@@ -122,10 +124,12 @@ class GroundingDinoDetector:
         finally:
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-        raise StageRejected(
-            f"no '{query[:-1]}' found in {len(indices)} frames scanned "
-            f"(best score {best:.3f} < threshold {self.box_threshold})"
+        why = (
+            f"best score {best:.3f} < threshold {self.box_threshold}"
+            if best <= self.box_threshold
+            else "every confident box lies off the frame"
         )
+        raise StageRejected(f"no '{query[:-1]}' found in {len(indices)} frames scanned ({why})")
 
     def _scan(
         self, frames: np.ndarray, batch: list[int], query: str, height: int, width: int
@@ -151,15 +155,11 @@ class GroundingDinoDetector:
         )
         best = float(outputs.logits.sigmoid().amax()) if outputs.logits.numel() else 0.0
         for index, result in zip(batch, results, strict=True):
-            scores = result["scores"]
-            if not len(scores):
-                continue
-            top = int(scores.argmax())
-            box = _inside(result["boxes"][top].tolist(), width, height)
-            if box is None:
-                continue
-            label = self._label(result["text_labels"][top]) or query[:-1]
-            return Detection(index, box, float(scores[top]), label), best
+            for top in result["scores"].argsort(descending=True).tolist():
+                box = _inside(result["boxes"][top].tolist(), width, height)
+                if box is not None:
+                    label = self._label(result["text_labels"][top]) or query[:-1]
+                    return Detection(index, box, float(result["scores"][top]), label), best
         return None, best
 
     def _label(self, phrase: str) -> str:

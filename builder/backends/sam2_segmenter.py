@@ -61,6 +61,9 @@ IMG_MEAN = (0.485, 0.456, 0.406)
 IMG_STD = (0.229, 0.224, 0.225)
 """SAM2's input normalisation (``sam2.utils.misc.load_video_frames``)."""
 
+DEFAULT_ENCODER_BATCH = 8
+"""Frames per image-encoder call (see :class:`FeatureChunks`)."""
+
 _RESIZE_CHUNK = 16
 """Frames resized per batch while building the state: bounds the temporary device memory."""
 
@@ -70,6 +73,7 @@ _PARAMS = {
     "random_weights",
     "fill_hole_area",
     "max_lost_share",
+    "encoder_batch",
     "offload_video_to_cpu",
     "offload_state_to_cpu",
     "offload_after_frames",
@@ -93,6 +97,7 @@ class Sam2Segmenter:
         model: str | None = None,
         config: str = DEFAULT_CONFIG,
         max_lost_share: float = 0.1,
+        encoder_batch: int = DEFAULT_ENCODER_BATCH,
         offload_video_to_cpu: bool | None = None,
         offload_state_to_cpu: bool | None = None,
         offload_after_frames: int = 300,
@@ -101,8 +106,13 @@ class Sam2Segmenter:
             raise ConfigError(
                 f"segmenter sam2: max_lost_share must be in [0, 1], got {max_lost_share}"
             )
+        if encoder_batch < 1:
+            raise ConfigError(
+                f"segmenter sam2: encoder_batch must be at least 1, got {encoder_batch}"
+            )
         self.predictor = predictor
         self.max_lost_share = max_lost_share
+        self.encoder_batch = encoder_batch
         self.offload_video_to_cpu = offload_video_to_cpu
         self.offload_state_to_cpu = offload_state_to_cpu
         self.offload_after_frames = offload_after_frames
@@ -111,6 +121,7 @@ class Sam2Segmenter:
             "image_size": int(predictor.image_size),
             "fill_hole_area": int(predictor.fill_hole_area),
             "max_lost_share": max_lost_share,
+            "encoder_batch": encoder_batch,
         }
         if model is None:
             params["random_weights"] = True
@@ -144,6 +155,7 @@ class Sam2Segmenter:
             frames,
             offload_video_to_cpu=_choose(self.offload_video_to_cpu, long_clip),
             offload_state_to_cpu=_choose(self.offload_state_to_cpu, long_clip),
+            encoder_batch=self.encoder_batch,
         )
         try:
             with torch.inference_mode(), autocast(self.predictor.device):
@@ -201,11 +213,14 @@ def init_state_from_frames(
     *,
     offload_video_to_cpu: bool = False,
     offload_state_to_cpu: bool = False,
+    encoder_batch: int = 1,
 ) -> dict[str, Any]:
     """SAM2's inference state for RGB ``uint8`` frames ``T x H x W x 3`` held in memory.
 
     The same dictionary as ``SAM2VideoPredictor.init_state`` (sam2 1.1.0) builds, without
     its warm-up of frame 0 (the prompt frame's features are computed when it is prompted).
+    ``encoder_batch`` above 1 replaces SAM2's one-frame feature cache with
+    :class:`FeatureChunks`, which runs the image encoder on that many frames at once.
     """
     import torch
 
@@ -222,7 +237,9 @@ def init_state_from_frames(
         "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
         "point_inputs_per_obj": {},
         "mask_inputs_per_obj": {},
-        "cached_features": {},
+        "cached_features": {}
+        if encoder_batch <= 1
+        else FeatureChunks(predictor, images, encoder_batch),
         "constants": {},
         "obj_id_to_idx": OrderedDict(),
         "obj_idx_to_id": OrderedDict(),
@@ -231,6 +248,51 @@ def init_state_from_frames(
         "temp_output_dict_per_obj": {},
         "frames_tracked_per_obj": {},
     }
+
+
+class FeatureChunks:
+    """SAM2's image-feature cache, filled ``batch`` frames ahead in the direction of travel.
+
+    SAM2 encodes one frame per step (batch 1), which leaves a GPU mostly waiting on kernel
+    launches with the small encoders. Its ``_get_image_feature`` looks a frame up with
+    ``cached_features.get(frame)`` and computes it only on a miss, so a cache that never
+    misses lets the encoder run on a batch of the coming frames at once: forwards after
+    an earlier frame, backwards after a later one. Only one chunk is held at a time.
+    """
+
+    def __init__(self, predictor: SAM2VideoPredictor, images: torch.Tensor, batch: int) -> None:
+        self.predictor = predictor
+        self.images = images
+        self.batch = batch
+        self.chunk: dict[int, tuple[torch.Tensor, dict[str, list[torch.Tensor]]]] = {}
+        self.last: int | None = None
+        self.encoded = 0
+        """Encoder calls so far (for tests and benchmarks)."""
+
+    def get(self, frame: int, default: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        if frame not in self.chunk:
+            self._encode(frame, backwards=self.last is not None and frame < self.last)
+        self.last = frame
+        return self.chunk[frame]
+
+    def _encode(self, frame: int, backwards: bool) -> None:
+        if backwards:
+            first, end = max(frame - self.batch + 1, 0), frame + 1
+        else:
+            first, end = frame, min(frame + self.batch, len(self.images))
+        self.chunk = {}  # free the previous chunk first
+        device = self.predictor.device
+        images = self.images[first:end].to(device, non_blocking=True).float()
+        out = self.predictor.forward_image(images)
+        self.encoded += 1
+        for i in range(end - first):
+            self.chunk[first + i] = (
+                images[i : i + 1],
+                {
+                    "backbone_fpn": [x[i : i + 1] for x in out["backbone_fpn"]],
+                    "vision_pos_enc": [x[i : i + 1] for x in out["vision_pos_enc"]],
+                },
+            )
 
 
 def _images(frames: np.ndarray, size: int, device: torch.device, offload: bool) -> torch.Tensor:

@@ -9,12 +9,12 @@ with difficulty. Every figure is a ratio against a baseline measured in the same
 
 1. **bytes-only samples/s**: ``PairDataset`` has no undecoded mode, so the benchmark
    subclasses it and replaces only its per-sample ``_decode`` with the reader call
-   ``_decode`` itself starts with (``ctx.reader.read``) and its conversion of the scalar
-   columns; selection, plan order and error handling stay the library's. Baseline: the same ``synth_video`` bytes, in the
-   same order, read with ``open().read()`` from one file per pair, and from one file
-   holding them all (the disk's sequential rate). Cold runs first drop every file of
-   the dataset and the baselines from the page cache (``posix_fadvise DONTNEED``);
-   warm runs follow at once.
+   ``_decode`` itself starts with (``ctx.reader.read``) and its conversion of the
+   scalar columns; selection, plan order and error handling stay the library's.
+   Baseline: the same ``synth_video`` bytes, in the same order, read with
+   ``open().read()`` from one file per pair, and from one file holding them all (the
+   disk's sequential rate). Cold runs first drop every file of the dataset and the
+   baselines from the page cache (``posix_fadvise DONTNEED``); warm runs follow at once.
 2. **bytes read under a filter** (``difficulty="hard"``, about 30% of pairs), as a
    ratio of the selected pairs' ``synth_video`` bytes: the reader's own count and the
    process's ``rchar`` (every byte a read syscall returned, Lance's threads included)
@@ -28,11 +28,11 @@ with difficulty. Every figure is a ratio against a baseline measured in the same
    right after each sample the loader yields: the machine is shared.
 4. **resume at 90% of an epoch**: time from a fresh ``PairDataset`` through
    ``load_state_dict`` to the first sample, against the time from a fresh one to its
-   first sample (medians, warm cache), and a naive resume that iterates and discards
-   90% of the epoch.
+   first sample (medians, warm cache, each after a full garbage collection), and a
+   naive resume that iterates and discards 90% of the epoch.
 
-Plus a 2-worker ``DataLoader`` on tar, bytes-only, against the same loop in-process.
-Everything runs in this process with ``num_workers=0`` unless said otherwise.
+Plus bytes-only tar epochs through a ``DataLoader`` with 2 workers against one with
+none. Everything else runs in this process (``num_workers=0``).
 """
 
 from __future__ import annotations
