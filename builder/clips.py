@@ -23,7 +23,8 @@ from pvtt.builder.stages.protocols import Detector, Inpainter, Prompt, Segmenter
 from pvtt.builder.stages.shots import Shot
 from pvtt.builder.video import decode_video_bytes, encode_mp4, probe, read_frames
 from pvtt.schemas.config import BuildConfig
-from pvtt.schemas.masks import DEFAULT_MASK_CODEC, decode_masks, encode_masks
+from pvtt.schemas.masks import FORMAT_VERSION as MASKS_FORMAT
+from pvtt.schemas.masks import decode_masks, encode_masks
 
 CLIP_STAGE_VERSION = "1"
 
@@ -103,7 +104,7 @@ def prepare_clip(
         box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
     prompt = Prompt(text=product.prompt or product.subcategory, box=box)
 
-    track_key = cache_key("track", clip_key, prompt.text, prompt.box, DEFAULT_MASK_CODEC,
+    track_key = cache_key("track", clip_key, prompt.text, prompt.box, MASKS_FORMAT,
                           backends.detector.info.fingerprint(), backends.segmenter.info.fingerprint())
     hit = cache.get(track_key)
     if hit is not None:
@@ -122,7 +123,7 @@ def prepare_clip(
             cache.put(track_key, {"rejected": exc.reason}, {})
             raise
         masks = track.masks
-        masks_bytes = encode_masks(masks, DEFAULT_MASK_CODEC)
+        masks_bytes = encode_masks(masks)
         cache.put(track_key, {"detection": json.dumps(detection.__dict__, default=float)},
                   {"masks": masks_bytes})
     boxes = masks_to_boxes(masks)

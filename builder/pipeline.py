@@ -36,7 +36,7 @@ from pvtt.builder.writer import DatasetWriter
 from pvtt.schemas.config import BuildConfig
 from pvtt.schemas.keys import clip_id as make_clip_id
 from pvtt.schemas.keys import image_id
-from pvtt.schemas.masks import DEFAULT_MASK_CODEC
+from pvtt.schemas.masks import read_header
 from pvtt.schemas.records import ClipRecord, ProductRecord
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class Build:
             frame_count=frames, width=width, height=height, fps=clip.fps,
             duration_s=frames / clip.fps,
             source_boxes=[tuple(float(v) for v in b) for b in clip.boxes],
-            masks_codec=DEFAULT_MASK_CODEC, source_video=clip.source_video,
+            masks_codec=read_header(clip.masks_bytes)[0], source_video=clip.source_video,
             background_video=clip.background_video, masks=clip.masks_bytes,
             build_id=self.build_id,
             backends=json.dumps({k: self.backends_info[k] for k in ("detector", "segmenter", "inpainter")}),

@@ -161,3 +161,14 @@ def test_benchmark_measures_every_codec() -> None:
     rows = measure(blob_masks(frames=4, size=(64, 48)), repeat=1)
     assert [r["codec"] for r in rows] == ["png-per-frame", *MASK_CODECS]
     assert all(r["bytes"] > 0 and r["decode_ms"] > 0 for r in rows)
+
+
+def test_auto_codec_takes_the_bitmap_for_speckle_and_runs_for_objects() -> None:
+    rng = np.random.default_rng(0)
+    speckle = rng.random((4, 90, 160)) > 0.5
+    blob = np.zeros((4, 90, 160), dtype=bool)
+    blob[:, 20:60, 30:90] = True
+    assert read_header(encode_masks(speckle))[0] == "xor-packbits-zlib"
+    assert read_header(encode_masks(blob))[0] == DEFAULT_MASK_CODEC
+    for masks in (speckle, blob):
+        assert np.array_equal(decode_masks(encode_masks(masks)), masks)

@@ -2,8 +2,9 @@
 
 Random weights give meaningless masks, so the tests check what the backend itself does:
 the inference state it builds from memory equals SAM2's own (same masks as SAM2's
-``init_state`` path), propagation runs both ways over every frame, nothing touches the
-disk, losses are rejected, and checkpoints load through ``weights_only`` only.
+``init_state`` path), the batched image encoder runs ahead both ways and agrees with it,
+propagation covers every frame both ways, nothing touches the disk, losses are rejected,
+and checkpoints load through ``weights_only`` only.
 """
 
 from __future__ import annotations
