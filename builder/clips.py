@@ -45,6 +45,8 @@ class ClipArtefacts:
     source_video: bytes
     background_video: bytes
     masks_bytes: bytes
+    detection: dict
+    """The prompt the track started from: frame, box, score, label (recorded per clip)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ def prepare_clip(
             raise StageRejected(meta["rejected"])
         masks = decode_masks(blobs["masks"])
         masks_bytes = blobs["masks"]
+        detection_info = json.loads(meta["detection"])
     else:
         try:
             with report.timed("detect"):
@@ -124,8 +127,11 @@ def prepare_clip(
             raise
         masks = track.masks
         masks_bytes = encode_masks(masks)
-        cache.put(track_key, {"detection": json.dumps(detection.__dict__, default=float)},
-                  {"masks": masks_bytes})
+        detection_info = {
+            "frame_index": detection.frame_index, "box": [float(v) for v in detection.box],
+            "score": float(detection.score), "label": detection.label,
+        }
+        cache.put(track_key, {"detection": json.dumps(detection_info)}, {"masks": masks_bytes})
     boxes = masks_to_boxes(masks)
 
     bg_key = cache_key("background", track_key, backends.inpainter.info.fingerprint(), config.clip.crf)
@@ -143,7 +149,7 @@ def prepare_clip(
     return ClipArtefacts(
         clip_id=clip_id, product=product, shot_index=shot_index, shot=shot, frames=frames,
         fps=fps, masks=masks, boxes=boxes, background=background, source_video=video,
-        background_video=background_video, masks_bytes=masks_bytes,
+        background_video=background_video, masks_bytes=masks_bytes, detection=detection_info,
     )
 
 

@@ -172,7 +172,10 @@ class Build:
             masks_codec=read_header(clip.masks_bytes)[0], source_video=clip.source_video,
             background_video=clip.background_video, masks=clip.masks_bytes,
             build_id=self.build_id,
-            backends=json.dumps({k: self.backends_info[k] for k in ("detector", "segmenter", "inpainter")}),
+            backends=json.dumps({
+                **{k: self.backends_info[k] for k in ("detector", "segmenter", "inpainter")},
+                "detection": clip.detection,
+            }),
         )
 
     # -- the run --------------------------------------------------------------

@@ -274,3 +274,24 @@ def test_quality_rejects_bad_scores() -> None:
         quality_score({"identity": float("nan")})
     with pytest.raises(ValueError, match="has no weight"):
         quality_score({"sharpness": 0.5})
+
+
+def _has_torchvision() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_torchvision(), reason="RAFT needs torchvision (absent beside CPU torch)")
+def test_raft_flow_plugs_into_the_temporal_score() -> None:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    scorer = StatisticsScorer(flow="raft", flow_device=device)
+    gray = (np.arange(64 * 80, dtype=np.uint8).reshape(64, 80) * 7) % 255
+    flow = scorer.flow_fn(gray, gray)
+    assert flow.shape == (64, 80, 2) and flow.dtype == np.float32
+    assert scorer.info.params["flow"] == "raft"

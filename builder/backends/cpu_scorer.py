@@ -12,6 +12,7 @@ the region its boxes give, cut back out of the clip with the inserter's own plac
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -38,6 +39,47 @@ class _Region:
     """Where the cut-out is opaque (alpha >= 0.5, eroded by a pixel), ``h x w`` bool."""
     ring: np.ndarray
     """The clip's pixels in a ring around the box, ``N x 3`` float32 RGB."""
+
+
+FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(gray_next, gray_prev) -> H x W x 2`` float32 flow from the next frame back."""
+FLOWS = ("farneback", "raft")
+
+
+def farneback_flow(gray_next: np.ndarray, gray_prev: np.ndarray) -> np.ndarray:
+    return cv2.calcOpticalFlowFarneback(gray_next, gray_prev, None, 0.5, 3, 9, 3, 5, 1.2, 0)
+
+
+def raft_flow(weights: str | None = None, device: str = "cpu") -> FlowFn:
+    """RAFT (torchvision's ``raft_small``) as the flow of the temporal score.
+
+    Same definition as with Farneback, only a better flow, so scores stay comparable.
+    It needs torchvision (not importable beside this machine's CPU torch; present on
+    GPU nodes). ``weights``: a local state dict, loaded with ``weights_only=True``.
+    """
+    try:
+        import torch
+        from torchvision.models.optical_flow import raft_small
+    except (ImportError, RuntimeError) as exc:
+        raise ValueError(f"flow = 'raft' needs torchvision: {exc}") from None
+    model = raft_small(weights=None)
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model = model.to(device).eval()
+
+    def flow(gray_next: np.ndarray, gray_prev: np.ndarray) -> np.ndarray:
+        h, w = gray_next.shape
+        ph, pw = (8 - h % 8) % 8, (8 - w % 8) % 8  # RAFT needs sides that are multiples of 8
+
+        def prep(g: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(np.pad(g, ((0, ph), (0, pw)), mode="edge")).float()
+            return (t / 127.5 - 1.0).expand(1, 3, -1, -1).to(device)
+
+        with torch.inference_mode():
+            out = model(prep(gray_next), prep(gray_prev), num_flow_updates=12)[-1]
+        return out[0, :, :h, :w].permute(1, 2, 0).float().cpu().numpy()
+
+    return flow
 
 
 class StatisticsScorer:
@@ -100,7 +142,16 @@ class StatisticsScorer:
         jerk_scale: float = 0.02,
         lighting_scale: float = 5.0,
         ring_frac: float = 0.25,
+        flow: str = "farneback",
+        flow_weights: str | None = None,
+        flow_device: str = "cpu",
+        flow_fn: FlowFn | None = None,
     ) -> None:
+        if flow not in FLOWS:
+            raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
+        self.flow_fn: FlowFn = flow_fn or (
+            raft_flow(flow_weights, flow_device) if flow == "raft" else farneback_flow
+        )
         self.frames = frames
         self.compare_size = compare_size
         self.flow_size = flow_size
@@ -120,6 +171,7 @@ class StatisticsScorer:
                 "jerk_scale": jerk_scale,
                 "lighting_scale": lighting_scale,
                 "ring_frac": ring_frac,
+                **({"flow": flow, "flow_weights": flow_weights} if flow != "farneback" else {}),
             },
         )
 
@@ -245,7 +297,7 @@ class StatisticsScorer:
             )
             for f in (frame0, frame1)
         )
-        flow = cv2.calcOpticalFlowFarneback(g1, g0, None, 0.5, 3, 9, 3, 5, 1.2, 0)
+        flow = self.flow_fn(g1, g0)
         gx, gy = np.meshgrid(
             np.arange(size[0], dtype=np.float32), np.arange(size[1], dtype=np.float32)
         )
