@@ -291,7 +291,10 @@ def test_raft_flow_plugs_into_the_temporal_score() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     scorer = StatisticsScorer(flow="raft", flow_device=device)
-    gray = (np.arange(64 * 80, dtype=np.uint8).reshape(64, 80) * 7) % 255
-    flow = scorer.flow_fn(gray, gray)
+    rng = np.random.default_rng(0)
+    prev = cv2.GaussianBlur(rng.integers(0, 255, (64, 80), dtype=np.uint8), (0, 0), 2)
+    nxt = np.roll(prev, 3, axis=1)  # the content moves 3 px right
+    flow = scorer.flow_fn(nxt, prev)
     assert flow.shape == (64, 80, 2) and flow.dtype == np.float32
+    assert np.isfinite(flow).all()
     assert scorer.info.params["flow"] == "raft"

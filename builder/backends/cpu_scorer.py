@@ -69,15 +69,22 @@ def raft_flow(weights: str | None = None, device: str = "cpu") -> FlowFn:
 
     def flow(gray_next: np.ndarray, gray_prev: np.ndarray) -> np.ndarray:
         h, w = gray_next.shape
-        ph, pw = (8 - h % 8) % 8, (8 - w % 8) % 8  # RAFT needs sides that are multiples of 8
+        # RAFT's correlation pyramid needs both sides >= 128 px and multiples of 8
+        scale = max(1.0, 128.0 / min(h, w))
+        sw, sh = (int(math.ceil(v * scale / 8.0)) * 8 for v in (w, h))
 
         def prep(g: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(np.pad(g, ((0, ph), (0, pw)), mode="edge")).float()
+            big = cv2.resize(g, (sw, sh), interpolation=cv2.INTER_LINEAR)
+            t = torch.from_numpy(big).float()
             return (t / 127.5 - 1.0).expand(1, 3, -1, -1).to(device)
 
         with torch.inference_mode():
             out = model(prep(gray_next), prep(gray_prev), num_flow_updates=12)[-1]
-        return out[0, :, :h, :w].permute(1, 2, 0).float().cpu().numpy()
+        big_flow = out[0].permute(1, 2, 0).float().cpu().numpy()
+        small = cv2.resize(big_flow, (w, h), interpolation=cv2.INTER_AREA)
+        small[..., 0] *= w / sw
+        small[..., 1] *= h / sh
+        return small.astype(np.float32)
 
     return flow
 
