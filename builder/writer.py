@@ -21,12 +21,15 @@ from typing import Any
 from pvtt.builder.sinks.base import PairSample, Sink
 from pvtt.builder.sinks.tar import TarSink
 from pvtt.schemas.manifest import (
+    MANIFEST_NAME,
     Manifest,
     ManifestError,
     manifest_path,
+    rank_manifest_name,
     read_manifest,
     write_manifest,
 )
+from pvtt.schemas.records import ProductRecord
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ class WriterLockedError(RuntimeError):
     """Another writer holds this output folder (and rank)."""
 
 
-def make_sinks(formats: Sequence[str], **tar_options: Any) -> list[Sink]:
+def make_sinks(formats: Sequence[str], *, commit_lance: bool = True, **tar_options: Any) -> list[Sink]:
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
@@ -45,14 +48,20 @@ def make_sinks(formats: Sequence[str], **tar_options: Any) -> list[Sink]:
     if "lance" in formats:
         from pvtt.builder.sinks.lance import LanceSink  # pylance only when Lance is written
 
-        sinks.append(LanceSink())
+        sinks.append(LanceSink(commit=commit_lance))
     if "tar" in formats:
         sinks.append(TarSink(**tar_options))
     return sinks
 
 
 class DatasetWriter:
-    """Writes pairs into ``out`` through every sink, committing them together."""
+    """Writes pairs into ``out`` through every sink, committing them together.
+
+    With ``world_size > 1`` the writer is one rank of a multi-rank build: its commit
+    point is its own manifest ``ranks/r{rank:03d}.json`` (its shards, and its Lance
+    fragments written but not committed), and ``pvtt merge`` publishes all ranks at
+    once. Ranks never touch each other's files, so a dead rank is re-run alone.
+    """
 
     def __init__(
         self,
@@ -60,6 +69,8 @@ class DatasetWriter:
         *,
         formats: Sequence[str] = FORMATS,
         rank: int = 0,
+        world_size: int = 1,
+        build_id: str | None = None,
         config: dict[str, Any] | None = None,
         backends: dict[str, Any] | None = None,
         commit_interval_s: float = 300.0,
@@ -68,9 +79,18 @@ class DatasetWriter:
     ) -> None:
         self.out = Path(out)
         self.formats = list(formats)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} must be in [0, world_size {world_size})")
         self.rank = rank
+        self.world_size = world_size
+        self.manifest_name = MANIFEST_NAME if world_size == 1 else rank_manifest_name(rank)
+        self._build_id = build_id
         self.commit_interval_s = commit_interval_s
-        self.sinks = list(sinks) if sinks is not None else make_sinks(formats, **tar_options)
+        self.sinks = (
+            list(sinks)
+            if sinks is not None
+            else make_sinks(formats, commit_lance=world_size == 1, **tar_options)
+        )
         self._config = config or {}
         self._backends = backends or {}
         self._manifest: Manifest | None = None
@@ -85,15 +105,23 @@ class DatasetWriter:
         """Roll back uncommitted output and return the pair ids already committed."""
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock()
-        if manifest_path(self.out).exists():
-            manifest = read_manifest(self.out)
+        if manifest_path(self.out, self.manifest_name).exists():
+            manifest = read_manifest(self.out, self.manifest_name)
             if sorted(manifest.formats) != sorted(self.formats):
                 raise ManifestError(
                     f"{self.out}: was built with formats {manifest.formats}, "
                     f"not {self.formats}; use another output folder"
                 )
         else:
-            manifest = Manifest(build_id=uuid.uuid4().hex[:16], formats=self.formats)
+            manifest = Manifest(
+                build_id=self._build_id or uuid.uuid4().hex[:16], formats=self.formats,
+                rank=None if self.world_size == 1 else self.rank, world_size=self.world_size,
+            )
+        if manifest.world_size != self.world_size:
+            raise ManifestError(
+                f"{self.out}: was built with world size {manifest.world_size}, not "
+                f"{self.world_size}; use the same --world-size or another output folder"
+            )
         manifest.complete = False
         manifest.config = self._config or manifest.config
         manifest.backends = self._backends or manifest.backends
@@ -108,7 +136,7 @@ class DatasetWriter:
             done = keys
         self._done = done or set()
         self._manifest = manifest
-        write_manifest(self.out, manifest)
+        write_manifest(self.out, manifest, self.manifest_name)
         return set(self._done)
 
     def __enter__(self) -> DatasetWriter:
@@ -135,6 +163,13 @@ class DatasetWriter:
         return pair_id in self._done
 
     # -- writing ----------------------------------------------------------------
+    def write_product(self, record: ProductRecord) -> None:
+        """A product image row for sinks that keep a products table, committed with the pairs."""
+        for sink in self.sinks:
+            write_product = getattr(sink, "write_product", None)
+            if write_product is not None:
+                write_product(record)
+
     def write(self, sample: PairSample) -> None:
         key = sample.pair.pair_id
         if key in self._done:
@@ -161,7 +196,7 @@ class DatasetWriter:
         counts["passed"] = counts.get("passed", 0) + self._pending_passed
         self._pending.clear()
         self._pending_passed = 0
-        write_manifest(self.out, manifest)
+        write_manifest(self.out, manifest, self.manifest_name)
         self._last_commit = time.monotonic()
 
     def close(self, *, complete: bool = True) -> Manifest:
@@ -172,7 +207,7 @@ class DatasetWriter:
             for sink in self.sinks:
                 sink.finalize(manifest)
             manifest.complete = True
-            write_manifest(self.out, manifest)
+            write_manifest(self.out, manifest, self.manifest_name)
         self._unlock()
         return manifest
 

@@ -64,6 +64,16 @@ class Manifest:
     tables: dict[str, TableInfo] = field(default_factory=dict)
     shards: list[ShardInfo] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
+    rank: int | None = None
+    """Set on a rank's own manifest (``ranks/r{rank:03d}.json``) in a multi-rank build."""
+    world_size: int = 1
+    fragments: dict[str, list[str]] = field(default_factory=dict)
+    """Rank manifests: each table's written but uncommitted Lance fragments (JSON), which
+    ``pvtt merge`` commits for all ranks at once."""
+    keys: dict[str, list[str]] = field(default_factory=dict)
+    """Rank manifests: the keys each table's committed fragments hold (for resume)."""
+    merged: dict[str, str] = field(default_factory=dict)
+    """The top manifest after ``pvtt merge``: rank -> digest of the rank manifest merged."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
@@ -83,22 +93,36 @@ class Manifest:
             raise ManifestError(f"{where}: malformed manifest: {exc}") from None
 
 
-def manifest_path(out: str | os.PathLike[str]) -> Path:
-    return Path(out) / MANIFEST_NAME
+RANKS_DIR = "ranks"
 
 
-def read_manifest(out: str | os.PathLike[str]) -> Manifest:
+def rank_manifest_name(rank: int) -> str:
+    return f"{RANKS_DIR}/r{rank:03d}.json"
+
+
+def manifest_path(out: str | os.PathLike[str], name: str = MANIFEST_NAME) -> Path:
+    return Path(out) / name
+
+
+def read_manifest(out: str | os.PathLike[str], name: str = MANIFEST_NAME) -> Manifest:
     """The committed manifest of ``out``; raises :class:`ManifestError` when absent or bad."""
-    path = manifest_path(out)
+    path = manifest_path(out, name)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"{path}: no manifest; is {out} a pvtt dataset?") from None
+    return parse_manifest(raw, str(path))
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """A manifest from its bytes, wherever they were read (a file, an object store)."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: unreadable manifest: {exc}") from None
+        raise ManifestError(f"{where}: unreadable manifest: {exc}") from None
     if not isinstance(data, dict):
-        raise ManifestError(f"{path}: manifest is not a JSON object")
-    return Manifest.from_dict(data, str(path))
+        raise ManifestError(f"{where}: manifest is not a JSON object")
+    return Manifest.from_dict(data, where)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -129,8 +153,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_manifest(out: str | os.PathLike[str], manifest: Manifest) -> None:
+def write_manifest(
+    out: str | os.PathLike[str], manifest: Manifest, name: str = MANIFEST_NAME
+) -> None:
     now = datetime.now(timezone.utc).isoformat()
     manifest.created_at = manifest.created_at or now
     manifest.updated_at = now
-    atomic_write_bytes(manifest_path(out), manifest.to_json().encode("utf-8"))
+    atomic_write_bytes(manifest_path(out, name), manifest.to_json().encode("utf-8"))

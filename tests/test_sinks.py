@@ -193,3 +193,58 @@ def test_shards_roll_over_by_bytes(tmp_path: Path, shared_data: Path) -> None:
     shards = open_dataset(out).shards
     assert len(shards) >= 3 and all(s.samples <= 4 for s in shards)
     assert sum(s.samples for s in shards) == 12
+
+
+def _run_rank(out: Path, shared: Path, count: int, rank: int, world: int, die_after: int = -1) -> int:
+    cmd = [sys.executable, str(HERE / "writer_worker.py"), str(out), str(shared), str(count), str(rank), str(world)]
+    env = {**os.environ, "PVTT_TEST_DIE_AFTER": str(die_after)}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == (0 if die_after < 0 else -signal.SIGKILL), done.stderr
+    return done.returncode
+
+
+def test_three_ranks_then_merge_equal_one_writer(tmp_path: Path, shared_data: Path) -> None:
+    from pvtt.builder.merge import merge
+
+    count = 36
+    single = tmp_path / "single"
+    _run_rank(single, shared_data, count, 0, 1)
+    multi = tmp_path / "multi"
+    for rank in range(3):
+        _run_rank(multi, shared_data, count, rank, 3)
+    assert not manifest_path(multi).exists()  # nothing visible before the merge
+    merged = merge(multi)
+    assert merged.world_size == 3 and merged.counts["pairs"] == count
+    assert merge(multi).merged == merged.merged  # idempotent
+    a, b = open_dataset(single), open_dataset(multi)
+    report = verify_dataset(b)
+    assert report.ok, report.problems
+    for table in ("pairs", "clips", "products"):
+        key = {"pairs": "pair_id", "clips": "clip_id", "products": "image_id"}[table]
+        assert sorted(a.table(table).to_table(columns=[key]).column(key).to_pylist()) == sorted(
+            b.table(table).to_table(columns=[key]).column(key).to_pylist()
+        )
+    def scores(d) -> dict:
+        rows = d.pairs.to_table(columns=["pair_id", "quality_score"]).to_pylist()
+        return {r["pair_id"]: r["quality_score"] for r in rows}
+
+    assert scores(a) == scores(b)
+    assert {Path(s.path).name[:10] for s in b.shards} == {"pairs-r000", "pairs-r001", "pairs-r002"}
+
+
+def test_a_killed_rank_is_rerun_alone_then_merged(tmp_path: Path, shared_data: Path) -> None:
+    from pvtt.builder.merge import merge
+
+    count = 36
+    out = tmp_path / "multi"
+    _run_rank(out, shared_data, count, 0, 3)
+    _run_rank(out, shared_data, count, 2, 3)
+    _run_rank(out, shared_data, count, 1, 3, die_after=9)  # killed mid-way (commits every 7)
+    with pytest.raises(ManifestError, match=r"ranks \[1\]"):
+        merge(out)
+    _run_rank(out, shared_data, count, 1, 3)  # only the dead rank again
+    merged = merge(out)
+    ids = open_dataset(out).pairs.to_table(columns=["pair_id"]).column("pair_id").to_pylist()
+    assert sorted(ids) == sorted(s.pair.pair_id for s in make_samples(shared_data, count))
+    assert merged.counts["pairs"] == count
+    assert verify_dataset(open_dataset(out)).ok

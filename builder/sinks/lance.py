@@ -8,6 +8,7 @@ of the metadata columns never read them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -21,7 +22,7 @@ from lance.fragment import FragmentMetadata, write_fragments
 
 from pvtt.builder.sinks.base import PairSample
 from pvtt.schemas.manifest import Manifest, TableInfo, fsync_dir
-from pvtt.schemas.records import to_row
+from pvtt.schemas.records import ClipRecord, ProductRecord, to_row
 from pvtt.schemas.tables import TABLE_KEYS, TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,12 @@ class _Table:
         self.row_bytes = 0
         self.fragments: list[FragmentMetadata] = []
         self.keys: set[str] = set()
+        self.pending_keys: list[str] = []
 
     def add(self, row: dict[str, Any], key: str, size: int) -> None:
         self.rows.append(row)
         self.keys.add(key)
+        self.pending_keys.append(key)
         self.row_bytes += size
         if self.row_bytes >= self.fragment_bytes:
             self.write_pending_rows()
@@ -75,11 +78,27 @@ class _Table:
             str(self.uri), lance.LanceOperation.Append(self.fragments), read_version=version
         )
         self.fragments = []
+        self.pending_keys = []
         return ds
+
+    def hand_over(self, manifest: Manifest, name: str) -> None:
+        """Rank mode: record the written fragments in the rank's manifest, uncommitted."""
+        self.write_pending_rows()
+        manifest.fragments.setdefault(name, []).extend(
+            json.dumps(f.to_json()) for f in self.fragments
+        )
+        manifest.keys.setdefault(name, []).extend(self.pending_keys)
+        self.fragments = []
+        self.pending_keys = []
 
 
 class LanceSink:
-    """Appends pairs, and each clip and product image once, to the three tables."""
+    """Appends pairs, and each clip and product image once, to the three tables.
+
+    With ``commit=False`` (a rank of a multi-rank build) fragments are written but not
+    committed: the rank's manifest lists them, and ``pvtt merge`` commits every rank's
+    fragments in one Lance transaction per table.
+    """
 
     name = "lance"
 
@@ -89,7 +108,9 @@ class LanceSink:
         fragment_bytes: int = 256 << 20,
         compact: bool = True,
         target_rows_per_fragment: int = 1 << 20,
+        commit: bool = True,
     ) -> None:
+        self.commit = commit
         self.fragment_bytes = fragment_bytes
         self.compact = compact
         self.target_rows_per_fragment = target_rows_per_fragment
@@ -99,6 +120,12 @@ class LanceSink:
     def recover(self, out: Path, manifest: Manifest, rank: int) -> set[str]:
         root = out / LANCE_DIR
         root.mkdir(parents=True, exist_ok=True)
+        if not self.commit:  # rank mode: what the rank manifest lists is all there is
+            for name, schema in TABLE_SCHEMAS.items():
+                table = _Table(root / f"{name}.lance", schema, self.fragment_bytes)
+                table.keys = set(manifest.keys.get(name, []))
+                self._tables[name] = table
+            return set(manifest.keys.get("pairs", []))
         committed: dict[str, set[str]] = {}
         for name, schema in TABLE_SCHEMAS.items():
             uri = root / f"{name}.lance"
@@ -126,13 +153,21 @@ class LanceSink:
         return committed["pairs"]
 
     def write(self, sample: PairSample) -> None:
-        for name, record in (("products", sample.product), ("clips", sample.clip)):
-            table = self._tables[name]
-            if record.key not in table.keys:
-                row = to_row(record)
-                table.add(row, record.key, _media_bytes(row))
+        if self.commit:  # a rank writes product rows only through write_product (rank 0)
+            self._add_once("products", sample.product)
+        self._add_once("clips", sample.clip)
         row = to_row(sample.pair)
         self._tables["pairs"].add(row, sample.pair.pair_id, _media_bytes(row))
+
+    def write_product(self, record: ProductRecord) -> None:
+        """A product image row, once, whether or not a pair uses it."""
+        self._add_once("products", record)
+
+    def _add_once(self, name: str, record: ProductRecord | ClipRecord) -> None:
+        table = self._tables[name]
+        if record.key not in table.keys:
+            row = to_row(record)
+            table.add(row, record.key, _media_bytes(row))
 
     def wants_commit(self) -> bool:
         return False
@@ -142,6 +177,9 @@ class LanceSink:
         started = time.time() - 1.0
         for name in ("products", "clips", "pairs"):
             table = self._tables[name]
+            if not self.commit:
+                table.hand_over(manifest, name)
+                continue
             table.write_pending_rows()
             if not table.fragments:
                 continue
@@ -155,31 +193,48 @@ class LanceSink:
         """Compact each commit's small fragments, then build or extend the scalar indexes.
 
         Every commit appends at least one fragment; queries over thousands of small
-        fragments are many times slower than over a few large ones.
+        fragments are many times slower than over a few large ones. In rank mode this
+        is ``pvtt merge``'s work.
         """
-        started = time.time() - 1.0
-        for name, indexes in SCALAR_INDEXES.items():
-            uri = str(self._tables[name].uri)
-            ds = lance.dataset(uri)
-            if ds.count_rows() == 0:
-                continue
-            if self.compact and len(ds.get_fragments()) > 1:
-                ds.optimize.compact_files(target_rows_per_fragment=self.target_rows_per_fragment)
-                ds = lance.dataset(uri)
-            existing = {tuple(i["fields"]) for i in ds.list_indices()}
-            for column, kind in indexes:
-                if (column,) not in existing:
-                    ds.create_scalar_index(column, index_type=kind)
-            if existing:
-                ds.optimize.optimize_indices()  # cover fragments appended since
-            self._record(manifest, name, lance.dataset(uri))
-            fsync_tree(self._tables[name].uri, since=started)
+        if not self.commit:
+            return
+        for name in SCALAR_INDEXES:
+            ds = optimise_table(
+                self._tables[name].uri, name, compact=self.compact,
+                target_rows_per_fragment=self.target_rows_per_fragment,
+            )
+            if ds is not None:
+                self._record(manifest, name, ds)
 
     def _record(self, manifest: Manifest, name: str, ds: lance.LanceDataset) -> None:
         self._versions[name] = ds.version
         manifest.tables[name] = TableInfo(
             path=f"{LANCE_DIR}/{name}.lance", version=ds.version, rows=ds.count_rows()
         )
+
+
+def optimise_table(
+    uri: Path, name: str, *, compact: bool = True, target_rows_per_fragment: int = 1 << 20
+) -> lance.LanceDataset | None:
+    """Compact a table's fragments, build or extend its scalar indexes, make it durable.
+
+    Returns the new version, or None for an empty table.
+    """
+    started = time.time() - 1.0
+    ds = lance.dataset(str(uri))
+    if ds.count_rows() == 0:
+        return None
+    if compact and len(ds.get_fragments()) > 1:
+        ds.optimize.compact_files(target_rows_per_fragment=target_rows_per_fragment)
+        ds = lance.dataset(str(uri))
+    existing = {tuple(i["fields"]) for i in ds.list_indices()}
+    for column, kind in SCALAR_INDEXES[name]:
+        if (column,) not in existing:
+            ds.create_scalar_index(column, index_type=kind)
+    if existing:
+        ds.optimize.optimize_indices()  # cover fragments appended since
+    fsync_tree(uri, since=started)
+    return lance.dataset(str(uri))
 
 
 def fsync_tree(root: Path, *, since: float) -> None:
