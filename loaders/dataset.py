@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -97,6 +97,10 @@ class PairDataset(IterableDataset):
     ``batch_size`` must equal the DataLoader's (1 when it batches nothing) so that
     workers' chunks come back in plan order; ``state_dict(samples_seen=k)`` then
     resumes after the ``k`` samples this rank took from the loader.
+
+    ``out`` may be an ``s3://bucket/prefix``; ``storage_options`` (endpoint,
+    credentials, region: see :mod:`pvtt.loaders.fs`) reach both the tar reads and
+    Lance, and travel to DataLoader workers with the dataset.
     """
 
     def __init__(
@@ -126,9 +130,11 @@ class PairDataset(IterableDataset):
         epoch_length: int | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         cache_bytes: int = 256 << 20,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.out = os.fspath(out)
+        self.storage_options = dict(storage_options) if storage_options else None
         self.filter = PairFilter.make(difficulty, min_score, max_score, category, passed, where)
         self.fields = tuple(dict.fromkeys(fields))
         unknown = set(self.fields) - set(FIELDS)
@@ -150,7 +156,7 @@ class PairDataset(IterableDataset):
             raise ValueError("on_error must be 'raise' or 'skip'")
         self.on_error = on_error
         self.cache_bytes = cache_bytes
-        built = BuiltDataset(self.out)  # the manifest only: no Lance in this process yet
+        built = BuiltDataset(self.out, self.storage_options)  # the manifest only: no Lance yet
         self.format = format or ("lance" if built.has_lance else "tar")
         if self.format == "lance" and not built.has_lance:
             raise ValueError(f"{self.out}: has no Lance tables; use format='tar'")
@@ -167,7 +173,7 @@ class PairDataset(IterableDataset):
     # -- per-process context -------------------------------------------------
     def _ctx(self) -> _Context:
         if self._context is None or self._context.pid != os.getpid():
-            dataset = BuiltDataset(self.out)
+            dataset = BuiltDataset(self.out, self.storage_options)
             selection = select(dataset, self.filter, self.format)
             if selection.fingerprint != self.fingerprint:
                 raise LoaderStateError(f"{self.out}: the dataset changed since this loader was made")

@@ -149,13 +149,11 @@ def select_pairs(
 
 
 def _tar_rows(dataset: BuiltDataset, flt: PairFilter) -> list[dict[str, Any]]:
-    from pvtt.loaders.tar_reader import read_sample_json
-
     rows: list[dict[str, Any]] = []
     for shard in dataset.shards:
         entries = dataset.shard_index(shard)
         if flt.index_only:
             entries = [e for e in entries if flt.matches(e)]
         for entry in entries:
-            rows.append(read_sample_json(dataset.shard_path(shard), entry))
+            rows.append(dataset.read_sample_json(shard.path, entry))
     return rows

@@ -13,7 +13,6 @@ from typing import Any
 
 from pvtt.loaders.selection import Selection
 from pvtt.loaders.store import BuiltDataset, read_blobs_by_key
-from pvtt.loaders.tar_reader import read_sample
 from pvtt.schemas.masks import MASKS_FILE_EXTENSION
 
 MEDIA_FIELDS = ("synth_video", "source_video", "background_video", "masks", "target_image")
@@ -104,7 +103,7 @@ class TarReader:
     """Media of selected pairs read by byte range from their tar shards."""
 
     def __init__(self, dataset: BuiltDataset, selection: Selection) -> None:
-        self.root = dataset.root
+        self.dataset = dataset
         self.selection = selection
         self.bytes_read = 0
 
@@ -112,7 +111,7 @@ class TarReader:
         assert self.selection.shard_entries is not None
         path, entry = self.selection.shard_entries[index]
         wanted = {_TAR_MEMBERS[f] for f in fields} | {"json"}
-        members = read_sample(self.root / path, entry, wanted)
+        members = self.dataset.read_sample(path, entry, wanted)
         self.bytes_read += sum(len(v) for v in members.values())
         meta = json.loads(members.pop("json"))
         out: dict[str, bytes] = {}

@@ -22,7 +22,6 @@ import pyarrow as pa
 
 from pvtt.loaders.query import DIFFICULTIES, PairFilter
 from pvtt.loaders.store import BuiltDataset
-from pvtt.loaders.tar_reader import read_sample_json
 from pvtt.schemas.tables import scalar_columns
 
 LEVEL = {d: i for i, d in enumerate(DIFFICULTIES)}
@@ -124,7 +123,7 @@ def _where_on_json(
     """Apply a SQL ``where`` to tar samples through Lance's own filter parser."""
     if not entries:
         return entries
-    rows = [read_sample_json(dataset.root / path, e) for path, e in entries]
+    rows = [dataset.read_sample_json(path, e) for path, e in entries]
     with tempfile.TemporaryDirectory(prefix="pvtt-where-") as tmp:
         tmp_ds = lance.write_dataset(pa.Table.from_pylist(rows), f"{tmp}/w.lance")
         keep = set(tmp_ds.to_table(columns=["pair_id"], filter=where).column("pair_id").to_pylist())

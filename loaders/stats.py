@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,17 +13,6 @@ from pvtt.loaders.store import BuiltDataset
 
 SCORE_COLUMNS = ("quality_score", "score_identity", "score_temporal", "score_lighting", "score_overall")
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
-
-
-def folder_bytes(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                continue
-    return total
 
 
 def dataset_stats(dataset: BuiltDataset) -> dict[str, Any]:
@@ -52,7 +39,7 @@ def dataset_stats(dataset: BuiltDataset) -> dict[str, Any]:
         scores[diff] = per
     storage: dict[str, int] = {}
     for name, info in dataset.manifest.tables.items():
-        storage[f"lance/{name}"] = folder_bytes(dataset.root / info.path)
+        storage[f"lance/{name}"] = dataset.storage.tree_bytes(info.path)
     if dataset.has_tar:
         storage["tar"] = sum(s.bytes for s in dataset.shards)
     return {

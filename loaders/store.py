@@ -2,29 +2,41 @@
 
 Every reader goes through :class:`BuiltDataset`: Lance tables are opened at the
 versions the manifest names and only the shards it lists exist, so rows and
-shards a killed writer left behind are never seen.
+shards a killed writer left behind are never seen. The dataset may be a local
+folder or an ``s3://`` prefix (:mod:`pvtt.loaders.fs` maps ``storage_options``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import lance
 
-from pvtt.schemas.manifest import Manifest, ManifestError, ShardInfo, read_manifest
+from pvtt.loaders.fs import Storage
+from pvtt.loaders.tar_reader import read_sample, read_sample_json
+from pvtt.schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, parse_manifest
 from pvtt.schemas.version import SCHEMA_VERSION_KEY, check_schema_version
 
 
 class BuiltDataset:
-    """A committed pvtt dataset folder."""
+    """A committed pvtt dataset: a local folder or an ``s3://`` prefix."""
 
-    def __init__(self, out: str | os.PathLike[str]) -> None:
-        self.root = Path(out)
-        self.manifest: Manifest = read_manifest(self.root)
+    def __init__(
+        self, out: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.storage = Storage(out, storage_options)
+        self.root: Path | str = self.storage.root
+        where = str(self.storage.path(MANIFEST_NAME))
+        try:
+            raw = self.storage.read_bytes(MANIFEST_NAME)
+        except FileNotFoundError:
+            raise ManifestError(f"{where}: no manifest; is {out} a pvtt dataset?") from None
+        self.manifest: Manifest = parse_manifest(raw, where)
 
     @property
     def formats(self) -> list[str]:
@@ -43,9 +55,11 @@ class BuiltDataset:
         info = self.manifest.tables.get(name)
         if info is None:
             raise ManifestError(f"{self.root}: the dataset has no Lance table {name!r}")
-        uri = self.root / info.path
+        uri = self.storage.lance_uri(info.path)
         try:
-            ds = lance.dataset(str(uri), version=info.version)
+            ds = lance.dataset(
+                uri, version=info.version, storage_options=self.storage.lance_options
+            )
         except (OSError, ValueError) as exc:
             raise ManifestError(f"{uri}: cannot open version {info.version}: {exc}") from None
         check_schema_version((ds.schema.metadata or {}).get(SCHEMA_VERSION_KEY.encode()), str(uri))
@@ -59,22 +73,36 @@ class BuiltDataset:
     def shards(self) -> list[ShardInfo]:
         return list(self.manifest.shards)
 
-    def shard_path(self, shard: ShardInfo) -> Path:
-        return self.root / shard.path
+    def shard_path(self, shard: ShardInfo) -> Path | str:
+        """The shard's file: a Path locally, a URI on an object store."""
+        return self.storage.path(shard.path)
 
     def shard_index(self, shard: ShardInfo) -> list[dict[str, Any]]:
         """The per-sample entries (key, byte range, filter columns) of one shard."""
-        path = self.root / shard.index
+        path = self.storage.path(shard.index)
         try:
-            return json.loads(path.read_text(encoding="utf-8"))["samples"]
+            return json.loads(self.storage.read_bytes(shard.index))["samples"]
         except FileNotFoundError:
             raise ManifestError(f"{path}: shard index missing") from None
-        except (json.JSONDecodeError, KeyError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError) as exc:
             raise ManifestError(f"{path}: unreadable shard index: {exc}") from None
 
+    def read_sample(
+        self, shard: str, entry: dict[str, Any], fields: set[str] | None = None
+    ) -> dict[str, bytes]:
+        """Members of one sample of shard ``shard`` (its manifest path), by byte range."""
+        return read_sample(self.storage.path(shard), entry, fields, fs=self.storage.fs)
 
-def open_dataset(out: str | os.PathLike[str]) -> BuiltDataset:
-    return BuiltDataset(out)
+    def read_sample_json(self, shard: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """The scalar columns (``{key}.json``) of one sample of shard ``shard``."""
+        return read_sample_json(self.storage.path(shard), entry, fs=self.storage.fs)
+
+
+def open_dataset(
+    out: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> BuiltDataset:
+    """The committed dataset at ``out`` (a folder or ``s3://bucket/prefix``)."""
+    return BuiltDataset(out, storage_options)
 
 
 def read_blobs_by_key(
@@ -84,7 +112,9 @@ def read_blobs_by_key(
     if not keys:
         return {}
     quoted = ", ".join("'" + k.replace("'", "''") + "'" for k in keys)
-    rows = table.to_table(columns=[key_column], filter=f"{key_column} IN ({quoted})", with_row_id=True)
+    rows = table.to_table(
+        columns=[key_column], filter=f"{key_column} IN ({quoted})", with_row_id=True
+    )
     ids = rows.column("_rowid").to_pylist()
     names = rows.column(key_column).to_pylist()
     blobs = table.read_blobs(column, ids=ids, preserve_order=True)

@@ -3,6 +3,11 @@
 A shard index gives each sample's ``[offset, end)`` in the tar, so a reader seeks
 straight to the samples it wants. Member names are validated (the key must be the
 sample's, the field a plain name): a shard is data, never a path to write to.
+
+Local shards are read with a plain file, seeking past unrequested members. On an
+object store (``fs`` given, an fsspec filesystem) a sample costs one ranged GET of
+``[offset, end)`` and its members are parsed from those bytes in memory: a request
+costs far more than the bytes of a sample's other members.
 """
 
 from __future__ import annotations
@@ -11,19 +16,42 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 _FIELD = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 BLOCK = tarfile.BLOCKSIZE
+JSON_PROBE = 64 << 10
+"""Bytes fetched to read a sample's json (header + member) in one request."""
 
 
 class ShardFormatError(ValueError):
     """A shard whose bytes do not match its index or the sample format."""
 
 
-def _read_member(fh: BinaryIO, shard: Path, offset: int) -> tuple[tarfile.TarInfo, int]:
+class RangeBuffer:
+    """Bytes ``[base, base + len(data))`` of a shard, read with the shard's own offsets."""
+
+    def __init__(self, data: bytes, base: int) -> None:
+        self._view = memoryview(data)
+        self._base = base
+        self._pos = 0
+
+    def seek(self, offset: int) -> None:
+        self._pos = offset - self._base
+
+    def read(self, size: int) -> bytes:
+        if self._pos < 0:
+            return b""
+        out = bytes(self._view[self._pos : self._pos + size])
+        self._pos += len(out)
+        return out
+
+
+def _read_member(
+    fh: BinaryIO | RangeBuffer, shard: Path | str, offset: int
+) -> tuple[tarfile.TarInfo, int]:
     fh.seek(offset)
     buf = fh.read(BLOCK)
     if len(buf) < BLOCK:
@@ -36,7 +64,7 @@ def _read_member(fh: BinaryIO, shard: Path, offset: int) -> tuple[tarfile.TarInf
     return info, data_start
 
 
-def split_member_name(name: str, key: str, shard: Path) -> str:
+def split_member_name(name: str, key: str, shard: Path | str) -> str:
     """The field of a member ``{key}.{field}``; refuses anything else."""
     if not name.startswith(key + ".") or "/" in name or "\\" in name:
         raise ShardFormatError(f"{shard}: member {name!r} does not belong to sample {key!r}")
@@ -47,7 +75,10 @@ def split_member_name(name: str, key: str, shard: Path) -> str:
 
 
 def iter_members(
-    fh: BinaryIO, shard: Path, entry: dict[str, Any], want: set[str] | None = None
+    fh: BinaryIO | RangeBuffer,
+    shard: Path | str,
+    entry: dict[str, Any],
+    want: set[str] | None = None,
 ) -> Iterator[tuple[str, bytes | None]]:
     """``(field, bytes)`` of each member of one sample; bytes None when not in ``want``."""
     key, offset, end = entry["key"], int(entry["offset"]), int(entry["end"])
@@ -69,9 +100,16 @@ def iter_members(
 
 
 def read_sample(
-    path: Path, entry: dict[str, Any], fields: set[str] | None = None
+    path: Path | str, entry: dict[str, Any], fields: set[str] | None = None, *, fs: Any = None
 ) -> dict[str, bytes]:
-    """The members of one sample (all, or only ``fields``), read by byte range."""
+    """The members of one sample (all, or only ``fields``), read by byte range.
+
+    ``path`` is a local file, or with ``fs`` (an fsspec filesystem) a path on it.
+    """
+    if fs is not None:
+        offset, end = int(entry["offset"]), int(entry["end"])
+        buf = RangeBuffer(fs.cat_file(str(path), start=offset, end=end), offset)
+        return {f: d for f, d in iter_members(buf, path, entry, fields) if d is not None}
     with open(path, "rb") as fh:
         _random_access(fh)
         return {f: d for f, d in iter_members(fh, path, entry, fields) if d is not None}
@@ -90,14 +128,37 @@ def _random_access(fh: BinaryIO) -> None:
             pass
 
 
-def read_sample_json(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """The ``{key}.json`` of one sample: the pair's scalar columns."""
+def read_sample_json(path: Path | str, entry: dict[str, Any], *, fs: Any = None) -> dict[str, Any]:
+    """The ``{key}.json`` of one sample: the pair's scalar columns.
+
+    One read of up to :data:`JSON_PROBE` bytes covers the header and the json of
+    any ordinary sample (one GET on an object store); a larger json costs a second.
+    """
+    if fs is not None:
+        return _json_member(path, entry, lambda a, b: fs.cat_file(str(path), start=a, end=b))
     with open(path, "rb") as fh:
-        info, data_start = _read_member(fh, path, int(entry["offset"]))
-        if split_member_name(info.name, entry["key"], path) != "json":
-            raise ShardFormatError(f"{path}: sample {entry['key']!r} does not start with its json")
-        fh.seek(data_start)
-        raw = fh.read(info.size)
+
+        def get(start: int, stop: int) -> bytes:
+            fh.seek(start)
+            return fh.read(stop - start)
+
+        return _json_member(path, entry, get)
+
+
+def _json_member(
+    path: Path | str, entry: dict[str, Any], get: Callable[[int, int], bytes]
+) -> dict[str, Any]:
+    offset, end = int(entry["offset"]), int(entry["end"])
+    buf = RangeBuffer(get(offset, min(end, offset + JSON_PROBE)), offset)
+    info, data_start = _read_member(buf, path, offset)
+    if split_member_name(info.name, entry["key"], path) != "json":
+        raise ShardFormatError(f"{path}: sample {entry['key']!r} does not start with its json")
+    buf.seek(data_start)
+    raw = buf.read(info.size)
+    if len(raw) < info.size:
+        raw = get(data_start, data_start + info.size)
+    if len(raw) != info.size:
+        raise ShardFormatError(f"{path}: the json of sample {entry['key']!r} is truncated")
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -28,20 +28,55 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     )
     passed = group.add_mutually_exclusive_group()
     passed.add_argument(
-        "--passed", dest="passed", action="store_const", const=True, default=True,
+        "--passed",
+        dest="passed",
+        action="store_const",
+        const=True,
+        default=True,
         help="only pairs that passed the quality threshold (default)",
     )
     passed.add_argument(
-        "--rejected", dest="passed", action="store_const", const=False,
+        "--rejected",
+        dest="passed",
+        action="store_const",
+        const=False,
         help="only rejected pairs (hard-negative mining)",
     )
     passed.add_argument(
         "--all", dest="passed", action="store_const", const=None, help="passed and rejected"
     )
     group.add_argument(
-        "--where", metavar="SQL",
-        help="extra SQL predicate over scalar columns, e.g. \"frame_count > 90\"",
+        "--where",
+        metavar="SQL",
+        help='extra SQL predicate over scalar columns, e.g. "frame_count > 90"',
     )
+
+
+def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    """``OUT`` (a folder or ``s3://`` URI) and ``--storage-option KEY=VALUE``."""
+    parser.add_argument("out", metavar="OUT", help="a built dataset folder, or s3://bucket/prefix")
+    parser.add_argument(
+        "--storage-option",
+        dest="storage_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=(
+            "object-store setting, repeatable: endpoint_url, access_key_id, "
+            "secret_access_key, session_token, region, anon, allow_http (the AWS_* "
+            "environment variables are used for any not given)"
+        ),
+    )
+
+
+def storage_options_from_args(args: argparse.Namespace) -> dict[str, str] | None:
+    options: dict[str, str] = {}
+    for item in args.storage_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--storage-option {item!r}: expected KEY=VALUE")
+        options[key.strip()] = value
+    return options or None
 
 
 def filter_from_args(args: argparse.Namespace) -> PairFilter:
@@ -74,7 +109,9 @@ def print_table(table: pa.Table, fmt: str) -> None:
         writer = csv.DictWriter(sys.stdout, fieldnames=table.column_names)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+            writer.writerow(
+                {k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()}
+            )
     else:
         names = table.column_names
         cells = [[_cell(r[n]) for n in names] for r in rows]

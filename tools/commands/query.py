@@ -7,7 +7,14 @@ import argparse
 from pvtt.loaders.query import select_pairs
 from pvtt.loaders.store import open_dataset
 from pvtt.schemas.manifest import ManifestError
-from pvtt.tools.commands._common import add_filter_arguments, fail, filter_from_args, print_table
+from pvtt.tools.commands._common import (
+    add_dataset_argument,
+    add_filter_arguments,
+    fail,
+    filter_from_args,
+    print_table,
+    storage_options_from_args,
+)
 
 DEFAULT_COLUMNS = "pair_id,difficulty,source_category,target_category,quality_score,passed"
 
@@ -20,9 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Print the pairs of a built dataset that match the filters. Filters run "
             "inside Lance on its scalar indexes; media bytes are never read."
         ),
-        epilog='example: pvtt query OUT --difficulty hard,expert --min-score 0.8 --format json',
+        epilog="example: pvtt query OUT --difficulty hard,expert --min-score 0.8 --format json",
     )
-    p.add_argument("out", metavar="OUT", help="a built dataset folder")
+    add_dataset_argument(p)
     add_filter_arguments(p)
     p.add_argument("--columns", default=DEFAULT_COLUMNS, help=f"default: {DEFAULT_COLUMNS}")
     p.add_argument("--limit", type=int, default=None, metavar="N")
@@ -33,10 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         flt = filter_from_args(args)
-        dataset = open_dataset(args.out)
+        dataset = open_dataset(args.out, storage_options_from_args(args))
         columns = [c.strip() for c in args.columns.split(",") if c.strip()]
         table = select_pairs(dataset, flt, columns=columns, limit=args.limit)
-    except (ValueError, ManifestError) as exc:
+    except (ValueError, OSError, ManifestError) as exc:
         return fail(str(exc))
     print_table(table, args.format)
     return 0

@@ -9,20 +9,20 @@ from pvtt.loaders.query import DIFFICULTIES
 from pvtt.loaders.stats import dataset_stats
 from pvtt.loaders.store import open_dataset
 from pvtt.schemas.manifest import ManifestError
-from pvtt.tools.commands._common import fail
+from pvtt.tools.commands._common import add_dataset_argument, fail, storage_options_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="counts, score quantiles and storage of a built dataset")
-    p.add_argument("out", metavar="OUT", help="a built dataset folder")
+    add_dataset_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        stats = dataset_stats(open_dataset(args.out))
-    except (ValueError, ManifestError) as exc:
+        stats = dataset_stats(open_dataset(args.out, storage_options_from_args(args)))
+    except (ValueError, OSError, ManifestError) as exc:
         return fail(str(exc))
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -37,7 +37,11 @@ def print_stats(stats: dict) -> None:
     header = f"{'source category':24}" + "".join(f"{d:>8}" for d in DIFFICULTIES) + f"{'total':>8}"
     print(header)
     for cat, counts in stats["by_source_category"].items():
-        print(f"{cat:24}" + "".join(f"{counts[d]:>8}" for d in DIFFICULTIES) + f"{sum(counts.values()):>8}")
+        print(
+            f"{cat:24}"
+            + "".join(f"{counts[d]:>8}" for d in DIFFICULTIES)
+            + f"{sum(counts.values()):>8}"
+        )
     totals = stats["by_difficulty"]
     print(f"{'all':24}" + "".join(f"{totals[d]:>8}" for d in DIFFICULTIES) + f"{stats['pairs']:>8}")
     print("\nquality_score quantiles (q10 / median / q90):")

@@ -7,7 +7,7 @@ import argparse
 from pvtt.loaders.store import open_dataset
 from pvtt.loaders.verify import verify_dataset
 from pvtt.schemas.manifest import ManifestError
-from pvtt.tools.commands._common import fail
+from pvtt.tools.commands._common import add_dataset_argument, fail, storage_options_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,15 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
             "problems when anything is wrong."
         ),
     )
-    p.add_argument("out", metavar="OUT", help="a built dataset folder")
+    add_dataset_argument(p)
     p.add_argument("--no-media", action="store_true", help="skip decoding media (faster)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        report = verify_dataset(open_dataset(args.out), media=not args.no_media)
-    except ManifestError as exc:
+        dataset = open_dataset(args.out, storage_options_from_args(args))
+        report = verify_dataset(dataset, media=not args.no_media)
+    except (ValueError, OSError, ManifestError) as exc:
         return fail(str(exc))
     for problem in report.problems:
         print(f"problem: {problem}")
