@@ -26,7 +26,8 @@ from pvtt.builder.clips import ClipArtefacts, ClipBackends, prepare_clip, relati
 from pvtt.builder.pairs import ImageRef, PairPlan, choose_images, plan_pairs
 from pvtt.builder.products import ProductArtefacts, prepare_image
 from pvtt.builder.registry import create_backend
-from pvtt.builder.report import BuildReport
+from pvtt.builder.report import REPORT_DIR, BuildReport
+from pvtt.builder.resources import RATES_NAME, measured_rates
 from pvtt.builder.sinks.base import PairSample
 from pvtt.builder.stages.protocols import Backend, StageRejected
 from pvtt.builder.stages.shots import Shot, ShotConfig, detect_shots
@@ -36,6 +37,7 @@ from pvtt.builder.writer import DatasetWriter
 from pvtt.schemas.config import BuildConfig
 from pvtt.schemas.keys import clip_id as make_clip_id
 from pvtt.schemas.keys import image_id
+from pvtt.schemas.manifest import atomic_write_bytes
 from pvtt.schemas.masks import read_header
 from pvtt.schemas.records import ClipRecord, ProductRecord
 
@@ -54,7 +56,9 @@ class BuildResult:
 
 
 @dataclass(frozen=True)
-class _ClipJob:
+class ClipJob:
+    """One clip a build makes: a kept shot of a product's video."""
+
     clip_id: str
     product: Product
     shot_index: int
@@ -65,6 +69,59 @@ class _ClipJob:
 def _progress(total: int | None, desc: str, unit: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
                 leave=True)
+
+
+def plan_clips(
+    catalog: Catalog,
+    config: BuildConfig,
+    cache: ArtifactCache,
+    report: BuildReport,
+    *,
+    progress: bool = False,
+) -> list[ClipJob]:
+    """The clips a build makes: every kept shot of every video (shots cached in ``cache``).
+
+    ``pvtt plan`` calls this too, so its clip count is the build's and the shots it
+    detects are cache hits for the build that follows.
+    """
+    cfg = config.shots
+    shot_cfg = ShotConfig(detector=cfg.detector, threshold=cfg.threshold,
+                          min_scene_len=cfg.min_scene_len, min_duration_s=cfg.min_duration_s,
+                          min_frames=cfg.min_frames)
+    jobs: list[ClipJob] = []
+    bar = _progress(len(catalog), "shots", "video", progress)
+    for product in catalog:
+        bar.update()
+        item = relative(product.video, catalog.root)
+        try:
+            digest = file_digest(product.video)
+            shots = _cached_shots(product, digest, shot_cfg, cache, report)
+        except (VideoError, OSError) as exc:
+            report.reject("shots", item, str(exc))
+            continue
+        kept = [s for s in shots if s.kept]
+        for shot in shots:
+            if not shot.kept:
+                report.reject("shots", f"{item}@{shot.start_frame}", shot.reason or "filtered")
+        if not kept:
+            report.reject("shots", item, "no usable shot")
+        for index, shot in enumerate(kept):
+            jobs.append(ClipJob(make_clip_id(product.id, index), product, index, shot, digest))
+    bar.close()
+    report.count("clips.planned", len(jobs))
+    return jobs
+
+
+def _cached_shots(product: Product, digest: str, cfg: ShotConfig, cache: ArtifactCache,
+                  report: BuildReport) -> list[Shot]:
+    key = cache_key("shots", digest, cfg.__dict__)
+    hit = cache.get(key)
+    if hit is not None:
+        return [Shot(**s) for s in hit[0]["shots"]]
+    with report.timed("shots"):
+        shots = detect_shots(product.video, cfg).shots
+    cache.put(key, {"shots": [s.__dict__ for s in shots]}, {})
+    return shots
 
 
 class Build:
@@ -95,43 +152,8 @@ class Build:
         self.backends_json = json.dumps(self.backends_info, sort_keys=True)
 
     # -- phases ---------------------------------------------------------------
-    def _shots(self) -> list[_ClipJob]:
-        cfg = self.config.shots
-        shot_cfg = ShotConfig(detector=cfg.detector, threshold=cfg.threshold,
-                              min_scene_len=cfg.min_scene_len, min_duration_s=cfg.min_duration_s,
-                              min_frames=cfg.min_frames)
-        jobs: list[_ClipJob] = []
-        bar = _progress(len(self.catalog), "shots", "video", self.progress)
-        for product in self.catalog:
-            bar.update()
-            item = relative(product.video, self.catalog.root)
-            try:
-                digest = file_digest(product.video)
-                shots = self._cached_shots(product, digest, shot_cfg)
-            except (VideoError, OSError) as exc:
-                self.report.reject("shots", item, str(exc))
-                continue
-            kept = [s for s in shots if s.kept]
-            for shot in shots:
-                if not shot.kept:
-                    self.report.reject("shots", f"{item}@{shot.start_frame}", shot.reason or "filtered")
-            if not kept:
-                self.report.reject("shots", item, "no usable shot")
-            for index, shot in enumerate(kept):
-                jobs.append(_ClipJob(make_clip_id(product.id, index), product, index, shot, digest))
-        bar.close()
-        self.report.count("clips.planned", len(jobs))
-        return jobs
-
-    def _cached_shots(self, product: Product, digest: str, cfg: ShotConfig) -> list[Shot]:
-        key = cache_key("shots", digest, cfg.__dict__)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return [Shot(**s) for s in hit[0]["shots"]]
-        with self.report.timed("shots"):
-            shots = detect_shots(product.video, cfg).shots
-        self.cache.put(key, {"shots": [s.__dict__ for s in shots]}, {})
-        return shots
+    def _shots(self) -> list[ClipJob]:
+        return plan_clips(self.catalog, self.config, self.cache, self.report, progress=self.progress)
 
     def _products(self) -> tuple[dict[str, ProductArtefacts], dict[str, ProductRecord]]:
         refs: list[ImageRef] = [r for p in self.catalog for r in choose_images(p, self.config.pairs)]
@@ -147,6 +169,8 @@ class Build:
                 self.report.reject("matte", relative(ref.path, self.catalog.root), str(exc))
                 continue
             artefacts[key] = art
+            self.report.count_media("images", art.width * art.height,
+                                    cutouts=len(art.cutout_png))
             records[key] = ProductRecord(
                 image_id=key, product_id=ref.product.id,
                 image_path=relative(ref.path, self.catalog.root), category=ref.product.category,
@@ -231,7 +255,7 @@ class Build:
         written = 0
         # decode/track the next clip in a thread while this clip's pairs are made
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pvtt-clip") as pool:
-            def submit(job: _ClipJob) -> Future[ClipArtefacts]:
+            def submit(job: ClipJob) -> Future[ClipArtefacts]:
                 return pool.submit(prepare_clip, job.product, job.shot_index, job.shot, job.clip_id,
                                    job.digest, clip_backends, self.config, self.cache, self.report)
 
@@ -248,6 +272,12 @@ class Build:
                     continue
                 future = submit(todo[i + 1]) if i + 1 < len(todo) else None
                 self.report.count("clips.ok")
+                frames, height, width = clip.frames.shape[:3]
+                self.report.count("frames.clips", frames)
+                self.report.count_media("clips", frames * height * width,
+                                        source_video=len(clip.source_video),
+                                        background_video=len(clip.background_video),
+                                        masks=len(clip.masks_bytes))
                 clip_record = self._clip_record(clip)
                 for plan in pending[job.clip_id]:
                     written += self._one_pair(plan, clip, clip_record, products, product_records, writer)
@@ -269,6 +299,8 @@ class Build:
             self.report.reject("pair", plan.pair_id, exc.reason)
             return 0
         self.report.count(f"pairs.{'passed' if pair.passed else 'rejected'}")
+        self.report.count_media("pairs", pair.frame_count * pair.width * pair.height,
+                                synth_video=len(pair.synth_video))
         if not pair.passed and self.config.quality.drop_rejected:
             return 0
         with self.report.timed("write"):
@@ -280,3 +312,5 @@ class Build:
         self.report.extra["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses}
         self.report.extra["backends"] = self.backends_info
         self.report.write(self.out)
+        rates = measured_rates(self.report.as_dict(), self.config)
+        atomic_write_bytes(self.out / REPORT_DIR / RATES_NAME, json.dumps(rates, indent=2).encode())

@@ -54,6 +54,13 @@ class BuildReport:
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
 
+    def count_media(self, what: str, pixels: int, **sizes: int) -> None:
+        """Pixels and encoded bytes of media the build made, for the bits per pixel that
+        ``rates.json`` carries into ``pvtt plan``'s storage estimate."""
+        self.counts[f"pixels.{what}"] += pixels
+        for name, size in sizes.items():
+            self.counts[f"bytes.{name}"] += size
+
     def reject(self, stage: str, item: str, reason: str) -> None:
         log.warning("%s: skipped %s: %s", stage, item, reason)
         self.rejects.append(Reject(stage, item, reason))
