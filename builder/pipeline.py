@@ -8,6 +8,7 @@ config changed. Bad inputs are rejected with a reason and the build goes on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -205,7 +206,7 @@ class Build:
     # -- the run --------------------------------------------------------------
     def run(self) -> BuildResult:
         self.out.mkdir(parents=True, exist_ok=True)
-        with self.report.logging_to(self.out):
+        with self.report.logging_to(self.report_dir):
             log.info("build of %s into %s (rank %d of %d)", self.catalog.root, self.out,
                      self.rank, self.world_size)
             result = self._run_logged()
@@ -216,7 +217,9 @@ class Build:
         started = time.perf_counter()
         out_cfg = self.config.output
         writer = DatasetWriter(
-            self.out, formats=out_cfg.formats, rank=self.rank, config=self.config.to_dict(),
+            self.out, formats=out_cfg.formats, rank=self.rank, world_size=self.world_size,
+            build_id=self._shared_build_id() if self.world_size > 1 else None,
+            config=self.config.to_dict(),
             backends=self.backends_info, commit_interval_s=out_cfg.commit_interval_s,
             max_samples=out_cfg.shard_max_samples, max_bytes=out_cfg.shard_max_bytes,
             include_background=out_cfg.tar_background, include_masks=out_cfg.tar_masks,
@@ -236,6 +239,9 @@ class Build:
     def _run(self, writer: DatasetWriter, done: set[str]) -> int:
         jobs = self._shots()
         products, product_records = self._products()
+        if self.rank == 0:  # one writer of the products table, whatever the world size
+            for record in product_records.values():
+                writer.write_product(record)
         targets = [a.ref for a in products.values()]
         plans = plan_pairs(self.catalog, [(j.clip_id, j.product) for j in jobs], targets,
                            self.config.pairs)
@@ -307,10 +313,21 @@ class Build:
             writer.write(PairSample(pair=pair, clip=clip_record, product=records[key]))
         return 1
 
+    @property
+    def report_dir(self) -> Path:
+        folder = self.out / REPORT_DIR
+        return folder if self.world_size == 1 else folder / f"r{self.rank:03d}"
+
+    def _shared_build_id(self) -> str:
+        """The same id on every rank of a multi-rank build, which all write one dataset."""
+        blob = json.dumps([str(self.catalog.root), self.world_size, self.config.to_dict()],
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def _write_report(self, started: float) -> None:
         self.report.extra["wall_s"] = round(time.perf_counter() - started, 3)
         self.report.extra["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses}
         self.report.extra["backends"] = self.backends_info
-        self.report.write(self.out)
+        self.report.write(self.report_dir)
         rates = measured_rates(self.report.as_dict(), self.config)
-        atomic_write_bytes(self.out / REPORT_DIR / RATES_NAME, json.dumps(rates, indent=2).encode())
+        atomic_write_bytes(self.report_dir / RATES_NAME, json.dumps(rates, indent=2).encode())

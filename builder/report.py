@@ -20,6 +20,7 @@ from typing import Any
 from pvtt.schemas.manifest import atomic_write_bytes
 
 REPORT_DIR = "report"
+"""``OUT/report``; each rank of a multi-rank build reports into ``OUT/report/r{rank:03d}``."""
 LOG_NAME = "build.log"
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,8 @@ class BuildReport:
         }
 
     @contextmanager
-    def logging_to(self, out: Path) -> Iterator[None]:
-        """Append pvtt's log records (INFO and up) to ``OUT/report/build.log`` meanwhile."""
-        folder = out / REPORT_DIR
+    def logging_to(self, folder: Path) -> Iterator[None]:
+        """Append pvtt's log records (INFO and up) to ``folder/build.log`` meanwhile."""
         folder.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
         handler.setLevel(logging.INFO)
@@ -99,8 +99,8 @@ class BuildReport:
             root.setLevel(previous)
             handler.close()
 
-    def write(self, out: Path) -> None:
-        folder = out / REPORT_DIR
+    def write(self, folder: Path) -> None:
+        """``statistics.json`` and ``rejects.jsonl`` into ``folder`` (``OUT/report``)."""
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(folder / "statistics.json", json.dumps(self.as_dict(), indent=2).encode())
         lines = "".join(json.dumps(r.as_dict()) + "\n" for r in self.rejects)

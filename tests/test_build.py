@@ -147,3 +147,41 @@ def test_killed_build_resumes_without_duplicates(built: Path, catalog: Path, tmp
     resumed = open_dataset(out)
     assert verify_dataset(resumed).ok
     assert _ids_and_scores(out) == pytest.approx(_ids_and_scores(built))
+
+
+def test_three_ranks_then_merge_equal_one_process(built: Path, catalog: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ranks"
+    common = ["--strategy", "single", "--no-progress", "--cache-dir", str(built / "cache")]
+    for rank in range(3):
+        assert main(["build", str(catalog), str(out), "--rank", str(rank), "--world-size", "3", *common]) == 0
+    assert not manifest_path(out).exists()
+    assert main(["merge", str(out)]) == 0
+    assert _ids_and_scores(out) == pytest.approx(_ids_and_scores(built))
+    assert verify_dataset(open_dataset(out)).ok
+    products = lambda d: sorted(open_dataset(d).table("products").to_table(columns=["image_id"]).column("image_id").to_pylist())  # noqa: E731
+    assert products(out) == products(built)
+    assert {p.name for p in (out / "report").iterdir()} >= {"r000", "r001", "r002"}
+
+
+def test_a_killed_rank_is_rerun_alone(built: Path, catalog: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ranks"
+    config = tmp_path / "build.toml"
+    config.write_text("[output]\nshard_max_samples = 2\ncommit_interval_s = 0.0\n")
+    common = ["--strategy", "single", "--no-progress", "--cache-dir", str(built / "cache"), "--config", str(config)]
+    for rank in (0, 2):
+        assert main(["build", str(catalog), str(out), "--rank", str(rank), "--world-size", "3", *common]) == 0
+    cmd = [sys.executable, "-m", "pvtt.tools.cli", "build", str(catalog), str(out), "--rank", "1",
+           "--world-size", "3", *common]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    own = out / "ranks" / "r001.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill rank 1 once it has committed a shard
+        if own.exists() and json.loads(own.read_text())["shards"]:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(["merge", str(out)]) == 1  # rank 1 did not finish
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    assert main(["merge", str(out)]) == 0
+    assert _ids_and_scores(out) == pytest.approx(_ids_and_scores(built))
