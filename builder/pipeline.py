@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import zlib
 from collections import defaultdict
@@ -40,7 +41,7 @@ from pvtt.schemas.keys import clip_id as make_clip_id
 from pvtt.schemas.keys import image_id
 from pvtt.schemas.manifest import atomic_write_bytes
 from pvtt.schemas.masks import read_header
-from pvtt.schemas.records import ClipRecord, ProductRecord
+from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,9 @@ class Build:
         bar = _progress(total, "pairs", "pair", self.progress)
         written = 0
         # decode/track the next clip in a thread while this clip's pairs are made
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pvtt-clip") as pool:
+        workers = self.config.workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pvtt-clip") as pool, \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pvtt-pair") as pair_pool:
             def submit(job: ClipJob) -> Future[ClipArtefacts]:
                 return pool.submit(prepare_clip, job.product, job.shot_index, job.shot, job.clip_id,
                                    job.digest, clip_backends, self.config, self.cache, self.report)
@@ -285,25 +288,38 @@ class Build:
                                         background_video=len(clip.background_video),
                                         masks=len(clip.masks_bytes))
                 clip_record = self._clip_record(clip)
-                for plan in pending[job.clip_id]:
-                    written += self._one_pair(plan, clip, clip_record, products, product_records, writer)
+                # pairs are made concurrently (OpenCV, NumPy and the encoder release the
+                # GIL) and written in plan order, so the output does not depend on timing
+                made = pair_pool.map(
+                    lambda plan, clip=clip: self._make(plan, clip, products, product_records),
+                    pending[job.clip_id],
+                )
+                for plan, pair in zip(pending[job.clip_id], made, strict=True):
+                    written += self._write_pair(plan, pair, clip_record, product_records, writer)
                     bar.update()
         bar.close()
         return written
 
-    def _one_pair(self, plan: PairPlan, clip: ClipArtefacts, clip_record: ClipRecord,
-                  products: dict[str, ProductArtefacts], records: dict[str, ProductRecord],
-                  writer: DatasetWriter) -> int:
+    def _make(self, plan: PairPlan, clip: ClipArtefacts, products: dict[str, ProductArtefacts],
+              records: dict[str, ProductRecord]) -> PairRecord | StageRejected:
+        """Insert, score and encode one pair (thread-safe: no shared mutable state but counters)."""
         key = image_id(plan.target.product.id, plan.target.token)
         seed = zlib.crc32(plan.pair_id.encode()) ^ self.config.pairs.seed
         try:
-            pair = make_pair(plan, clip, products[key], self.backends["inserter"],
+            return make_pair(plan, clip, products[key], self.backends["inserter"],
                              self.backends["scorer"], self.config, self.report,
                              build_id=self.build_id, backends_json=self.backends_json, seed=seed,
                              target_image=records[key].image_path)
         except StageRejected as exc:
-            self.report.reject("pair", plan.pair_id, exc.reason)
+            return exc
+
+    def _write_pair(self, plan: PairPlan, pair: PairRecord | StageRejected,
+                    clip_record: ClipRecord, records: dict[str, ProductRecord],
+                    writer: DatasetWriter) -> int:
+        if isinstance(pair, StageRejected):
+            self.report.reject("pair", plan.pair_id, pair.reason)
             return 0
+        key = image_id(plan.target.product.id, plan.target.token)
         self.report.count(f"pairs.{'passed' if pair.passed else 'rejected'}")
         self.report.count_media("pairs", pair.frame_count * pair.width * pair.height,
                                 synth_video=len(pair.synth_video))

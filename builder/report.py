@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -42,6 +43,8 @@ class BuildReport:
     calls: Counter[str] = field(default_factory=Counter)
     rejects: list[Reject] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    """Stages run in several threads (clip prefetch, pair workers) and share this report."""
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -49,11 +52,14 @@ class BuildReport:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - start
-            self.calls[stage] += 1
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self.seconds[stage] += elapsed
+                self.calls[stage] += 1
 
     def count(self, name: str, n: int = 1) -> None:
-        self.counts[name] += n
+        with self._lock:
+            self.counts[name] += n
 
     def count_media(self, what: str, pixels: int, **sizes: int) -> None:
         """Pixels and encoded bytes of media the build made, for the bits per pixel that

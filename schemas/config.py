@@ -92,6 +92,8 @@ class BuildConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     device: str = "cpu"
+    workers: int | None = None
+    """Threads that make pairs (insert, score, encode) concurrently; None: the CPU count, at most 8."""
     cache_dir: str | None = None
     """Stage artefact cache; default ``OUT/cache``."""
 
