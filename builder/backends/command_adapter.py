@@ -97,7 +97,12 @@ import numpy as np
 
 from pvtt.builder.boxes import box_to_mask, masks_to_boxes
 from pvtt.builder.stages.cutout import trim_to_alpha
-from pvtt.builder.stages.protocols import BackendInfo, InsertionInput, StageRejected
+from pvtt.builder.stages.protocols import (
+    BackendInfo,
+    InsertionInput,
+    StageRejected,
+    check_frames_and_masks,
+)
 from pvtt.builder.video import VideoError, read_frames, write_mp4
 from pvtt.schemas.config import BackendConfig, ConfigError
 
@@ -435,14 +440,7 @@ class CommandInpainter:
         )
 
     def inpaint(self, frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(
-                f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}"
-            )
-        if masks.dtype != np.bool_ or masks.shape != frames.shape[:3]:
-            raise ValueError(
-                f"masks must be bool {frames.shape[:3]}, got {masks.dtype} {masks.shape}"
-            )
+        check_frames_and_masks(frames, masks)
         return self.runner.run(frames, masks, masks_to_boxes(masks), self.fps, {})
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pvtt.builder.stages.protocols import BackendInfo
+from pvtt.builder.stages.protocols import BackendInfo, check_frames_and_masks
 
 _RANSAC_PX = 0.3
 """Reprojection tolerance, in pixels of the reduced frames that motion is estimated on."""
@@ -76,14 +76,7 @@ class TemporalFillInpainter:
         )
 
     def inpaint(self, frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(
-                f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}"
-            )
-        if masks.dtype != np.bool_ or masks.shape != frames.shape[:3]:
-            raise ValueError(
-                f"masks must be bool {frames.shape[:3]}, got {masks.dtype} {masks.shape}"
-            )
+        check_frames_and_masks(frames, masks)
         holes = self._dilate(masks)
         if not holes.any():
             return frames.copy()

@@ -41,6 +41,30 @@ class _Region:
     """The clip's pixels in a ring around the box, ``N x 3`` float32 RGB."""
 
 
+def frames_to_score(
+    sample: ScoringInput, frames: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked inputs of a scorer: ``(synth, boxes, valid, picked, cutout)``.
+
+    ``valid`` marks frames with a box, ``picked`` is up to ``frames`` of them spread over
+    the clip, ``cutout`` the trimmed cut-out. Raises :class:`StageRejected` when no
+    frame has a box (nothing was inserted).
+    """
+    synth, boxes = sample.synth, np.asarray(sample.boxes, np.float64)
+    if synth.dtype != np.uint8 or synth.ndim != 4 or synth.shape[3] != 3:
+        raise ValueError(f"synth must be T x H x W x 3 uint8, got {synth.dtype} {synth.shape}")
+    if boxes.shape != (len(synth), 4):
+        raise ValueError(f"boxes must be T x 4 for T={len(synth)}, got {boxes.shape}")
+    valid = (
+        np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    )
+    if not valid.any():
+        raise StageRejected("nothing to score: no frame of the synthesized clip has a box")
+    picked = np.flatnonzero(valid)
+    picked = picked[np.unique(np.linspace(0, len(picked) - 1, frames).round().astype(int))]
+    return synth, boxes, valid, picked, trim_to_alpha(sample.cutout)
+
+
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(gray_next, gray_prev) -> H x W x 2`` float32 flow from the next frame back."""
 FLOWS = ("farneback", "raft")
@@ -188,21 +212,7 @@ class StatisticsScorer:
         ``temporal`` is None when no two consecutive frames have boxes.
         Raises :class:`StageRejected` when no frame has a box (nothing was inserted).
         """
-        synth, boxes = sample.synth, np.asarray(sample.boxes, np.float64)
-        if synth.dtype != np.uint8 or synth.ndim != 4 or synth.shape[3] != 3:
-            raise ValueError(f"synth must be T x H x W x 3 uint8, got {synth.dtype} {synth.shape}")
-        if boxes.shape != (len(synth), 4):
-            raise ValueError(f"boxes must be T x 4 for T={len(synth)}, got {boxes.shape}")
-        valid = (
-            np.isfinite(boxes).all(axis=1)
-            & (boxes[:, 2] > boxes[:, 0])
-            & (boxes[:, 3] > boxes[:, 1])
-        )
-        if not valid.any():
-            raise StageRejected("nothing to score: no frame of the synthesized clip has a box")
-        cutout = trim_to_alpha(sample.cutout)
-        picked = np.flatnonzero(valid)
-        picked = picked[np.unique(np.linspace(0, len(picked) - 1, self.frames).round().astype(int))]
+        synth, boxes, valid, picked, cutout = frames_to_score(sample, self.frames)
         regions = [self._region(synth[t], boxes[t], cutout) for t in picked]
         regions = [r for r in regions if r is not None]
         if not regions:

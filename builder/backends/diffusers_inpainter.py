@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from pvtt.builder.backends.cpu_inpainter import TemporalFillInpainter
-from pvtt.builder.stages.protocols import BackendInfo
+from pvtt.builder.stages.protocols import BackendInfo, check_frames_and_masks
 from pvtt.schemas.config import BackendConfig, ConfigError
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-inpainting"
@@ -293,14 +293,7 @@ class DiffusersInpainter:
         )
 
     def inpaint(self, frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(
-                f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}"
-            )
-        if masks.dtype != np.bool_ or masks.shape != frames.shape[:3]:
-            raise ValueError(
-                f"masks must be bool {frames.shape[:3]}, got {masks.dtype} {masks.shape}"
-            )
+        check_frames_and_masks(frames, masks)
         height, width = masks.shape[1:]
         radius = round(self.dilate * max(height, width))
         holes = dilate(masks, radius)

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from pvtt.builder.backends.cpu_scorer import StatisticsScorer
-from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
+from pvtt.builder.backends.cpu_scorer import StatisticsScorer, frames_to_score
+from pvtt.builder.stages.cutout import placement_matrix
 from pvtt.builder.stages.protocols import BackendInfo, ScoringInput, StageRejected
 from pvtt.schemas.config import BackendConfig, ConfigError
 
@@ -220,21 +220,7 @@ class EmbeddingScorer:
 
         Raises :class:`StageRejected` when no frame has a box on the frame.
         """
-        synth, boxes = sample.synth, np.asarray(sample.boxes, np.float64)
-        if synth.dtype != np.uint8 or synth.ndim != 4 or synth.shape[3] != 3:
-            raise ValueError(f"synth must be T x H x W x 3 uint8, got {synth.dtype} {synth.shape}")
-        if boxes.shape != (len(synth), 4):
-            raise ValueError(f"boxes must be T x 4 for T={len(synth)}, got {boxes.shape}")
-        valid = (
-            np.isfinite(boxes).all(axis=1)
-            & (boxes[:, 2] > boxes[:, 0])
-            & (boxes[:, 3] > boxes[:, 1])
-        )
-        if not valid.any():
-            raise StageRejected("nothing to score: no frame of the synthesized clip has a box")
-        cutout = trim_to_alpha(sample.cutout)
-        picked = np.flatnonzero(valid)
-        picked = picked[np.unique(np.linspace(0, len(picked) - 1, self.frames).round().astype(int))]
+        synth, boxes, _valid, picked, cutout = frames_to_score(sample, self.frames)
         pairs = [self._pair(synth[t], boxes[t], cutout) for t in picked]
         pairs = [p for p in pairs if p is not None]
         if not pairs:

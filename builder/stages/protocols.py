@@ -74,9 +74,13 @@ class Track:
 
     def __post_init__(self) -> None:
         if self.masks.dtype != np.bool_ or self.masks.ndim != 3:
-            raise ValueError(f"masks must be bool T x H x W, got {self.masks.dtype} {self.masks.shape}")
+            raise ValueError(
+                f"masks must be bool T x H x W, got {self.masks.dtype} {self.masks.shape}"
+            )
         if self.boxes.shape != (self.masks.shape[0], 4):
-            raise ValueError(f"boxes must be T x 4 for T={self.masks.shape[0]}, got {self.boxes.shape}")
+            raise ValueError(
+                f"boxes must be T x 4 for T={self.masks.shape[0]}, got {self.boxes.shape}"
+            )
 
 
 class StageRejected(Exception):
@@ -112,6 +116,14 @@ class Segmenter(Backend, Protocol):
         Raises :class:`StageRejected` when the product is lost.
         """
         ...
+
+
+def check_frames_and_masks(frames: np.ndarray, masks: np.ndarray) -> None:
+    """Raise ValueError unless ``frames`` is uint8 T x H x W x 3 and ``masks`` bool T x H x W."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}")
+    if masks.dtype != np.bool_ or masks.shape != frames.shape[:3]:
+        raise ValueError(f"masks must be bool {frames.shape[:3]}, got {masks.dtype} {masks.shape}")
 
 
 @runtime_checkable
