@@ -1,0 +1,162 @@
+"""Throughput of a model-backend build on 1 GPU and on every GPU of the node.
+
+Run on a multi-GPU node (random weights, no downloads)::
+
+    python -m pvtt.tools.bench.multigpu --json multigpu.json
+
+Builds the demo catalog with Grounding DINO + SAM2 + a CPU/DINOv2 composite scorer
+(tar output), first as one process on GPU 0, then as one rank per GPU followed by
+``pvtt merge``, while NVML samples every GPU's utilisation. Prints pairs/s of each,
+their ratio, and the mean busy share of the GPUs used. Each build has its own
+artefact cache, so every clip's model stages run in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _config(workdir: Path, device: str) -> Any:
+    from pvtt.schemas.config import load_config
+
+    return load_config(None, {
+        "device": device,
+        "detector.backend": "grounding-dino", "detector.model": str(workdir / "gdino"),
+        "detector.params": {"box_threshold": 0.0, "text_threshold": 0.0},
+        "segmenter.backend": "sam2",
+        "segmenter.params": {"random_weights": True, "max_lost_share": 1.0},
+        "scorer.backend": "composite",
+        "scorer.params": {"members": [{"backend": "cpu"}, {"backend": "embedding", "model": str(workdir / "dinov2")}]},
+        "output.formats": ["tar"],
+    })
+
+
+def prepare(workdir: Path) -> None:
+    """The demo catalog and random-weight model folders."""
+    import transformers as tf
+
+    from pvtt.builder.demo import make_demo_catalog
+    from pvtt.tools.bench.models import grounding_dino_parts
+
+    model, processor = grounding_dino_parts()
+    model.save_pretrained(workdir / "gdino")
+    processor.save_pretrained(workdir / "gdino")
+    tf.Dinov2Model(tf.Dinov2Config(hidden_size=384, num_attention_heads=6, intermediate_size=1536)).save_pretrained(workdir / "dinov2")
+    tf.BitImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(workdir / "dinov2")
+    make_demo_catalog(workdir / "catalog")
+
+
+def build_rank(workdir: Path, out: Path, rank: int, world: int) -> int:
+    from pvtt.builder.catalog import load_catalog
+    from pvtt.builder.pipeline import Build
+
+    config = _config(workdir, "cuda")
+    config.cache_dir = str(out / "cache")
+    result = Build(load_catalog(workdir / "catalog"), out, config, rank=rank, world_size=world,
+                   progress=False).run()
+    return result.written
+
+
+class Sampler:
+    """Mean NVML utilisation of the given GPUs, sampled in a thread."""
+
+    def __init__(self, gpus: list[int], interval: float = 0.05) -> None:
+        import pynvml
+
+        pynvml.nvmlInit()
+        self.nvml = pynvml
+        self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in gpus]
+        self.interval = interval
+        self.samples: list[list[int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append([self.nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self.handles])
+            time.sleep(self.interval)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def busy(self) -> float:
+        return float(np.mean(self.samples)) / 100 if self.samples else float("nan")
+
+
+def run(world: int, workdir: Path, out: Path) -> dict[str, Any]:
+    """Build with ``world`` ranks (one process per GPU), merge, and time it."""
+    from pvtt.builder.merge import merge
+
+    start = time.perf_counter()
+    with Sampler(list(range(world))) as sampler:
+        procs = []
+        for rank in range(world):
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(rank)}
+            cmd = [sys.executable, "-m", "pvtt.tools.bench.multigpu", "--rank", str(rank),
+                   "--world-size", str(world), "--workdir", str(workdir), "--out", str(out)]
+            procs.append(subprocess.Popen(cmd, env=env))
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise RuntimeError(f"ranks exited with {codes}")
+        manifest = merge(out) if world > 1 else None
+    wall = time.perf_counter() - start
+    pairs = manifest.counts["pairs"] if manifest else _pairs(out)
+    return {"gpus": world, "pairs": pairs, "wall_s": wall, "pairs_per_s": pairs / wall, "gpu_busy": sampler.busy}
+
+
+def _pairs(out: Path) -> int:
+    from pvtt.schemas.manifest import read_manifest
+
+    return read_manifest(out).counts["pairs"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--world-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rank is not None:  # a child: one rank on its one visible GPU
+        build_rank(args.workdir, args.out, args.rank, args.world_size)
+        return 0
+    import torch
+
+    gpus = torch.cuda.device_count()
+    name = torch.cuda.get_device_name(0) if gpus else "none"
+    with tempfile.TemporaryDirectory(prefix="pvtt-multigpu-") as tmp:
+        workdir = Path(tmp)
+        prepare(workdir)
+        rows = [run(1, workdir, workdir / "one")]
+        if gpus > 1:
+            rows.append(run(gpus, workdir, workdir / "all"))
+    for row in rows:
+        print(f"{row['gpus']} GPU(s) {name}: {row['pairs']} pairs in {row['wall_s']:.1f} s = "
+              f"{row['pairs_per_s']:.2f} pairs/s, GPUs busy {row['gpu_busy']:.1%}")
+    if len(rows) > 1:
+        print(f"speed-up {rows[1]['pairs_per_s'] / rows[0]['pairs_per_s']:.2f}x with {rows[1]['gpus']} GPUs")
+    if args.json:
+        args.json.write_text(json.dumps({"gpu": name, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
