@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from pvtt.schemas.manifest import (
     MANIFEST_NAME,
@@ -75,18 +77,24 @@ def _commit_tables(out: Path, manifests: list[Manifest]) -> dict[str, TableInfo]
         for i, frag in enumerate(raw):  # each rank numbered its own fragments from 0
             frag["id"] = i
         fragments = [FragmentMetadata.from_json(json.dumps(f)) for f in raw]
-        # an empty version first (the table's schema, as the ranks wrote their fragments
-        # against), then every rank's fragments in one append: exactly the union, also
-        # when a re-run rank replaced its fragments
-        mode = "overwrite" if (uri / "_versions").is_dir() else "create"
-        empty = lance.write_dataset(schema.empty_table(), str(uri), schema=schema, mode=mode)
-        if fragments:
-            lance.LanceDataset.commit(
-                str(uri), lance.LanceOperation.Append(fragments), read_version=empty.version
-            )
+        # Overwrite with exactly the union (also after a rank was re-run), under the field
+        # ids a fresh table of this schema gets: the ids the ranks wrote their fragments with
+        read_version = lance.dataset(str(uri)).version if (uri / "_versions").is_dir() else None
+        lance.LanceDataset.commit(
+            str(uri), lance.LanceOperation.Overwrite(_fresh_schema(schema), fragments),
+            read_version=read_version,
+        )
         ds = optimise_table(uri, name) or lance.dataset(str(uri))
         tables[name] = TableInfo(path=f"{LANCE_DIR}/{name}.lance", version=ds.version, rows=ds.count_rows())
     return tables
+
+
+def _fresh_schema(schema: Any) -> Any:
+    """The Lance schema (with field ids) that a new table of ``schema`` gets."""
+    import lance
+
+    with tempfile.TemporaryDirectory(prefix="pvtt-schema-") as tmp:
+        return lance.write_dataset(schema.empty_table(), f"{tmp}/t.lance", schema=schema).lance_schema
 
 
 def merge(out: str | os.PathLike[str]) -> Manifest:

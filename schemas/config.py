@@ -79,6 +79,17 @@ class OutputConfig:
 
 
 @dataclass
+class EngineConfig:
+    """How the Ray engine spreads a build (``--engine ray``); the local engine ignores it."""
+
+    writers: int = 2
+    gpus_per_actor: dict[str, float] = field(default_factory=dict)
+    """GPUs per actor by stage (``matte``, ``clip``, ``pair``); fractions share a GPU."""
+    max_actors: int | None = None
+    max_retries: int = 3
+
+
+@dataclass
 class BuildConfig:
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -91,6 +102,7 @@ class BuildConfig:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     device: str = "cpu"
     workers: int | None = None
     """Threads that make pairs (insert, score, encode) concurrently; None: the CPU count, at most 8."""

@@ -248,3 +248,19 @@ def test_a_killed_rank_is_rerun_alone_then_merged(tmp_path: Path, shared_data: P
     assert sorted(ids) == sorted(s.pair.pair_id for s in make_samples(shared_data, count))
     assert merged.counts["pairs"] == count
     assert verify_dataset(open_dataset(out)).ok
+
+
+def test_merging_again_after_rerunning_ranks_gives_the_same_tables(tmp_path: Path, shared_data: Path) -> None:
+    from pvtt.builder.merge import merge
+
+    out = tmp_path / "multi"
+    for rank in range(2):
+        _run_rank(out, shared_data, 24, rank, 2)
+    first = merge(out)
+    for rank in range(2):  # nothing new to write, but the rank manifests are rewritten
+        _run_rank(out, shared_data, 24, rank, 2)
+    second = merge(out)
+    assert second.counts == first.counts
+    report = verify_dataset(open_dataset(out))
+    assert report.ok, report.problems
+    assert open_dataset(out).pairs.count_rows() == 24

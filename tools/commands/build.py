@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pvtt.builder.catalog import check_catalog
+from pvtt.builder.launch import local_device
 from pvtt.builder.models import check_device, check_weights
 from pvtt.builder.pipeline import Build, BuildResult
 from pvtt.builder.writer import WriterLockedError
@@ -39,11 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="TOML", help="build config (defaults: CPU backends)")
     p.add_argument("--formats", metavar="LIST", help="lance,tar (default both)")
-    p.add_argument("--engine", choices=("local",), default="local",
-                   help="scheduler (ray comes with the ray extra)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (this process, or one rank with --rank) or ray (Ray Data; "
+                        "install the ray extra)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join (default RAY_ADDRESS, else a local Ray)")
     p.add_argument("--rank", type=int, default=None, help="this process's share (0-based)")
     p.add_argument("--world-size", type=int, default=None, help="number of shares")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] for model backends")
+    p.add_argument("--gpus", default=None, metavar="all|N",
+                   help="one build process per GPU of this node, then `pvtt merge`")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads making pairs (default: CPU count, at most 8)")
     p.add_argument("--limit-pairs", type=int, default=None, metavar="N", help="at most N pairs")
     p.add_argument("--strategy", choices=("single", "all", "sampled"), default=None,
                    help="which product photos become targets")
@@ -70,7 +78,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.formats:
         out["output.formats"] = [f.strip() for f in args.formats.split(",") if f.strip()]
     if args.device:
-        out["device"] = args.device
+        out["device"] = local_device(args.device)
+    if getattr(args, "workers", None) is not None:  # `pvtt plan` shares these overrides
+        out["workers"] = args.workers
     if args.limit_pairs is not None:
         out["pairs.limit"] = args.limit_pairs
     if args.strategy:
@@ -90,10 +100,11 @@ def run_build(catalog_dir: str, out: str, args: argparse.Namespace) -> BuildResu
         return fail(str(exc))
     missing = [w for w in check_weights(config) if w.missing]
     device = check_device(config.device)
-    if missing or not device.ok:
+    device_ok = device.ok or args.engine == "ray"  # Ray: the workers' GPUs count, not ours
+    if missing or not device_ok:
         for weight in missing:
             print(f"missing: {weight.stage} ({weight.backend}): {weight.detail}", file=sys.stderr)
-        if not device.ok:
+        if not device_ok:
             print(f"device: {device.detail}", file=sys.stderr)
         return fail("the build would fail on the weights or device above; see `pvtt models check`")
     catalog, problems = check_catalog(catalog_dir)
@@ -102,6 +113,14 @@ def run_build(catalog_dir: str, out: str, args: argparse.Namespace) -> BuildResu
     if not catalog.products:
         return fail(f"{catalog_dir}: no usable product in the catalog")
     try:
+        if args.engine == "ray":
+            from dataclasses import asdict
+
+            from pvtt.builder.engines.ray_engine import RayOptions, run_ray_build
+
+            return run_ray_build(catalog, out, config, address=args.ray_address,
+                                 options=RayOptions(**asdict(config.engine)),
+                                 problems=problems, progress=not args.no_progress)
         build = Build(catalog, out, config, rank=rank, world_size=world,
                       progress=not args.no_progress)
         for problem in problems:
@@ -110,6 +129,19 @@ def run_build(catalog_dir: str, out: str, args: argparse.Namespace) -> BuildResu
     except (ConfigError, ManifestError, WriterLockedError) as exc:
         return fail(str(exc))
     return result
+
+
+def _child_argv(args: argparse.Namespace) -> list[str]:
+    """The build arguments a ``--gpus`` child repeats (its rank and device are added)."""
+    argv = [args.catalog, args.out]
+    for flag, value in (("--config", args.config), ("--formats", args.formats),
+                        ("--limit-pairs", args.limit_pairs), ("--strategy", args.strategy),
+                        ("--cache-dir", args.cache_dir), ("--workers", args.workers)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.drop_rejected:
+        argv.append("--drop-rejected")
+    return argv + ["--no-progress"]
 
 
 def print_summary(result: BuildResult) -> None:
@@ -128,7 +160,33 @@ def print_summary(result: BuildResult) -> None:
             print(f"  {n:5d}  {reason}")
 
 
+def run_per_gpu(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--gpus``: one rank per GPU as child processes, then merge."""
+    from pvtt.builder.launch import launch_per_gpu, visible_gpus
+    from pvtt.builder.merge import merge
+
+    try:
+        gpus = visible_gpus(args.gpus)
+    except ValueError as exc:
+        return fail(str(exc))
+    codes = launch_per_gpu(argv, gpus)
+    failed = [rank for rank, code in enumerate(codes) if code]
+    if failed:
+        return fail(f"ranks {failed} failed (exit codes {[codes[r] for r in failed]}); "
+                    f"re-run them with --rank R --world-size {len(gpus)}, then `pvtt merge`")
+    try:
+        manifest = merge(args.out)
+    except ManifestError as exc:
+        return fail(str(exc))
+    print(f"{len(gpus)} GPUs: {manifest.counts.get('pairs', 0)} pairs merged into {args.out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.gpus is not None:
+        if args.engine != "local" or args.rank is not None or args.world_size is not None:
+            return fail("--gpus launches its own ranks; drop --engine, --rank and --world-size")
+        return run_per_gpu(args, _child_argv(args))
     result = run_build(args.catalog, args.out, args)
     if isinstance(result, int):
         return result

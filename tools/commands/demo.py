@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.gpus is not None or args.engine != "local":
+        print("pvtt: error: the demo runs the local engine; use `pvtt build` for --gpus or --engine")
+        return 2
     out = Path(args.out)
     catalog = out / "catalog"
     if not (catalog / "products.csv").exists():

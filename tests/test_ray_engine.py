@@ -1,0 +1,159 @@
+"""`pvtt build --engine ray` on a local Ray (2 CPUs) against the local engine: same pairs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pvtt.builder.demo import PRODUCTS, make_demo_catalog
+from pvtt.builder.engines.ray_engine import RayOptions, stage_gpus
+from pvtt.loaders.store import open_dataset
+from pvtt.schemas.config import ConfigError, load_config
+from pvtt.tools.cli import main
+
+SUBSET = [
+    p for p in PRODUCTS if p.id in {"neck-gold", "neck-silver", "ring-ruby", "key-fob", "mug-blue"}
+]
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo_catalog(tmp_path_factory.mktemp("ray") / "catalog", products=SUBSET)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _pairs(out: Path) -> dict[str, tuple]:
+    columns = [
+        "pair_id",
+        "quality_score",
+        "score_identity",
+        "score_temporal",
+        "passed",
+        "difficulty",
+    ]
+    rows = open_dataset(out).pairs.to_table(columns=columns).to_pylist()
+    return {r["pair_id"]: tuple(r[c] for c in columns[1:]) for r in rows}
+
+
+def _assert_same_pairs(got: dict[str, tuple], expected: dict[str, tuple]) -> None:
+    assert set(got) == set(expected)
+    for pair_id, row in expected.items():
+        assert got[pair_id] == pytest.approx(row), pair_id
+
+
+def _keys(out: Path, table: str, column: str) -> list[str]:
+    return sorted(
+        open_dataset(out).table(table).to_table(columns=[column]).column(column).to_pylist()
+    )
+
+
+def _rejects(out: Path) -> set[tuple[str, str]]:
+    lines = (out / "report" / "rejects.jsonl").read_text().splitlines()
+    return {(r["stage"], r["item"]) for r in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def built(
+    catalog: Path, local_ray: None, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, list[str]]:
+    """A local build and a Ray build of the same catalog; the Ray one hits the local cache."""
+    root = tmp_path_factory.mktemp("builds")
+    common = ["--strategy", "single", "--no-progress", "--cache-dir", str(root / "cache")]
+    local, on_ray = root / "local", root / "ray"
+    assert main(["build", str(catalog), str(local), *common]) == 0
+    assert main(["build", str(catalog), str(on_ray), "--engine", "ray", *common]) == 0
+    return local, on_ray, common
+
+
+def test_ray_build_equals_local_build(built: tuple[Path, Path, list[str]]) -> None:
+    local, on_ray, _ = built
+    expected, got = _pairs(local), _pairs(on_ray)
+    assert len(expected) >= 30
+    _assert_same_pairs(got, expected)
+    assert _keys(on_ray, "clips", "clip_id") == _keys(local, "clips", "clip_id")
+    assert _keys(on_ray, "products", "image_id") == _keys(local, "products", "image_id")
+    assert main(["verify", str(on_ray)]) == 0
+
+    # two write ranks, each with its own shards, published by one merge
+    manifest = json.loads((on_ray / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["world_size"] == 2 and manifest["merged"]
+    assert {s["rank"] for s in manifest["shards"]} == {0, 1}
+    # the clip and image stages were cache hits; the clips the tracker lost are reported
+    stats = json.loads((on_ray / "report" / "statistics.json").read_text())
+    for stage in ("shots", "detect", "segment", "inpaint", "matte"):
+        assert stats["calls_per_stage"].get(stage, 0) == 0, stats["calls_per_stage"]
+    assert stats["calls_per_stage"]["insert"] == len(expected)
+    assert stats["cache"]["hits"] >= 10 and stats["cache"]["misses"] == 0
+    assert _rejects(on_ray) == _rejects(local) and any(s == "clip" for s, _ in _rejects(local))
+
+
+def test_ray_finishes_a_folder_that_local_ranks_began(
+    built: tuple[Path, Path, list[str]],
+    catalog: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    local, _, common = built
+    out = tmp_path / "out"
+    assert main(["build", str(catalog), str(out), "--rank", "0", "--world-size", "2", *common]) == 0
+    rank0 = json.loads((out / "ranks" / "r000.json").read_text())["counts"]["pairs"]
+    capsys.readouterr()
+    assert main(["build", str(catalog), str(out), "--engine", "ray", *common]) == 0
+    expected = _pairs(local)
+    summary = capsys.readouterr().out  # rank 0's pairs are kept, rank 1's are made
+    assert f"{len(expected) - rank0} new, {rank0} already done" in summary
+    _assert_same_pairs(_pairs(out), expected)
+    assert main(["verify", str(out)]) == 0
+
+
+def test_ray_rerun_of_a_finished_build_changes_nothing(
+    built: tuple[Path, Path, list[str]],
+    catalog: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, built_on_ray, common = built
+    on_ray = tmp_path / "ray"
+    shutil.copytree(built_on_ray, on_ray)
+    before = _pairs(on_ray)
+    capsys.readouterr()
+    assert main(["build", str(catalog), str(on_ray), "--engine", "ray", *common]) == 0
+    assert f"0 new, {len(before)} already done" in capsys.readouterr().out
+    assert _pairs(on_ray) == before
+
+
+def test_ray_missing_says_how_to_install(
+    catalog: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    assert (
+        main(["build", str(catalog), str(tmp_path / "out"), "--engine", "ray", "--no-progress"])
+        == 1
+    )
+    assert "pip install 'pvtt[ray]'" in capsys.readouterr().err
+
+
+def test_gpus_only_for_model_stages_of_a_cuda_build(tmp_path: Path) -> None:
+    config = tmp_path / "build.toml"
+    config.write_text('device = "cuda"\n[segmenter]\nbackend = "sam2"\nmodel = "x.pt"\n')
+    cuda = load_config(config)
+    assert stage_gpus(cuda, RayOptions()) == {"matte": 0.0, "clip": 1.0, "pair": 0.0}
+    assert stage_gpus(cuda, RayOptions(gpus_per_actor={"clip": 0.5}))["clip"] == 0.5
+    assert set(stage_gpus(load_config(None), RayOptions()).values()) == {0.0}
+    with pytest.raises(ConfigError, match="unknown stages"):
+        RayOptions(gpus_per_actor={"insert": 1.0})
