@@ -15,6 +15,7 @@ import os
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,7 @@ class Build:
         rank: int = 0,
         world_size: int = 1,
         progress: bool = True,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.out = Path(out)
@@ -145,6 +147,7 @@ class Build:
         self.rank = rank
         self.world_size = world_size
         self.progress = progress
+        self.on_commit = on_commit
         self.report = BuildReport()
         self.cache = ArtifactCache(config.cache_dir or self.out / "cache")
         self.backends: dict[str, Backend] = {
@@ -224,6 +227,7 @@ class Build:
             backends=self.backends_info, commit_interval_s=out_cfg.commit_interval_s,
             max_samples=out_cfg.shard_max_samples, max_bytes=out_cfg.shard_max_bytes,
             include_background=out_cfg.tar_background, include_masks=out_cfg.tar_masks,
+            on_commit=self.on_commit,
         )
         done = writer.open()
         self.build_id = writer.build_id

@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ class DatasetWriter:
         backends: dict[str, Any] | None = None,
         commit_interval_s: float = 300.0,
         sinks: Sequence[Sink] | None = None,
+        on_commit: Callable[[], None] | None = None,
         **tar_options: Any,
     ) -> None:
         self.out = Path(out)
@@ -85,6 +86,8 @@ class DatasetWriter:
         self.world_size = world_size
         self.manifest_name = MANIFEST_NAME if world_size == 1 else rank_manifest_name(rank)
         self._build_id = build_id
+        self._on_commit = on_commit
+        """Called after every manifest write (e.g. to publish the commit to object storage)."""
         self.commit_interval_s = commit_interval_s
         self.sinks = (
             list(sinks)
@@ -136,7 +139,7 @@ class DatasetWriter:
             done = keys
         self._done = done or set()
         self._manifest = manifest
-        write_manifest(self.out, manifest, self.manifest_name)
+        self._write_manifest()
         return set(self._done)
 
     def __enter__(self) -> DatasetWriter:
@@ -196,7 +199,7 @@ class DatasetWriter:
         counts["passed"] = counts.get("passed", 0) + self._pending_passed
         self._pending.clear()
         self._pending_passed = 0
-        write_manifest(self.out, manifest, self.manifest_name)
+        self._write_manifest()
         self._last_commit = time.monotonic()
 
     def close(self, *, complete: bool = True) -> Manifest:
@@ -207,9 +210,14 @@ class DatasetWriter:
             for sink in self.sinks:
                 sink.finalize(manifest)
             manifest.complete = True
-            write_manifest(self.out, manifest, self.manifest_name)
+            self._write_manifest()
         self._unlock()
         return manifest
+
+    def _write_manifest(self) -> None:
+        write_manifest(self.out, self.manifest, self.manifest_name)
+        if self._on_commit is not None:
+            self._on_commit()
 
     def abort(self) -> None:
         """Stop without committing what is pending (the next open discards it)."""

@@ -8,13 +8,11 @@ statistics and the verify report.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import boto3
 import pytest
 import torch
-from moto.server import ThreadedMotoServer
 from records_factory import make_samples
 from torch.utils.data import DataLoader
 
@@ -32,13 +30,8 @@ KEYS = {"access_key_id": "testing", "secret_access_key": "testing", "region": "u
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> str:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def endpoint(s3_endpoint: str) -> str:
+    return s3_endpoint
 
 
 @pytest.fixture(scope="module")

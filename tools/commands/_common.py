@@ -55,6 +55,10 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
     """``OUT`` (a folder or ``s3://`` URI) and ``--storage-option KEY=VALUE``."""
     parser.add_argument("out", metavar="OUT", help="a built dataset folder, or s3://bucket/prefix")
+    add_storage_option_argument(parser)
+
+
+def add_storage_option_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage-option",
         dest="storage_options",

@@ -13,10 +13,15 @@ from pvtt.builder.catalog import check_catalog
 from pvtt.builder.launch import local_device
 from pvtt.builder.models import check_device, check_weights
 from pvtt.builder.pipeline import Build, BuildResult
+from pvtt.builder.publish import Publisher, default_staging, is_remote
 from pvtt.builder.writer import WriterLockedError
 from pvtt.schemas.config import ConfigError, load_config
 from pvtt.schemas.manifest import ManifestError
-from pvtt.tools.commands._common import fail
+from pvtt.tools.commands._common import (
+    add_storage_option_argument,
+    fail,
+    storage_options_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +63,10 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-rejected", action="store_true",
                    help="do not keep pairs below the quality threshold")
     p.add_argument("--cache-dir", default=None, help="stage artefact cache (default OUT/cache)")
+    p.add_argument("--staging", default=None, metavar="DIR",
+                   help="for an s3:// OUT: the local folder the build commits into before "
+                        "each commit is uploaded (default ~/.cache/pvtt/staging/<hash>)")
+    add_storage_option_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -93,6 +102,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_build(catalog_dir: str, out: str, args: argparse.Namespace) -> BuildResult | int:
+    if is_remote(out) and args.engine != "local":
+        return fail("an s3:// OUT needs the local engine (ranks: build locally, then copy)")
     try:
         config = load_config(args.config, overrides_from_args(args))
         rank, world = _distributed(args)
@@ -121,12 +132,21 @@ def run_build(catalog_dir: str, out: str, args: argparse.Namespace) -> BuildResu
             return run_ray_build(catalog, out, config, address=args.ray_address,
                                  options=RayOptions(**asdict(config.engine)),
                                  problems=problems, progress=not args.no_progress)
+        publisher = None
+        if is_remote(out):
+            staging = Path(args.staging) if args.staging else default_staging(out)
+            publisher = Publisher(staging, out, storage_options_from_args(args))
+            print(f"staging in {staging}, publishing each commit to {out}", file=sys.stderr)
+            out = str(staging)
         build = Build(catalog, out, config, rank=rank, world_size=world,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress,
+                      on_commit=publisher.publish if publisher else None)
         for problem in problems:
             build.report.reject("catalog", f"{problem.file}:{problem.row}", problem.message)
         result = build.run()
-    except (ConfigError, ManifestError, WriterLockedError) as exc:
+        if publisher is not None:
+            publisher.publish()  # the report written after the last commit
+    except (ConfigError, ManifestError, WriterLockedError, OSError) as exc:
         return fail(str(exc))
     return result
 
