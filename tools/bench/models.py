@@ -143,22 +143,23 @@ def bench_vlm(device: str, clips: int, frames_per_clip: int = 8, new_tokens: int
 
 
 class GpuSampler:
-    """Samples NVML's GPU utilisation every ``interval`` seconds in a thread."""
+    """Samples NVML's utilisation of ``gpus`` (default: the current one) in a thread."""
 
-    def __init__(self, interval: float = 0.05) -> None:
+    def __init__(self, gpus: list[int] | None = None, interval: float = 0.05) -> None:
         import pynvml
 
         pynvml.nvmlInit()
         self._nvml = pynvml
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        indices = gpus if gpus is not None else [torch.cuda.current_device()]
+        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices]
         self.interval = interval
-        self.samples: list[int] = []
+        self.samples: list[list[int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
+            self.samples.append([self._nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self._handles])
             time.sleep(self.interval)
 
     def __enter__(self) -> GpuSampler:
@@ -171,6 +172,7 @@ class GpuSampler:
 
     @property
     def busy_share(self) -> float:
+        """Mean utilisation over samples and GPUs, as a fraction."""
         return float(np.mean(self.samples)) / 100 if self.samples else float("nan")
 
 

@@ -19,12 +19,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 
 def _config(workdir: Path, device: str) -> Any:
@@ -68,44 +65,14 @@ def build_rank(workdir: Path, out: Path, rank: int, world: int) -> int:
     return result.written
 
 
-class Sampler:
-    """Mean NVML utilisation of the given GPUs, sampled in a thread."""
-
-    def __init__(self, gpus: list[int], interval: float = 0.05) -> None:
-        import pynvml
-
-        pynvml.nvmlInit()
-        self.nvml = pynvml
-        self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in gpus]
-        self.interval = interval
-        self.samples: list[list[int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append([self.nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self.handles])
-            time.sleep(self.interval)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def busy(self) -> float:
-        return float(np.mean(self.samples)) / 100 if self.samples else float("nan")
-
-
 def run(world: int, workdir: Path, out: Path) -> dict[str, Any]:
     """Build with ``world`` ranks (one process per GPU), merge, and time it."""
     from pvtt.builder.merge import merge
 
     start = time.perf_counter()
-    with Sampler(list(range(world))) as sampler:
+    from pvtt.tools.bench.models import GpuSampler
+
+    with GpuSampler(list(range(world))) as sampler:
         procs = []
         for rank in range(world):
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(rank)}
@@ -118,7 +85,7 @@ def run(world: int, workdir: Path, out: Path) -> dict[str, Any]:
         manifest = merge(out) if world > 1 else None
     wall = time.perf_counter() - start
     pairs = manifest.counts["pairs"] if manifest else _pairs(out)
-    return {"gpus": world, "pairs": pairs, "wall_s": wall, "pairs_per_s": pairs / wall, "gpu_busy": sampler.busy}
+    return {"gpus": world, "pairs": pairs, "wall_s": wall, "pairs_per_s": pairs / wall, "gpu_busy": sampler.busy_share}
 
 
 def _pairs(out: Path) -> int:
