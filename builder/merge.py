@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pvtt.builder.card import write_card
 from pvtt.schemas.manifest import (
     MANIFEST_NAME,
     RANKS_DIR,
@@ -123,4 +124,5 @@ def merge(out: str | os.PathLike[str]) -> Manifest:
     top.merged = digests
     top.complete = True
     write_manifest(out, top, MANIFEST_NAME)
+    write_card(out, top)
     return top

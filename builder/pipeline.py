@@ -24,6 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from pvtt.builder.cache import ArtifactCache, cache_key, file_digest
+from pvtt.builder.card import write_card
 from pvtt.builder.catalog import Catalog, Product
 from pvtt.builder.clips import ClipArtefacts, ClipBackends, prepare_clip, relative
 from pvtt.builder.pairs import ImageRef, PairPlan, choose_images, plan_pairs
@@ -239,6 +240,8 @@ class Build:
             raise
         manifest = writer.close()
         self._write_report(started)
+        if self.world_size == 1:  # a multi-rank build gets its card from `pvtt merge`
+            write_card(self.out, manifest, self.report.as_dict())
         return BuildResult(self.out, written, len(done), self.report, dict(manifest.counts))
 
     def _run(self, writer: DatasetWriter, done: set[str]) -> int:

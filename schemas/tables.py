@@ -125,3 +125,38 @@ def scalar_columns(table: str) -> tuple[str, ...]:
     """Every column of ``table`` except its media columns."""
     media = set(MEDIA_COLUMNS[table])
     return tuple(f.name for f in TABLE_SCHEMAS[table] if f.name not in media)
+
+
+COLUMN_DOCS: dict[str, str] = {
+    "pair_id": "`{clip_id}__{target_id}__{image}`, unique; the WebDataset key",
+    "clip_id": "source clip (`{source_id}_s{shot}`)",
+    "source_id": "product shown in the source clip",
+    "shot_index": "kept shot of the source video, from 0",
+    "target_id": "product inserted",
+    "target_image": "which photo of the target product (path in the catalog)",
+    "source_category": "taxonomy category of the source product",
+    "source_subcategory": "taxonomy subcategory of the source product",
+    "target_category": "taxonomy category of the target product",
+    "target_subcategory": "taxonomy subcategory of the target product",
+    "difficulty": "easy (same subcategory), medium (same category), hard (other category, same form family), expert",
+    "difficulty_level": "0..3 for easy..expert",
+    "score_identity": "target cut-out vs the inserted region, [0,1]; null if not scored",
+    "score_temporal": "consistency of the insert from frame to frame, [0,1]; null if not scored",
+    "score_lighting": "agreement of the insert's light with its surroundings, [0,1]; null if not scored",
+    "score_overall": "a VLM judge's overall realism, [0,1]; null without one",
+    "quality_score": "0.3 identity + 0.2 temporal + 0.2 lighting + 0.3 overall, renormalised over the scores present",
+    "passed": "quality_score >= the build's threshold",
+    "reject_reason": "why not passed (null when passed)",
+    "frame_count": "frames of the synthesized clip",
+    "width": "width of the synthesized clip in pixels",
+    "height": "height of the synthesized clip in pixels",
+    "fps": "frame rate of the synthesized clip",
+    "duration_s": "duration of the synthesized clip",
+    "target_boxes": "per frame [x0, y0, x1, y1] where the target was inserted (x1, y1 exclusive; NaN = none)",
+    "synth_video": "the synthesized clip, H.264 mp4 (Lance blob)",
+    "backends": "JSON: backend and model of every stage",
+    "build_id": "the build that wrote the row",
+    "schema_version": "pvtt data contract version",
+    "created_at": "when the row was written (UTC)",
+}
+"""What each ``pairs`` column means (the dataset card prints it)."""

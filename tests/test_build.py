@@ -59,6 +59,17 @@ def test_build_makes_every_difficulty_and_verifies(built: Path) -> None:
     assert row["width"] % 2 == 0 and row["height"] % 2 == 0 and row["frame_count"] >= 50
 
 
+def test_dataset_card_describes_the_build(built: Path) -> None:
+    card = (built / "README.md").read_text()
+    manifest = open_dataset(built).manifest
+    assert f"build `{manifest.build_id}`" in card
+    for difficulty, n in manifest.counts["by_difficulty"].items():
+        assert f"| {difficulty} | {n} |" in card
+    assert "| `quality_score` |" in card and "PairDataset(" in card
+    assert f'version={manifest.tables["pairs"].version}' in card
+    assert '"segmenter"' in card  # backends
+
+
 def test_report_lists_bad_input_with_its_file(built: Path) -> None:
     stats = json.loads((built / "report" / "statistics.json").read_text())
     assert stats["time_per_stage_s"]["segment"] > 0 and stats["time_per_stage_s"]["insert"] > 0
@@ -158,6 +169,7 @@ def test_three_ranks_then_merge_equal_one_process(built: Path, catalog: Path, tm
     assert main(["merge", str(out)]) == 0
     assert _ids_and_scores(out) == pytest.approx(_ids_and_scores(built))
     assert verify_dataset(open_dataset(out)).ok
+    assert "pvtt training pairs" in (out / "README.md").read_text()
     products = lambda d: sorted(open_dataset(d).table("products").to_table(columns=["image_id"]).column("image_id").to_pylist())  # noqa: E731
     assert products(out) == products(built)
     assert {p.name for p in (out / "report").iterdir()} >= {"r000", "r001", "r002"}
