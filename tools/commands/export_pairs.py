@@ -15,10 +15,10 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from pvtt.loaders.pair_media import pair_media
 from pvtt.loaders.query import select_pairs
 from pvtt.loaders.stats import dataset_stats
-from pvtt.loaders.store import BuiltDataset, open_dataset, read_blobs_by_key
-from pvtt.loaders.tar_reader import read_sample
+from pvtt.loaders.store import BuiltDataset, open_dataset
 from pvtt.schemas.manifest import ManifestError
 from pvtt.schemas.masks import decode_masks
 from pvtt.tools.commands._common import add_filter_arguments, fail, filter_from_args
@@ -56,7 +56,7 @@ def export_pairs(dataset: BuiltDataset, rows: list[dict[str, Any]], dest: Path) 
     for sub in ("videos/source", "videos/background", "videos/synthesized", "images/source",
                 "images/target", "masks", "annotations"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
-    media = _LanceMedia(dataset) if dataset.has_lance else _TarMedia(dataset)
+    media = pair_media(dataset)
     entries, scores = [], []
     written_clips: set[str] = set()
     for row in tqdm(rows, desc="export", unit="pair", disable=None):
@@ -119,82 +119,3 @@ def _write_mask_frames(folder: Path, data: bytes) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i, mask in enumerate(decode_masks(data), start=1):
         Image.fromarray(mask.astype("uint8") * 255).save(folder / f"{i:04d}.png")
-
-
-class _LanceMedia:
-    """Media of a pair from the Lance tables (clip media read once per clip)."""
-
-    def __init__(self, dataset: BuiltDataset) -> None:
-        self.pairs, self.clips, self.products = (
-            dataset.table("pairs"), dataset.table("clips"), dataset.table("products"),
-        )
-        self._clip: tuple[str, dict[str, bytes | None]] | None = None
-
-    def _clip_media(self, clip_id: str) -> dict[str, bytes | None]:
-        if self._clip is None or self._clip[0] != clip_id:
-            cols = ("source_video", "background_video", "masks")
-            self._clip = (clip_id, {c: read_blobs_by_key(self.clips, c, "clip_id", [clip_id]).get(clip_id) for c in cols})
-        return self._clip[1]
-
-    def synth(self, row: dict[str, Any]) -> bytes:
-        return read_blobs_by_key(self.pairs, "synth_video", "pair_id", [row["pair_id"]])[row["pair_id"]]
-
-    def target_rgba(self, row: dict[str, Any]) -> bytes:
-        key = f"{row['target_id']}__{row['pair_id'].split('__', 2)[2]}"
-        return read_blobs_by_key(self.products, "image_rgba", "image_id", [key])[key]
-
-    def source_image(self, row: dict[str, Any]) -> tuple[bytes | None, str]:
-        """The source product's first photo (its original bytes) and file extension."""
-        source = row["source_id"].replace("'", "''")
-        keys = self.products.to_table(
-            columns=["image_id", "image_path"], filter=f"product_id = '{source}'", limit=1
-        ).to_pylist()
-        if not keys:
-            return None, ""
-        data = read_blobs_by_key(self.products, "image", "image_id", [keys[0]["image_id"]])
-        return data.get(keys[0]["image_id"]), Path(keys[0]["image_path"]).suffix.lower()
-
-    def source_video(self, row: dict[str, Any]) -> bytes:
-        return self._clip_media(row["clip_id"])["source_video"]
-
-    def background(self, row: dict[str, Any]) -> bytes | None:
-        return self._clip_media(row["clip_id"])["background_video"]
-
-    def masks(self, row: dict[str, Any]) -> bytes | None:
-        return self._clip_media(row["clip_id"])["masks"]
-
-
-class _TarMedia:
-    """Media of a pair from its tar sample (background and masks only if the build kept them)."""
-
-    def __init__(self, dataset: BuiltDataset) -> None:
-        self.dataset = dataset
-        self.where = {
-            e["key"]: (shard, e) for shard in dataset.shards for e in dataset.shard_index(shard)
-        }
-        self._cache: tuple[str, dict[str, bytes]] | None = None
-
-    def _sample(self, pair_id: str) -> dict[str, bytes]:
-        if self._cache is None or self._cache[0] != pair_id:
-            shard, entry = self.where[pair_id]
-            self._cache = (pair_id, read_sample(self.dataset.shard_path(shard), entry))
-        return self._cache[1]
-
-    def synth(self, row: dict[str, Any]) -> bytes:
-        return self._sample(row["pair_id"])["synth.mp4"]
-
-    def target_rgba(self, row: dict[str, Any]) -> bytes:
-        return self._sample(row["pair_id"])["target.png"]
-
-    def source_image(self, row: dict[str, Any]) -> tuple[bytes | None, str]:
-        return None, ""
-
-    def source_video(self, row: dict[str, Any]) -> bytes:
-        return self._sample(row["pair_id"])["source.mp4"]
-
-    def background(self, row: dict[str, Any]) -> bytes | None:
-        return self._sample(row["pair_id"]).get("background.mp4")
-
-    def masks(self, row: dict[str, Any]) -> bytes | None:
-        sample = self._sample(row["pair_id"])
-        return next((v for k, v in sample.items() if k.startswith("masks.")), None)
