@@ -20,6 +20,12 @@ from typing import Any
 CACHE_FORMAT = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes (the identity of a catalog input)."""
     h = hashlib.sha256()
@@ -63,6 +69,7 @@ class ArtifactCache:
             return
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=folder.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared cache
         try:
             for name, data in blobs.items():
                 (tmp / f"{name}.bin").write_bytes(data)

@@ -25,6 +25,8 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from pvtt.schemas.manifest import default_file_mode
+
 log = logging.getLogger(__name__)
 
 Source = str | os.PathLike | BinaryIO
@@ -449,6 +451,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float | Fraction
     path = Path(path)
     data = encode_mp4(frames, fps, **encode)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, default_file_mode())
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

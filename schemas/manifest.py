@@ -129,6 +129,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` holds either the old or the whole new content."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, default_file_mode())  # mkstemp's 0600 would hide the dataset from others
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -139,6 +140,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives new files under the current umask (0644 for umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def fsync_dir(path: Path) -> None:

@@ -264,3 +264,16 @@ def test_merging_again_after_rerunning_ranks_gives_the_same_tables(tmp_path: Pat
     report = verify_dataset(open_dataset(out))
     assert report.ok, report.problems
     assert open_dataset(out).pairs.count_rows() == 24
+
+
+def test_written_files_are_readable_by_others(tmp_path: Path, shared_data: Path) -> None:
+    import stat
+
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        _build(out, make_samples(shared_data, 4))
+    finally:
+        os.umask(old)
+    for path in (out / "manifest.json", *(out / "tar").iterdir()):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
