@@ -65,6 +65,39 @@ def frames_to_score(
     return synth, boxes, valid, picked, trim_to_alpha(sample.cutout)
 
 
+def box_on_grid(
+    area: np.ndarray, box: np.ndarray, origin: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """The box's content of ``area`` (float32, cut at ``origin``) resampled to ``size``.
+
+    Uses the inserter's own placement, so insert and cut-out line up pixel for pixel;
+    a shrinking resample is anti-aliased first.
+    """
+    cw, ch = size
+    shrink = max((box[2] - box[0]) / cw, (box[3] - box[1]) / ch)
+    if shrink > 1.5:
+        area = cv2.GaussianBlur(area, (0, 0), 0.5 * shrink)
+    return cv2.warpAffine(
+        area,
+        placement_matrix(cw, ch, box, origin=origin),
+        (cw, ch),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def cutout_on_grid(cutout: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The RGBA cut-out resized to ``size``: un-premultiplied RGB (float32) and its alpha."""
+    cw, ch = size
+    alpha = cutout[..., 3].astype(np.float32) / 255.0
+    interp = cv2.INTER_AREA if cw < cutout.shape[1] else cv2.INTER_LINEAR
+    premult = cv2.resize(
+        cutout[..., :3].astype(np.float32) * alpha[..., None], (cw, ch), interpolation=interp
+    )
+    a = cv2.resize(alpha, (cw, ch), interpolation=interp)
+    return premult / np.maximum(a, 1e-3)[..., None], a
+
+
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(gray_next, gray_prev) -> H x W x 2`` float32 flow from the next frame back."""
 FLOWS = ("farneback", "raft")
@@ -247,23 +280,8 @@ class StatisticsScorer:
             max(0, math.floor(x0) - ex0) : max(0, math.ceil(x1) - ex0),
         ] = False
         ring = area[outside_box]
-        if max(bw / cw, bh / ch) > 1.5:
-            area = cv2.GaussianBlur(area, (0, 0), 0.5 * max(bw / cw, bh / ch))
-        matrix = placement_matrix(cw, ch, box, origin=(ex0, ey0))
-        synth = cv2.warpAffine(
-            area,
-            matrix,
-            (cw, ch),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-        alpha = cutout[..., 3].astype(np.float32) / 255.0
-        interp = cv2.INTER_AREA if cw < cutout.shape[1] else cv2.INTER_LINEAR
-        premult = cv2.resize(
-            cutout[..., :3].astype(np.float32) * alpha[..., None], (cw, ch), interpolation=interp
-        )
-        a = cv2.resize(alpha, (cw, ch), interpolation=interp)
-        target = premult / np.maximum(a, 1e-3)[..., None]
+        synth = box_on_grid(area, box, (ex0, ey0), (cw, ch))
+        target, a = cutout_on_grid(cutout, (cw, ch))
         mask = cv2.erode((a >= 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if mask.sum() < 16:
             mask = a >= 0.5

@@ -25,8 +25,12 @@ import cv2
 import numpy as np
 import torch
 
-from pvtt.builder.backends.cpu_scorer import StatisticsScorer, frames_to_score
-from pvtt.builder.stages.cutout import placement_matrix
+from pvtt.builder.backends.cpu_scorer import (
+    StatisticsScorer,
+    box_on_grid,
+    cutout_on_grid,
+    frames_to_score,
+)
 from pvtt.builder.stages.protocols import BackendInfo, ScoringInput, StageRejected
 from pvtt.schemas.config import BackendConfig, ConfigError
 
@@ -269,23 +273,9 @@ class EmbeddingScorer:
         ex0, ey0 = max(0, math.floor(x0) - pad), max(0, math.floor(y0) - pad)
         ex1, ey1 = min(w, math.ceil(x1) + pad), min(h, math.ceil(y1) + pad)
         area = frame[ey0:ey1, ex0:ex1].astype(np.float32)
-        if shrink > 1.5:
-            area = cv2.GaussianBlur(area, (0, 0), 0.5 * shrink)
-        region = cv2.warpAffine(
-            area,
-            placement_matrix(cw, ch, box, origin=(ex0, ey0)),
-            (cw, ch),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-        alpha = cutout[..., 3].astype(np.float32) / 255.0
-        interp = cv2.INTER_AREA if cw < cutout.shape[1] else cv2.INTER_LINEAR
-        premult = cv2.resize(
-            cutout[..., :3].astype(np.float32) * alpha[..., None], (cw, ch), interpolation=interp
-        )
-        a = np.clip(cv2.resize(alpha, (cw, ch), interpolation=interp), 0.0, 1.0)
-        target = premult / np.maximum(a, 1e-3)[..., None]
-        return _Pair(region=region, target=target, alpha=a)
+        region = box_on_grid(area, box, (ex0, ey0), (cw, ch))
+        target, a = cutout_on_grid(cutout, (cw, ch))
+        return _Pair(region=region, target=target, alpha=np.clip(a, 0.0, 1.0))
 
 
 def _over(rgb: np.ndarray, alpha: np.ndarray, fill: np.ndarray) -> np.ndarray:
