@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,17 @@ def cache_key(*parts: Any) -> str:
 
 
 class ArtifactCache:
-    """Named byte blobs plus a JSON ``meta`` per key, under ``root``."""
+    """Named byte blobs plus a JSON ``meta`` per key, under ``root``.
+
+    Safe to share between threads: a put lands by one rename, and the hit and miss
+    counters are counted under a lock (several clips are prepared at once).
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()
 
     def _dir(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -58,9 +64,11 @@ class ArtifactCache:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
             blobs = {name: (folder / f"{name}.bin").read_bytes() for name in meta.pop("_blobs")}
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            self.misses += 1
+            with self._lock:
+                self.misses += 1
             return None
-        self.hits += 1
+        with self._lock:
+            self.hits += 1
         return meta, blobs
 
     def put(self, key: str, meta: dict[str, Any], blobs: dict[str, bytes]) -> None:

@@ -9,13 +9,14 @@ config changed. Bad inputs are rejected with a reason and the build goes on.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import time
 import zlib
-from collections import defaultdict
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from pvtt.builder.cache import ArtifactCache, cache_key, file_digest
 from pvtt.builder.card import write_card
 from pvtt.builder.catalog import Catalog, Product
 from pvtt.builder.clips import ClipArtefacts, ClipBackends, prepare_clip, relative
+from pvtt.builder.device import device_stream_factory
 from pvtt.builder.pairs import ImageRef, PairPlan, choose_images, plan_pairs
 from pvtt.builder.products import ProductArtefacts, prepare_image
 from pvtt.builder.registry import create_backend
@@ -263,49 +265,88 @@ class Build:
         todo = [j for j in mine if pending[j.clip_id]]
         total = sum(len(v) for v in pending.values())
         self.report.count("pairs.already_done", sum(len(by_clip[j.clip_id]) for j in mine) - total)
-        clip_backends = ClipBackends(self.backends["detector"], self.backends["segmenter"],
-                                     self.backends["inpainter"])
-        bar = _progress(total, "pairs", "pair", self.progress)
+        clip_bar = _progress(len(todo), "clips", "clip", self.progress)
+        pair_bar = _progress(total, "pairs", "pair", self.progress)
         written = 0
-        # decode/track the next clip in a thread while this clip's pairs are made
         workers = self.config.workers or min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pvtt-clip") as pool, \
-                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pvtt-pair") as pair_pool:
-            def submit(job: ClipJob) -> Future[ClipArtefacts]:
-                return pool.submit(prepare_clip, job.product, job.shot_index, job.shot, job.clip_id,
-                                   job.digest, clip_backends, self.config, self.cache, self.report)
-
-            future = submit(todo[0]) if todo else None
-            for i, job in enumerate(todo):
-                assert future is not None
+        clip_workers = self.config.clip_workers
+        # Pairs of the next clips start while earlier ones are still being made, and are
+        # written in plan order from a bounded window, so the output does not depend on
+        # timing, the clip stages run ahead (up to `clip_workers` + 1 clips decoded), and
+        # a slow writer holds everything back instead of filling memory.
+        window: deque[tuple[PairPlan, ClipRecord, Future[PairRecord | StageRejected]]] = deque()
+        with ThreadPoolExecutor(clip_workers, thread_name_prefix="pvtt-clip") as clip_pool, \
+                ThreadPoolExecutor(workers, thread_name_prefix="pvtt-pair") as pair_pool:
+            for job, ready in self._clips_ahead(clip_pool, todo, clip_workers + 1):
                 try:
-                    clip = future.result()
+                    clip = ready.result()
                 except (StageRejected, VideoError, OSError) as exc:
                     self.report.reject("clip", f"{job.clip_id} ({relative(job.product.video, self.catalog.root)})", str(exc))
                     self.report.count("pairs.lost_with_clip", len(pending[job.clip_id]))
-                    bar.update(len(pending[job.clip_id]))
-                    future = submit(todo[i + 1]) if i + 1 < len(todo) else None
+                    pair_bar.update(len(pending[job.clip_id]))
+                    clip_bar.update()
                     continue
-                future = submit(todo[i + 1]) if i + 1 < len(todo) else None
-                self.report.count("clips.ok")
-                frames, height, width = clip.frames.shape[:3]
-                self.report.count("frames.clips", frames)
-                self.report.count_media("clips", frames * height * width,
-                                        source_video=len(clip.source_video),
-                                        background_video=len(clip.background_video),
-                                        masks=len(clip.masks_bytes))
-                clip_record = self._clip_record(clip)
-                # pairs are made concurrently (OpenCV, NumPy and the encoder release the
-                # GIL) and written in plan order, so the output does not depend on timing
-                made = pair_pool.map(
-                    lambda plan, clip=clip: self._make(plan, clip, products, product_records),
-                    pending[job.clip_id],
-                )
-                for plan, pair in zip(pending[job.clip_id], made, strict=True):
-                    written += self._write_pair(plan, pair, clip_record, product_records, writer)
-                    bar.update()
-        bar.close()
+                clip_bar.update()
+                clip_record = self._count_clip(clip)
+                for plan in pending[job.clip_id]:
+                    made = pair_pool.submit(self._make, plan, clip, products, product_records)
+                    window.append((plan, clip_record, made))
+                    while len(window) > 2 * workers:
+                        written += self._write_next(window, product_records, writer, pair_bar)
+            while window:
+                written += self._write_next(window, product_records, writer, pair_bar)
+        self._stage_postfix(pair_bar)
+        clip_bar.close()
+        pair_bar.close()
         return written
+
+    def _clips_ahead(self, pool: ThreadPoolExecutor, todo: list[ClipJob],
+                     ahead: int) -> Iterator[tuple[ClipJob, Future[ClipArtefacts]]]:
+        """``todo``'s clips in order, each already submitted ``ahead`` clips in advance."""
+        clip_backends = ClipBackends(self.backends["detector"], self.backends["segmenter"],
+                                     self.backends["inpainter"])
+        stream = device_stream_factory(self.config.device)
+
+        def prepare(job: ClipJob) -> ClipArtefacts:
+            with stream():
+                return prepare_clip(job.product, job.shot_index, job.shot, job.clip_id,
+                                    job.digest, clip_backends, self.config, self.cache, self.report)
+
+        queue: deque[tuple[ClipJob, Future[ClipArtefacts]]] = deque()
+        upcoming = iter(todo)
+        for job in itertools.islice(upcoming, ahead):
+            queue.append((job, pool.submit(prepare, job)))
+        while queue:
+            job, ready = queue.popleft()
+            for nxt in itertools.islice(upcoming, 1):
+                queue.append((nxt, pool.submit(prepare, nxt)))
+            yield job, ready
+
+    def _count_clip(self, clip: ClipArtefacts) -> ClipRecord:
+        self.report.count("clips.ok")
+        frames, height, width = clip.frames.shape[:3]
+        self.report.count("frames.clips", frames)
+        self.report.count_media("clips", frames * height * width,
+                                source_video=len(clip.source_video),
+                                background_video=len(clip.background_video),
+                                masks=len(clip.masks_bytes))
+        return self._clip_record(clip)
+
+    def _write_next(self, window: deque[tuple[PairPlan, ClipRecord, Future[PairRecord | StageRejected]]],
+                    records: dict[str, ProductRecord], writer: DatasetWriter, bar: tqdm) -> int:
+        plan, clip_record, made = window.popleft()
+        written = self._write_pair(plan, made.result(), clip_record, records, writer)
+        bar.update()
+        if bar.n % 10 == 0:
+            self._stage_postfix(bar)
+        return written
+
+    def _stage_postfix(self, bar: tqdm) -> None:
+        """The three stages that took the most time so far, as shares, beside the pairs bar."""
+        seconds = dict(self.report.seconds)
+        total = sum(seconds.values()) or 1.0
+        top = sorted(seconds.items(), key=lambda kv: -kv[1])[:3]
+        bar.set_postfix_str(" ".join(f"{k} {v / total:.0%}" for k, v in top), refresh=False)
 
     def _make(self, plan: PairPlan, clip: ClipArtefacts, products: dict[str, ProductArtefacts],
               records: dict[str, ProductRecord]) -> PairRecord | StageRejected:

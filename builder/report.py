@@ -64,14 +64,16 @@ class BuildReport:
     def count_media(self, what: str, pixels: int, **sizes: int) -> None:
         """Pixels and encoded bytes of media the build made, for the bits per pixel that
         ``rates.json`` carries into ``pvtt plan``'s storage estimate."""
-        self.counts[f"pixels.{what}"] += pixels
-        for name, size in sizes.items():
-            self.counts[f"bytes.{name}"] += size
+        with self._lock:
+            self.counts[f"pixels.{what}"] += pixels
+            for name, size in sizes.items():
+                self.counts[f"bytes.{name}"] += size
 
     def reject(self, stage: str, item: str, reason: str) -> None:
         log.warning("%s: skipped %s: %s", stage, item, reason)
-        self.rejects.append(Reject(stage, item, reason))
-        self.counts[f"rejected.{stage}"] += 1
+        with self._lock:
+            self.rejects.append(Reject(stage, item, reason))
+            self.counts[f"rejected.{stage}"] += 1
 
     def as_dict(self) -> dict[str, Any]:
         total = sum(self.seconds.values()) or 1.0

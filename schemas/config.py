@@ -8,6 +8,8 @@ GPU work. Each backend section takes ``backend`` (a registered name), optional
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,9 @@ class BuildConfig:
     device: str = "cpu"
     workers: int | None = None
     """Threads that make pairs (insert, score, encode) concurrently; None: the CPU count, at most 8."""
+    clip_workers: int = 1
+    """Clips whose stages (cut, detect, track, inpaint) run at once, each in its own thread
+    and, on CUDA, its own stream; 2 keeps a GPU busy while one clip waits on the CPU."""
     cache_dir: str | None = None
     """Stage artefact cache; default ``OUT/cache``."""
 
@@ -133,6 +138,8 @@ class BuildConfig:
                 raise ConfigError("pairs.difficulty_mix must have a positive share")
         if not set(self.output.formats) <= {"lance", "tar"} or not self.output.formats:
             raise ConfigError(f"output.formats must be a subset of lance, tar: {self.output.formats}")
+        if self.clip_workers < 1 or (self.workers is not None and self.workers < 1):
+            raise ConfigError("workers and clip_workers must be >= 1")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu, cuda or cuda:N, not {self.device!r}")
         return self
@@ -147,10 +154,47 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
     kwargs: dict[str, Any] = {}
     defaults = cls()
+    hints = typing.get_type_hints(cls)
     for name, value in data.items():
         current = getattr(defaults, name)
-        kwargs[name] = _build(type(current), value, f"{where}.{name}") if is_dataclass(current) else value
+        if is_dataclass(current):
+            kwargs[name] = _build(type(current), value, f"{where}.{name}")
+            continue
+        if not _has_type(value, hints[name]):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ConfigError(f"{where}.{name}: expected {_type_name(hints[name])}, got {shown}")
+        kwargs[name] = value
     return cls(**kwargs)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a TOML value fits a field's annotation (an int is a float; a bool is no number)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_has_type(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _has_type(k, args[0]) and _has_type(v, args[1]) for k, v in value.items()
+        )
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "nothing (leave the key out)"
+    return getattr(hint, "__name__", str(hint)) if typing.get_origin(hint) is None else str(hint)
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> BuildConfig:

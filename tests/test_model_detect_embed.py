@@ -13,6 +13,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -341,6 +343,20 @@ def test_batching_does_not_change_the_identity(composite, cutout) -> None:
     one = EmbeddingScorer(tiny_encoders(linear), frames=5, batch_size=1, with_statistics=False)
     many = EmbeddingScorer(tiny_encoders(linear), frames=5, batch_size=64, with_statistics=False)
     assert one.score(job)["identity"] == pytest.approx(many.score(job)["identity"], abs=1e-6)
+
+
+def test_pairs_scored_together_share_forwards_and_keep_their_scores(composite, cutout) -> None:
+    jobs = [sample(composite, cutout, name) for name in ("as is", "harmonised") * 3]
+    linear = (-1.0, 1.0)
+    alone = EmbeddingScorer(tiny_encoders(linear), frames=4, with_statistics=False)
+    expected = [alone.score(job)["identity"] for job in jobs]
+    together = EmbeddingScorer(tiny_encoders(linear), frames=4, with_statistics=False)
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        got = list(pool.map(lambda job: together.score(job)["identity"], jobs))
+    assert got == pytest.approx(expected, abs=1e-5)
+    stats = [b.stats for b in together.batchers]
+    assert all(s.calls == len(jobs) and s.items == 8 * len(jobs) for s in stats)
+    assert all(s.batches <= s.calls for s in stats)
 
 
 def test_the_insert_is_cut_back_out_exactly(composite, cutout) -> None:

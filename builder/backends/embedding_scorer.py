@@ -16,6 +16,7 @@ copied) unless ``with_statistics`` is off, so this scorer is complete on its own
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pvtt.builder.backends.cpu_scorer import (
     cutout_on_grid,
     frames_to_score,
 )
+from pvtt.builder.batching import MicroBatcher
 from pvtt.builder.stages.protocols import BackendInfo, ScoringInput, StageRejected
 from pvtt.schemas.config import BackendConfig, ConfigError
 
@@ -160,8 +162,14 @@ class EmbeddingScorer:
         identity   = sum(weight_e * identity_e) / sum(weight_e)
 
     with ``(lo, hi)`` the encoder's ``cos_range`` (see :data:`COSINE_RANGES`).
-    ``batch_size`` images go through a model at once; ``precision`` ``"bf16"``
-    autocasts on CUDA.
+    ``precision`` ``"bf16"`` autocasts on CUDA.
+
+    The build scores several pairs at once, one per thread; their crops meet in a
+    :class:`~pvtt.builder.batching.MicroBatcher` per encoder, so one forward embeds the
+    frames of every pair (of any clip) waiting at that moment, up to ``batch_size``
+    images. The composition of a batch depends on timing; a model's output for one image
+    does not, up to the kernels' rounding (bf16 on CUDA: about 1e-3 of a cosine). Set
+    ``batch_across_pairs`` false for one forward per pair.
     """
 
     def __init__(
@@ -169,7 +177,8 @@ class EmbeddingScorer:
         encoders: Sequence[ImageEncoder],
         *,
         frames: int = 8,
-        batch_size: int = 16,
+        batch_size: int = 64,
+        batch_across_pairs: bool = True,
         compare_size: int = 224,
         with_statistics: bool = True,
         device: str = "cpu",
@@ -196,6 +205,14 @@ class EmbeddingScorer:
         self.device = device
         self.precision = precision
         self.statistics = StatisticsScorer(frames=frames) if with_statistics else None
+        autocast = precision == "bf16" and device.startswith("cuda")
+        self.batchers = [
+            MicroBatcher(
+                functools.partial(_embed_list, encoder, batch_size, autocast),
+                batch_size if batch_across_pairs else 2 * frames,
+            )
+            for encoder in self.encoders
+        ]
         params: dict[str, Any] = {
             "encoders": {
                 e.spec.family: {
@@ -242,20 +259,21 @@ class EmbeddingScorer:
         """The weighted mean over encoders of their mapped mean cosine."""
         total = sum(e.spec.weight for e in self.encoders)
         mapped = [
-            cosine_to_score(float(np.mean(self._cosines(e, pairs))), *e.spec.cos_range)
-            for e in self.encoders
+            cosine_to_score(float(np.mean(self._cosines(e, b, pairs))), *e.spec.cos_range)
+            for e, b in zip(self.encoders, self.batchers, strict=True)
         ]
         return sum(e.spec.weight * m for e, m in zip(self.encoders, mapped, strict=True)) / total
 
-    def _cosines(self, encoder: ImageEncoder, pairs: Sequence[_Pair]) -> np.ndarray:
+    def _cosines(
+        self, encoder: ImageEncoder, batcher: MicroBatcher, pairs: Sequence[_Pair]
+    ) -> np.ndarray:
         """Per pair, the cosine of the insert's and the cut-out's embeddings."""
         size, fill = encoder.input_size, encoder.fill
         images = []
         for pair in pairs:
             for rgb in (pair.region, pair.target):
                 images.append(_square(_over(rgb, pair.alpha, fill), size, fill))
-        autocast = self.precision == "bf16" and self.device.startswith("cuda")
-        vectors = encoder.embed(images, self.batch_size, autocast).reshape(len(pairs), 2, -1)
+        vectors = np.stack(batcher(images)).reshape(len(pairs), 2, -1)
         return np.sum(vectors[:, 0] * vectors[:, 1], axis=1)
 
     def _pair(self, frame: np.ndarray, box: np.ndarray, cutout: np.ndarray) -> _Pair | None:
@@ -278,6 +296,13 @@ class EmbeddingScorer:
         return _Pair(region=region, target=target, alpha=np.clip(a, 0.0, 1.0))
 
 
+def _embed_list(
+    encoder: ImageEncoder, batch_size: int, autocast: bool, images: list[np.ndarray]
+) -> list[np.ndarray]:
+    """One embedding per image, as the batcher hands results back one per input."""
+    return list(encoder.embed(images, batch_size, autocast))
+
+
 def _over(rgb: np.ndarray, alpha: np.ndarray, fill: np.ndarray) -> np.ndarray:
     """``rgb`` composited over the flat colour ``fill`` by ``alpha``."""
     return rgb * alpha[..., None] + fill * (1.0 - alpha[..., None])
@@ -296,7 +321,14 @@ def _square(rgb: np.ndarray, size: int, fill: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(square), 0, 255).astype(np.uint8)
 
 
-_SCORER_PARAMS = {"frames", "batch_size", "compare_size", "with_statistics", "precision"}
+_SCORER_PARAMS = {
+    "frames",
+    "batch_size",
+    "batch_across_pairs",
+    "compare_size",
+    "with_statistics",
+    "precision",
+}
 
 
 def _resolve(config: BackendConfig) -> tuple[list[EncoderSpec], dict[str, Any]]:

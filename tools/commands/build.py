@@ -57,6 +57,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
                    help="one build process per GPU of this node, then `pvtt merge`")
     p.add_argument("--workers", type=int, default=None,
                    help="threads making pairs (default: CPU count, at most 8)")
+    p.add_argument("--clip-workers", type=int, default=None, metavar="N",
+                   help="clips prepared at once, each on its own CUDA stream (default 1; "
+                        "2 keeps a GPU busier with model backends)")
     p.add_argument("--limit-pairs", type=int, default=None, metavar="N", help="at most N pairs")
     p.add_argument("--strategy", choices=("single", "all", "sampled"), default=None,
                    help="which product photos become targets")
@@ -90,6 +93,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out["device"] = local_device(args.device)
     if getattr(args, "workers", None) is not None:  # `pvtt plan` shares these overrides
         out["workers"] = args.workers
+    if getattr(args, "clip_workers", None) is not None:
+        out["clip_workers"] = args.clip_workers
     if args.limit_pairs is not None:
         out["pairs.limit"] = args.limit_pairs
     if args.strategy:
@@ -156,7 +161,8 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
     argv = [args.catalog, args.out]
     for flag, value in (("--config", args.config), ("--formats", args.formats),
                         ("--limit-pairs", args.limit_pairs), ("--strategy", args.strategy),
-                        ("--cache-dir", args.cache_dir), ("--workers", args.workers)):
+                        ("--cache-dir", args.cache_dir), ("--workers", args.workers),
+                        ("--clip-workers", args.clip_workers)):
         if value is not None:
             argv += [flag, str(value)]
     if args.drop_rejected:
