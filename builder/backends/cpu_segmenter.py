@@ -55,7 +55,7 @@ class TrackerGrabCutSegmenter:
         self.info = BackendInfo(
             kind="segmenter",
             name="cpu-tracker-grabcut",
-            version="1",
+            version="2",
             params={
                 "work_size": work_size,
                 "track_size": track_size,
@@ -198,6 +198,9 @@ class TrackerGrabCutSegmenter:
         rect = (rect[0], rect[1], max(rect[2] - rect[0], 1), max(rect[3] - rect[1], 1))
         labels = np.zeros(crop.shape[:2], np.uint8)
         models = (np.zeros((1, 65)), np.zeros((1, 65)))
+        # GrabCut seeds its colour models by k-means on OpenCV's RNG, which is per thread:
+        # seeded, a clip's masks do not depend on which thread ran which clips before
+        cv2.setRNGSeed(t)
         cv2.grabCut(crop, labels, rect, *models, self.first_iterations, cv2.GC_INIT_WITH_RECT)
         mask = self._finish(labels, frame.shape, (x0, y0, x1, y1))
         if mask.sum() < 0.05 * (box[2] - box[0]) * (box[3] - box[1]):
@@ -229,6 +232,7 @@ class TrackerGrabCutSegmenter:
         labels[core > 0] = cv2.GC_FGD
         if models is None:
             models = (np.zeros((1, 65)), np.zeros((1, 65)))
+            cv2.setRNGSeed(t)
             cv2.grabCut(crop, labels, None, *models, self.iterations, cv2.GC_INIT_WITH_MASK)
         else:
             cv2.grabCut(crop, labels, None, *models, self.iterations, cv2.GC_EVAL)
