@@ -17,20 +17,27 @@ FULL := $(VENV)/.pvtt-full
 U2NET_HOME := $(CURDIR)/.cache/u2net
 DEMO_OUT ?= demo-out
 
-.PHONY: setup setup-full demo test lint clean
+.PHONY: setup setup-full demo test lint clean chromium
 
 $(CORE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e . "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[report]" "$(TORCH_SPEC)"
 	touch $(CORE)
 
 $(FULL): $(CORE)
-	$(BIN)/python -m pip install --quiet -e ".[test,models,rembg]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test,models,rembg,report]" "$(TORCH_SPEC)"
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation sam2==1.1.0
 	$(BIN)/python -m pvtt.tools.fetch_u2netp $(U2NET_HOME)
+	$(MAKE) chromium
 	touch $(FULL)
+
+# Debian's chromium renders `pvtt report` in a test (it skips without it); needs root
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium not installed and not root: the report screenshot test will skip"; fi; }
 
 setup: $(CORE)
 setup-full: $(FULL)

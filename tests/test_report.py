@@ -1,0 +1,390 @@
+"""``pvtt report``: the page parses, its images decode, its numbers match the tables,
+and headless Chromium draws it without a single request leaving the page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import socketserver
+import subprocess
+import sys
+import threading
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import lance
+import numpy as np
+import pytest
+from PIL import Image
+from records_factory import make_samples
+
+from pvtt.builder.report import BuildReport
+from pvtt.builder.writer import DatasetWriter
+from pvtt.loaders.query import DIFFICULTIES
+from pvtt.tools.cli import main
+from pvtt.tools.html_report import sum_rank_statistics
+
+pytest.importorskip("matplotlib")
+
+SECTIONS = (
+    "summary",
+    "counts",
+    "scores",
+    "scorers",
+    "pass-rate",
+    "rejects",
+    "time",
+    "storage",
+    "gallery",
+)
+PER_DIFFICULTY = 2
+CONFIG = {"quality": {"threshold": 0.7, "drop_rejected": False}}
+STAGE_SECONDS = {"insert": 2.5, "score": 1.25, "inpaint": 4.0}
+
+
+class Page(HTMLParser):
+    """What the tests look at: images, links, tables (by id) and section texts."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.images: list[dict[str, str]] = []
+        self.urls: list[str] = []
+        self.tags: Counter[str] = Counter()
+        self.meta: list[dict[str, str]] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.sections: dict[str, str] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._section: str | None = None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.tags[tag] += 1
+        self.urls += [v for k, v in a.items() if k in ("src", "href", "srcset", "action")]
+        if tag == "img":
+            self.images.append(a)
+        elif tag == "meta":
+            self.meta.append(a)
+        elif tag == "section":
+            self._section = a["id"]
+            self.sections[self._section] = ""
+        elif tag == "table":
+            self._table = a["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._table:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "section":
+            self._section = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._section:
+            self.sections[self._section] += data
+
+    def rows(self, table: str) -> dict[str, list[str]]:
+        """Body rows of a table keyed by their first cell (the header row left out)."""
+        return {r[0]: r[1:] for r in self.tables[table][1:]}
+
+
+def _write_samples(out: Path, shared: Path, count: int, **kwargs) -> None:
+    with DatasetWriter(out, max_samples=10, config=CONFIG, **kwargs) as writer:
+        for sample in make_samples(shared, count):
+            writer.write(sample)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """24 pairs in Lance and tar, with the build statistics a real build writes beside them."""
+    out = tmp_path_factory.mktemp("report") / "out"
+    _write_samples(out, shared_data, 24, include_masks=True)
+    report = BuildReport()
+    for stage, seconds in STAGE_SECONDS.items():
+        report.seconds[stage] = seconds
+        report.calls[stage] = 4
+    report.reject("clip", "a_s000 (videos/a.mp4)", "no product found on the first frame: flat")
+    report.reject("clip", "b_s001 (videos/b.mp4)", "no product found on the first frame: dark")
+    report.reject("image", "c (images/c.jpg)", "cut-out empty")
+    report.count("pairs.lost_with_clip", 7)
+    report.extra["wall_s"] = 6.0
+    report.write(out / "report")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tar_only(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    out = tmp_path_factory.mktemp("report-tar") / "out"
+    _write_samples(out, shared_data, 8, formats=("tar",))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_file(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("report-html") / "report.html"
+    args = ["report", str(built), "-o", str(target), "--per-difficulty", str(PER_DIFFICULTY)]
+    assert main(args) == 0
+    return target
+
+
+@pytest.fixture(scope="module")
+def page(report_file: Path) -> Page:
+    return Page(report_file.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def pairs(built: Path) -> list[dict]:
+    columns = ["pair_id", "difficulty", "source_category", "quality_score", "passed"]
+    return lance.dataset(built / "lance" / "pairs.lance").to_table(columns=columns).to_pylist()
+
+
+def _decode(src: str) -> tuple[str, Image.Image]:
+    head, _, payload = src.partition(",")
+    assert head.startswith("data:image/") and head.endswith(";base64"), head[:40]
+    image = Image.open(io.BytesIO(base64.b64decode(payload, validate=True)))
+    image.load()
+    return head.removeprefix("data:").removesuffix(";base64"), image
+
+
+def test_page_has_every_section_and_no_fetchable_reference(page: Page) -> None:
+    assert list(page.sections) == list(SECTIONS)
+    assert page.tags["script"] == 0 and page.tags["link"] == 0 and page.tags["iframe"] == 0
+    remote = [u for u in page.urls if u.lower().startswith(("http:", "https:", "//"))]
+    assert remote == []
+    assert all(u.startswith(("data:image/", "#")) for u in page.urls)
+    csp = [m["content"] for m in page.meta if m.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and "default-src 'none'" in csp[0] and "img-src data:" in csp[0]
+
+
+def test_every_image_is_an_inline_image_that_decodes(page: Page, pairs: list[dict]) -> None:
+    kinds = Counter()
+    for img in page.images:
+        mime, image = _decode(img["src"])
+        kinds[mime] += 1
+        if mime == "image/webp":  # gallery thumbnails move
+            assert getattr(image, "n_frames", 1) > 1
+            assert image.size[1] == 120
+        else:
+            assert mime == "image/png" and image.size[0] >= 600
+            pixels = np.asarray(image.convert("L"))
+            assert pixels.std() > 10  # a drawn figure, not a blank canvas
+    per = Counter(p["difficulty"] for p in pairs if p["quality_score"] is not None)
+    expected = sum(
+        min(PER_DIFFICULTY, n) + min(PER_DIFFICULTY, max(0, n - PER_DIFFICULTY))
+        for n in per.values()
+    )
+    assert kinds["image/webp"] == expected
+    assert kinds["image/png"] == 7  # counts, scores, scorers, pass rate, rejects, time, storage
+
+
+def test_counts_and_pass_rates_match_the_lance_table(page: Page, pairs: list[dict]) -> None:
+    counts = page.rows("counts-source")
+    cats = sorted({p["source_category"] for p in pairs})
+    assert sorted(counts) == [*cats, "all"]
+    for cat in cats:
+        mine = [p for p in pairs if p["source_category"] == cat]
+        by_diff = Counter(p["difficulty"] for p in mine)
+        passed = sum(p["passed"] for p in mine)
+        assert counts[cat] == [str(by_diff[d]) for d in DIFFICULTIES] + [
+            str(len(mine)),
+            str(passed),
+        ]
+    assert counts["all"][-2:] == [str(len(pairs)), str(sum(p["passed"] for p in pairs))]
+    rates = page.rows("pass-table")
+    for diff in DIFFICULTIES:
+        mine = [p for p in pairs if p["difficulty"] == diff]
+        assert rates[diff][:2] == [str(len(mine)), str(sum(p["passed"] for p in mine))]
+    scores = page.rows("scores-table")
+    for diff in DIFFICULTIES:
+        values = [p["quality_score"] for p in pairs if p["difficulty"] == diff]
+        if values:
+            assert float(scores[diff][3]) == pytest.approx(np.median(values), abs=6e-4)
+    summary = page.rows("summary-table")
+    assert summary["pairs"] == [str(len(pairs))]
+    assert summary["quality threshold"] == ["0.7"]
+
+
+def test_scorers_rejects_time_and_storage(page: Page, pairs: list[dict], built: Path) -> None:
+    scorers = page.rows("scorers-table")
+    assert scorers["identity"][0] == str(len(pairs)) and scorers["overall"][0] == "0"
+    assert "score_overall is null in every pair" in page.sections["summary"]
+    rejects = {(row[0], row[1]): int(row[2]) for row in page.tables["rejects-table"][1:]}
+    assert rejects[("build: clip", "no product found on the first frame")] == 2
+    assert rejects[("build: image", "cut-out empty")] == 1
+    assert rejects[("build: pair", "not made: its source clip was rejected")] == 7
+    failed = sum(not p["passed"] for p in pairs)
+    assert rejects[("pairs table", "quality below threshold")] == failed
+    time = page.rows("time-table")
+    assert list(time) == sorted(STAGE_SECONDS, key=lambda s: -STAGE_SECONDS[s])
+    for stage, seconds in STAGE_SECONDS.items():
+        assert float(time[stage][0]) == pytest.approx(seconds)
+        assert time[stage][2] == "4"
+    storage = page.rows("storage-table")
+    tar_bytes = sum(f.stat().st_size for f in (built / "tar").glob("*.tar"))
+    assert float(storage["tar"][0]) == pytest.approx(tar_bytes / 1e6, abs=0.006)
+    assert {"lance/pairs", "lance/clips", "lance/products"} <= set(storage)
+
+
+def test_gallery_holds_best_and_worst_of_each_difficulty(page: Page, pairs: list[dict]) -> None:
+    text = page.sections["gallery"]
+    for diff in DIFFICULTIES:
+        ranked = sorted(
+            (p for p in pairs if p["difficulty"] == diff), key=lambda p: -p["quality_score"]
+        )
+        if ranked:
+            assert ranked[0]["pair_id"] in text and ranked[-1]["pair_id"] in text
+            if len(ranked) > 2 * PER_DIFFICULTY:
+                assert ranked[PER_DIFFICULTY]["pair_id"] not in text
+
+
+def test_tar_only_dataset_gets_a_report_that_says_what_is_missing(tar_only: Path) -> None:
+    assert main(["report", str(tar_only)]) == 0  # default: OUT/report/report.html
+    page = Page((tar_only / "report" / "report.html").read_text(encoding="utf-8"))
+    notes = page.sections["summary"]
+    assert "no Lance tables" in notes and "statistics.json not found" in notes
+    assert page.rows("counts-source")["all"][-2] == "8"
+    assert set(page.rows("storage-table")) == {"tar", "all"}
+    thumbs = [_decode(i["src"]) for i in page.images if i["src"].startswith("data:image/webp")]
+    assert thumbs and all(img.n_frames > 1 for _, img in thumbs)
+
+
+def test_rank_statistics_add_up() -> None:
+    a, b = BuildReport(), BuildReport()
+    a.seconds["insert"], b.seconds["insert"] = 1.0, 2.0
+    a.calls["insert"], b.calls["insert"] = 3, 4
+    a.reject("clip", "x", "product lost at frame 3: gone")
+    b.reject("clip", "y", "product lost at frame 9: gone")
+    a.extra["wall_s"], b.extra["wall_s"] = 5.0, 7.0
+    total = sum_rank_statistics([a.as_dict(), b.as_dict()])
+    assert total["time_per_stage_s"] == {"insert": 3.0}
+    assert total["calls_per_stage"] == {"insert": 7}
+    assert total["rejects_by_reason"] == {"clip: product lost at frame": 2}
+    assert total["wall_s"] == 7.0 and total["rejects"] == 2
+
+
+def test_help_does_not_import_matplotlib() -> None:
+    code = (
+        "import sys; from pvtt.tools.cli import build_parser; "
+        "p = build_parser(); assert 'report' in p._subparsers._group_actions[0].choices; "
+        "print('matplotlib' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_missing_dataset_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")]) == 1
+    assert "no manifest" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
+# -- headless Chromium -----------------------------------------------------------------------
+BROWSER_SERVICES = frozenset(
+    {"update.googleapis.com", "accounts.google.com", "clients2.google.com"}
+)
+"""Hosts Chromium itself calls on start whatever page it shows (component updates of the
+optimization guide's model manifest, sign-in, network time), which no flag or policy turns
+off in Debian's Chromium 156. Requests to them are the browser's, never the page's: the page
+names no URL at all (see test_page_has_every_section_and_no_fetchable_reference)."""
+
+
+def _host(request_line: str) -> str:
+    """The host of a proxy request line: ``CONNECT host:443 ...`` or ``GET http://host/...``."""
+    target = request_line.split()[1]
+    return urlsplit(target if "//" in target else f"//{target}").hostname or ""
+
+
+class _RecordingProxy(socketserver.ThreadingTCPServer):
+    """An HTTP proxy on loopback that answers 403 to everything and remembers what was asked."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.requests: list[str] = []
+
+
+class _ProxyHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        line = self.rfile.readline(8192).decode("latin-1").strip()
+        if line:
+            self.server.requests.append(line)
+        self.wfile.write(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+
+
+def _screenshot(html: Path, shot: Path, profile: Path) -> list[str]:
+    """Render ``html`` in headless Chromium behind the recording proxy; the requests it saw."""
+    proxy = _RecordingProxy()
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        subprocess.run(
+            [
+                "chromium",
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}",
+                f"--proxy-server=http://127.0.0.1:{proxy.server_address[1]}",
+                "--proxy-bypass-list=<-loopback>",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--disable-default-apps",
+                "--virtual-time-budget=5000",
+                f"--screenshot={shot}",
+                "--window-size=1280,2000",
+                html.resolve().as_uri(),
+            ],
+            capture_output=True,
+            timeout=180,
+            check=True,
+        )
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    return list(proxy.requests)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_chromium_draws_the_report_without_any_request(report_file: Path, tmp_path: Path) -> None:
+    # control: the same page without its policy and with one remote image must be caught
+    leaky = tmp_path / "leaky.html"
+    text = report_file.read_text(encoding="utf-8")
+    text = text.replace('http-equiv="Content-Security-Policy"', 'name="no-policy"', 1)
+    leaky.write_text(text.replace("<body>", '<body><img src="http://pvtt-leak.test/x.png">', 1))
+    seen = _screenshot(leaky, tmp_path / "leaky.png", tmp_path / "profile-a")
+    assert "pvtt-leak.test" in {_host(r) for r in seen}, seen
+
+    shot = tmp_path / "report.png"
+    seen = _screenshot(report_file, shot, tmp_path / "profile-b")
+    assert [r for r in seen if _host(r) not in BROWSER_SERVICES] == []
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape == (2000, 1280, 3)
+    assert image.std() > 20
+    colours = np.unique(image.reshape(-1, 3)[::7], axis=0)
+    assert len(colours) > 200  # text, tables, coloured plots
+    top = image[:600].astype(int)
+    assert (top.min(axis=2) < 100).mean() > 0.005  # dark text on the top of the page
