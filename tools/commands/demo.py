@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         f"  pvtt query {ds} --rejected --columns pair_id,quality_score,reject_reason\n"
         f"  pvtt stats {ds} --json\n"
         f"  pvtt verify {ds}\n"
+        f"  pvtt report {ds} -o {out / 'report.html'}   (then open it in a browser)\n"
+        f"  pvtt preview {ds} --difficulty expert --n 4 -o {out / 'expert.png'}\n"
         f"  pvtt export-pairs {ds} {out / 'seed-layout'} --difficulty expert\n"
         "  python -c \"import lance; print(lance.dataset('"
         f"{ds}/lance/pairs.lance').count_rows())\""
