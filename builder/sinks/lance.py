@@ -214,27 +214,35 @@ class LanceSink:
 
 
 def optimise_table(
-    uri: Path, name: str, *, compact: bool = True, target_rows_per_fragment: int = 1 << 20
+    uri: Path | str,
+    name: str,
+    *,
+    compact: bool = True,
+    target_rows_per_fragment: int = 1 << 20,
+    storage_options: dict[str, str] | None = None,
 ) -> lance.LanceDataset | None:
     """Compact a table's fragments, build or extend its scalar indexes, make it durable.
 
-    Returns the new version, or None for an empty table.
+    ``uri`` is a folder or, with ``storage_options``, an object-store URI (nothing to
+    fsync there: an object is durable once its upload returns). Returns the new
+    version, or None for an empty table.
     """
     started = time.time() - 1.0
-    ds = lance.dataset(str(uri))
+    ds = lance.dataset(str(uri), storage_options=storage_options)
     if ds.count_rows() == 0:
         return None
     if compact and len(ds.get_fragments()) > 1:
         ds.optimize.compact_files(target_rows_per_fragment=target_rows_per_fragment)
-        ds = lance.dataset(str(uri))
+        ds = lance.dataset(str(uri), storage_options=storage_options)
     existing = {tuple(i["fields"]) for i in ds.list_indices()}
     for column, kind in SCALAR_INDEXES[name]:
         if (column,) not in existing:
             ds.create_scalar_index(column, index_type=kind)
     if existing:
         ds.optimize.optimize_indices()  # cover fragments appended since
-    fsync_tree(uri, since=started)
-    return lance.dataset(str(uri))
+    if isinstance(uri, Path):
+        fsync_tree(uri, since=started)
+    return lance.dataset(str(uri), storage_options=storage_options)
 
 
 def fsync_tree(root: Path, *, since: float) -> None:

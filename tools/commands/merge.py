@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 
 from pvtt.schemas.manifest import ManifestError
-from pvtt.tools.commands._common import fail
+from pvtt.tools.commands._common import (
+    add_storage_option_argument,
+    fail,
+    storage_options_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,10 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "After `pvtt build ... --rank R --world-size W` ran for every R, commit all "
             "ranks' Lance fragments in one transaction per table and write one manifest. "
-            "Idempotent: merging again after re-running a dead rank picks it up."
+            "Idempotent: merging again after re-running a dead rank picks it up. OUT may be "
+            "an s3:// prefix that ranks on several nodes published into."
         ),
     )
-    p.add_argument("out", metavar="OUT", help="the output folder all ranks wrote into")
+    p.add_argument("out", metavar="OUT", help="the output folder (or s3:// URI) all ranks wrote into")
+    add_storage_option_argument(p)
     p.set_defaults(func=run)
 
 
@@ -26,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from pvtt.builder.merge import merge
 
     try:
-        manifest = merge(args.out)
-    except ManifestError as exc:
+        manifest = merge(args.out, storage_options_from_args(args))
+    except (ManifestError, ValueError) as exc:
         return fail(str(exc))
     counts = manifest.counts
     print(
