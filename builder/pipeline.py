@@ -35,7 +35,7 @@ from pvtt.builder.registry import create_backend
 from pvtt.builder.report import REPORT_DIR, BuildReport
 from pvtt.builder.resources import RATES_NAME, measured_rates
 from pvtt.builder.sinks.base import PairSample
-from pvtt.builder.stages.protocols import Backend, StageRejected
+from pvtt.builder.stages.protocols import Backend, BatchReporting, StageRejected
 from pvtt.builder.stages.shots import Shot, ShotConfig, detect_shots
 from pvtt.builder.synthesis import make_pair
 from pvtt.builder.video import VideoError
@@ -392,6 +392,10 @@ class Build:
         self.report.extra["wall_s"] = round(time.perf_counter() - started, 3)
         self.report.extra["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses}
         self.report.extra["backends"] = self.backends_info
+        batching = {kind: b.batch_stats() for kind, b in self.backends.items()
+                    if isinstance(b, BatchReporting)}
+        if any(batching.values()):
+            self.report.extra["batching"] = batching
         self.report.write(self.report_dir)
         rates = measured_rates(self.report.as_dict(), self.config)
         atomic_write_bytes(self.report_dir / RATES_NAME, json.dumps(rates, indent=2).encode())

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pvtt.builder.stages.protocols import BackendInfo, Scorer, ScoringInput
+from pvtt.builder.stages.protocols import BackendInfo, BatchReporting, Scorer, ScoringInput
 from pvtt.schemas.config import BackendConfig, ConfigError
 
 
@@ -33,6 +33,14 @@ class CompositeScorer:
             version="1",
             params={"members": [m.info.as_dict() for m in self.members]},
         )
+
+    def batch_stats(self) -> dict[str, dict[str, float]]:
+        """The batching figures of the members that batch."""
+        out: dict[str, dict[str, float]] = {}
+        for member in self.members:
+            if isinstance(member, BatchReporting):
+                out.update(member.batch_stats())
+        return out
 
     def score(self, sample: ScoringInput) -> dict[str, float | None]:
         merged: dict[str, float | None] = {}

@@ -255,6 +255,13 @@ class EmbeddingScorer:
             result["lighting"] = stats["lighting"]
         return result
 
+    def batch_stats(self) -> dict[str, dict[str, float]]:
+        """How full each encoder's forwards were (see :class:`MicroBatcher`)."""
+        return {
+            str(e.spec.model_id): b.stats.as_dict()
+            for e, b in zip(self.encoders, self.batchers, strict=True)
+        }
+
     def _identity(self, pairs: Sequence[_Pair]) -> float:
         """The weighted mean over encoders of their mapped mean cosine."""
         total = sum(e.spec.weight for e in self.encoders)

@@ -179,3 +179,16 @@ class Scorer(Backend, Protocol):
     def score(self, sample: ScoringInput) -> dict[str, float | None]:
         """Scores in [0, 1] keyed by names of :data:`SCORE_NAMES`; missing ones are not run."""
         ...
+
+
+@runtime_checkable
+class BatchReporting(Protocol):
+    """A backend that batches work across calls says how full its batches were.
+
+    Optional: the build report carries these figures (``batching`` in
+    ``statistics.json``) so a user can tell whether cross-pair batching pays.
+    """
+
+    def batch_stats(self) -> dict[str, dict[str, float]]:
+        """Per batched model: calls, batches, items, largest and mean batch."""
+        ...

@@ -99,7 +99,14 @@ def run(world: int, workdir: Path, out: Path, tuning: str = "overlapped") -> dic
         manifest = merge(out) if world > 1 else None
     wall = time.perf_counter() - start
     pairs = manifest.counts["pairs"] if manifest else _pairs(out)
-    return {"gpus": world, "tuning": tuning, "pairs": pairs, "wall_s": wall, "pairs_per_s": pairs / wall, "gpu_busy": sampler.busy_share}
+    return {"gpus": world, "tuning": tuning, **_stage_figures(out, world), "pairs": pairs, "wall_s": wall, "pairs_per_s": pairs / wall, "gpu_busy": sampler.busy_share}
+
+
+def _stage_figures(out: Path, world: int) -> dict[str, Any]:
+    """Rank 0's seconds per stage (summed over threads) and its scorer batching figures."""
+    folder = out / "report" if world == 1 else out / "report" / "r000"
+    stats = json.loads((folder / "statistics.json").read_text())
+    return {"stage_s": stats["time_per_stage_s"], "batching": stats.get("batching", {})}
 
 
 def _pairs(out: Path) -> int:
@@ -136,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['gpus']} GPU(s) {name}, {row['tuning']}: {row['pairs']} pairs in "
               f"{row['wall_s']:.1f} s = {row['pairs_per_s']:.2f} pairs/s "
               f"({row['pairs_per_s'] / base:.2f}x serial on 1 GPU), GPUs busy {row['gpu_busy']:.1%}")
+        top = sorted(row["stage_s"].items(), key=lambda kv: -kv[1])[:6]
+        print("   rank 0 stage seconds (summed over threads): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in top))
+        for kind, models in row["batching"].items():
+            for model, figures in models.items():
+                print(f"   {kind} {model}: mean batch {figures['mean_batch']} images "
+                      f"over {figures['batches']} forwards ({figures['calls']} calls)")
     if args.json:
         args.json.write_text(json.dumps({"gpu": name, "rows": rows}, indent=2))
     return 0
