@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -212,8 +212,12 @@ class PairRecord(_Provenance):
 
 
 def to_row(record: ProductRecord | ClipRecord | PairRecord) -> dict[str, Any]:
-    """The record as a dict keyed by column name (media bytes included)."""
-    return asdict(record)
+    """The record as a dict keyed by column name (media bytes included).
+
+    Shallow: ``dataclasses.asdict`` deep-copies every box list, which cost the Lance
+    sink 1.6 ms a pair (152 ms per 96 pairs against 0.8 ms) for values nobody mutates.
+    """
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 def scalar_dict(record: ProductRecord | ClipRecord | PairRecord) -> dict[str, Any]:
