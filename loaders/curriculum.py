@@ -51,8 +51,20 @@ _CHUNK = 1 << 20
 Pacing = str | Callable[[float], float]
 
 
+def _number(value: object, what: str) -> float:
+    """``value`` as a float, or ValueError naming ``what`` (a schedule may come from a config)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+
+
 def _mix(name: str, mix: Mapping[str, float]) -> np.ndarray:
     """A difficulty -> share mapping as a normalised vector in easy..expert order."""
+    if not isinstance(mix, Mapping):
+        raise ValueError(f"curriculum {name}: expected {{difficulty: share}}, got {mix!r}")
     out = np.zeros(len(DIFFICULTIES))
     for key, share in mix.items():
         try:
@@ -61,7 +73,7 @@ def _mix(name: str, mix: Mapping[str, float]) -> np.ndarray:
             raise ValueError(
                 f"curriculum {name}: unknown difficulty {key!r}; choose from {DIFFICULTIES}"
             ) from None
-        share = float(share)
+        share = _number(share, f"curriculum {name}: share of {key!r}")
         if not math.isfinite(share) or share < 0:
             raise ValueError(f"curriculum {name}: share of {key!r} must be >= 0, got {share}")
         out[level] = share
@@ -77,7 +89,14 @@ def _quality_breakpoints(
         return ()
     if isinstance(min_quality, (int, float)):
         min_quality = [(0.0, float(min_quality))]
-    points = sorted((float(p), float(q)) for p, q in min_quality)
+    what = "curriculum min_quality"
+    try:
+        pairs = [tuple(point) for point in min_quality]
+    except TypeError:
+        raise ValueError(f"{what}: expected a floor or (progress, floor) pairs") from None
+    if any(len(point) != 2 for point in pairs):
+        raise ValueError(f"{what}: each breakpoint is a (progress, floor) pair, got {pairs}")
+    points = sorted((_number(p, f"{what} progress"), _number(q, f"{what} floor")) for p, q in pairs)
     for p, q in points:
         if not (0.0 <= p <= 1.0 and 0.0 <= q <= 1.0):
             raise ValueError(
@@ -129,8 +148,8 @@ class CurriculumSchedule:
             raise ValueError(f"curriculum total_steps must be an int >= 1, got {total_steps!r}")
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 2:
             raise ValueError(f"curriculum stages must be an int >= 2, got {stages!r}")
-        if not rate > 0:
-            raise ValueError(f"curriculum rate must be > 0, got {rate}")
+        if not 0 < rate < math.inf:
+            raise ValueError(f"curriculum rate must be > 0 and finite, got {rate}")
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"curriculum ema must be in [0, 1), got {ema}")
         if not strength >= 0:
@@ -140,8 +159,8 @@ class CurriculumSchedule:
         self.pacing = pacing
         self.total_steps = total_steps
         path = DEFAULT_PATH if path is None else path
-        if len(path) < 2:
-            raise ValueError(f"curriculum path needs at least 2 mixes, got {len(path)}")
+        if isinstance(path, (str, Mapping)) or not isinstance(path, Sequence) or len(path) < 2:
+            raise ValueError(f"curriculum path needs a list of at least 2 mixes, got {path!r}")
         self.path = np.stack([_mix(f"path[{i}]", mix) for i, mix in enumerate(path)])
         self.stages = stages
         self.rate = float(rate)
@@ -163,7 +182,8 @@ class CurriculumSchedule:
         elif self.pacing_name == "root":
             p = np.sqrt(t)
         elif self.pacing_name == "exponential":
-            p = np.expm1(self.rate * t) / math.expm1(self.rate)
+            # (e^{rt} - 1) / (e^r - 1), written so that no term overflows for a large rate
+            p = np.exp(self.rate * (t - 1.0)) * -np.expm1(-self.rate * t) / -math.expm1(-self.rate)
         elif self.pacing_name == "step":
             p = np.minimum(np.floor(t * self.stages), self.stages - 1) / (self.stages - 1)
         else:
@@ -215,6 +235,8 @@ class CurriculumSchedule:
         """
         if not self.adaptive:
             raise ValueError("curriculum update(): this schedule was made with adaptive=False")
+        if not isinstance(losses, Mapping):
+            raise ValueError(f"curriculum update(): expected {{difficulty: loss}}, got {losses!r}")
         for key, loss in losses.items():
             try:
                 level = Difficulty(key).level
@@ -222,7 +244,7 @@ class CurriculumSchedule:
                 raise ValueError(
                     f"curriculum update(): unknown difficulty {key!r}; choose from {DIFFICULTIES}"
                 ) from None
-            loss = float(loss)
+            loss = _number(loss, f"curriculum update(): loss of {key!r}")
             if not math.isfinite(loss) or loss < 0:
                 raise ValueError(f"curriculum update(): loss of {key!r} must be finite, >= 0")
             old = self._ema_loss[level]

@@ -9,6 +9,14 @@ without reading them; a different world size continues the same epoch.
 
 Lance is not fork-safe once its runtime has started, so nothing here touches
 Lance until iteration starts inside the process (worker) that iterates.
+
+``on_error="skip"`` skips a pair that cannot be read or decoded (a truncated or
+deleted shard, a missing Lance data file, media that does not decode), logs it and
+counts it in ``skipped``; the count lives in shared memory, so the pairs DataLoader
+workers skip are counted too. A skipped pair still uses up its plan position: with
+no workers ``state_dict()`` resumes exactly after it; inside workers the positions a
+skip used are not visible, so a resume may repeat up to that many pairs (it never
+loses one).
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 VIDEO_FIELDS = ("synth_video", "source_video", "background_video")
+SKIP_SLOTS = 257
+"""Shared skip counters: slot 0 for the main process, ``1 + worker id`` (mod 256) for each
+DataLoader worker, so every slot has one writer and no update is lost."""
 
 
 class LoaderStateError(ValueError):
@@ -82,6 +93,16 @@ def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
             value = "" if key == "reject_reason" else math.nan
         out[key] = value
     return out
+
+
+def _check_meta(meta: Any, pair_id: str) -> None:
+    """The scalar columns read with a sample must be that pair's (a tar json is data too)."""
+    if not isinstance(meta, dict) or meta.get("pair_id") != pair_id:
+        found = meta.get("pair_id") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"its json belongs to {found!r}, not to this pair")
+    count = meta.get("frame_count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"its frame_count {count!r} is not a frame count")
 
 
 class PairDataset(IterableDataset):
@@ -167,14 +188,29 @@ class PairDataset(IterableDataset):
         self._consumed = 0
         self._curriculum_state = curriculum.state_dict() if curriculum is not None else None
         self._yielded = 0
-        self.skipped = 0
+        self._done = 0
+        self._skips = torch.zeros(SKIP_SLOTS, dtype=torch.int64).share_memory_()
         self._context: _Context | None = None
+
+    @property
+    def skipped(self) -> int:
+        """Pairs skipped so far (``on_error="skip"``), in this process and its DataLoader workers."""
+        return int(self._skips.sum())
+
+    @skipped.setter
+    def skipped(self, value: int) -> None:
+        self._skips.zero_()
+        self._skips[0] = int(value)
 
     # -- per-process context -------------------------------------------------
     def _ctx(self) -> _Context:
         if self._context is None or self._context.pid != os.getpid():
             dataset = BuiltDataset(self.out, self.storage_options)
-            selection = select(dataset, self.filter, self.format)
+            selection = select(
+                dataset, self.filter, self.format, skip_unreadable=self.on_error == "skip"
+            )
+            for what, count in selection.unreadable:
+                log.warning("left out %d pairs that cannot be read: %s", count, what)
             if selection.fingerprint != self.fingerprint:
                 raise LoaderStateError(f"{self.out}: the dataset changed since this loader was made")
             reader: LanceReader | TarReader = (
@@ -189,6 +225,12 @@ class PairDataset(IterableDataset):
         """Samples this rank yields in a full epoch (opens the dataset in this process)."""
         rank, world = _distributed(self.rank, self.world_size)
         return len(self._plan(self._ctx().selection, rank, world, 1, consumed=0).rank_positions())
+
+    @property
+    def unreadable(self) -> int:
+        """Pairs left out when selecting (``on_error="skip"``): a Lance fragment or a shard
+        index that cannot be read, counted before the filter (opens the dataset)."""
+        return sum(count for _, count in self._ctx().selection.unreadable)
 
     @property
     def num_selected(self) -> int:
@@ -229,18 +271,20 @@ class PairDataset(IterableDataset):
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         ctx = self._ctx()
         plan = self._plan(ctx.selection, rank, world, workers, consumed=self._consumed)
-        self._yielded = 0  # now, not at the first next(): state_dict() is right at once
-        return self._iterate(ctx, plan.worker_positions(worker))
+        self._yielded = self._done = 0  # now, not at the first next(): state_dict() is right at once
+        slot = 0 if info is None else 1 + info.id % (SKIP_SLOTS - 1)
+        return self._iterate(ctx, plan.worker_positions(worker), slot)
 
-    def _iterate(self, ctx: _Context, positions: np.ndarray) -> Iterator[dict[str, Any]]:
+    def _iterate(self, ctx: _Context, positions: np.ndarray, slot: int) -> Iterator[dict[str, Any]]:
         for index in positions:
-            sample = self._sample(ctx, int(index))
+            sample = self._sample(ctx, int(index), slot)
+            self._done += 1  # plan positions used, skipped ones included
             if sample is None:
                 continue
             self._yielded += 1
             yield sample
 
-    def _sample(self, ctx: _Context, index: int) -> dict[str, Any] | None:
+    def _sample(self, ctx: _Context, index: int, slot: int) -> dict[str, Any] | None:
         pair_id = ctx.selection.pair_ids[index]
         try:
             return self._decode(ctx, index)
@@ -248,7 +292,7 @@ class PairDataset(IterableDataset):
             where = self._where(ctx, index)
             if self.on_error == "raise":
                 raise SampleError(f"{where}: pair {pair_id}: {exc}") from exc
-            self.skipped += 1
+            self._skips[slot] += 1
             log.warning("skipped pair %s (%s): %s", pair_id, where, exc)
             return None
 
@@ -261,12 +305,13 @@ class PairDataset(IterableDataset):
 
     def _decode(self, ctx: _Context, index: int) -> dict[str, Any]:
         media, meta = ctx.reader.read(index, self.fields)
+        _check_meta(meta, ctx.selection.pair_ids[index])
         out: dict[str, Any] = {}
         frame_idx: np.ndarray | None = None
         if any(f in self.fields for f in (*VIDEO_FIELDS, "masks")):
             key = zlib.crc32(meta["pair_id"].encode())
             rng = np.random.default_rng([self.seed, self.epoch, key])
-            frame_idx = self.sampler.indices(int(meta["frame_count"]), rng)
+            frame_idx = self.sampler.indices(meta["frame_count"], rng)
             out["frame_indices"] = torch.from_numpy(frame_idx)
         for name in self.fields:
             if name in VIDEO_FIELDS:
@@ -285,7 +330,7 @@ class PairDataset(IterableDataset):
         """Start epoch ``epoch`` from its beginning (another shuffle and curriculum draw)."""
         self.epoch = int(epoch)
         self._consumed = 0
-        self._yielded = 0
+        self._yielded = self._done = 0
         if self.curriculum is not None:
             self._curriculum_state = self.curriculum.state_dict()
 
@@ -294,10 +339,15 @@ class PairDataset(IterableDataset):
 
         ``samples_seen``: samples this rank took from the loader since iteration began
         (or since ``load_state_dict``); default what this process itself yielded, exact
-        when the DataLoader has no workers.
+        when the DataLoader has no workers. When it equals what this process yielded,
+        the positions of the pairs this process skipped count as consumed too.
         """
         _, world = _distributed(self.rank, self.world_size)
-        seen = self._yielded if samples_seen is None else int(samples_seen)
+        seen = (
+            self._done
+            if samples_seen is None or int(samples_seen) == self._yielded
+            else int(samples_seen)
+        )
         return {
             "version": STATE_VERSION,
             "fingerprint": self.fingerprint,
@@ -321,7 +371,7 @@ class PairDataset(IterableDataset):
             raise LoaderStateError(f"the saved state used seed {state['seed']}, not {self.seed}")
         self.epoch = int(state["epoch"])
         self._consumed = int(state["consumed"])
-        self._yielded = 0
+        self._yielded = self._done = 0
         self.skipped = int(state.get("skipped", 0))
         self._curriculum_state = state.get("curriculum_epoch_start")
         if self.curriculum is not None and state.get("curriculum") is not None:

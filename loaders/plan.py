@@ -147,6 +147,8 @@ class SamplePlan:
     def worker_positions(self, worker: int) -> np.ndarray:
         """Sample indices DataLoader worker ``worker`` yields, in its own order."""
         workers = max(self.num_workers, 1)
+        if isinstance(worker, bool) or not isinstance(worker, (int, np.integer)):
+            raise ValueError(f"sample plan: worker must be an int, got {worker!r}")
         if not 0 <= worker < workers:
             raise ValueError(f"sample plan: worker {worker} is outside num_workers {workers}")
         mine = self.rank_positions()

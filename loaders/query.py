@@ -26,6 +26,47 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def check_where(where: str) -> str:
+    """A user's SQL predicate, checked to be one expression before Lance parses it.
+
+    ``to_sql`` puts it in parentheses after the structured filters; a text that closes
+    them (``true) OR (true``), ends the statement (``;``) or comments out the rest
+    (``--``, ``/*``) would change what the other filters mean, so it is refused.
+    """
+    depth, quote, i = 0, "", 0
+    while i < len(where):
+        char = where[i]
+        if quote:
+            if char == quote and where[i + 1 : i + 2] == quote:
+                i += 1  # a doubled quote is the quote character itself
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"where {where!r}: a ')' closes a parenthesis it did not open")
+        elif char == ";" or where.startswith(("--", "/*"), i):
+            raise ValueError(f"where {where!r}: one expression only, without ';' or comments")
+        i += 1
+    if quote or depth:
+        raise ValueError(f"where {where!r}: an unclosed {'quote' if quote else 'parenthesis'}")
+    return where
+
+
+def lance_table(dataset: lance.LanceDataset, **kwargs: Any) -> pa.Table:
+    """``dataset.to_table(**kwargs)``; a filter Lance fails on (a panic) is a ValueError too."""
+    try:
+        return dataset.to_table(**kwargs)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"Lance could not evaluate the filter {kwargs.get('filter')!r}: {exc}"
+        ) from exc
+
+
 @dataclass(frozen=True)
 class PairFilter:
     """Which pairs to select. ``passed=None`` keeps rejected pairs too."""
@@ -41,7 +82,11 @@ class PairFilter:
         if self.difficulty is not None:
             unknown = set(self.difficulty) - set(DIFFICULTIES)
             if unknown:
-                raise ValueError(f"unknown difficulty {sorted(unknown)}; choose from {DIFFICULTIES}")
+                raise ValueError(
+                    f"unknown difficulty {sorted(unknown)}; choose from {DIFFICULTIES}"
+                )
+        if self.where is not None:
+            check_where(self.where)
         for name in ("min_score", "max_score"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
@@ -135,7 +180,7 @@ def select_pairs(
     if bad:
         raise ValueError(f"unknown or media columns {bad}; scalar columns are {list(allowed)}")
     if dataset.has_lance:
-        return dataset.pairs.to_table(columns=cols, filter=flt.to_sql(), limit=limit)
+        return lance_table(dataset.pairs, columns=cols, filter=flt.to_sql(), limit=limit)
     rows = _tar_rows(dataset, flt)
     if flt.where is not None:
         with tempfile.TemporaryDirectory(prefix="pvtt-query-") as tmp:
@@ -143,7 +188,7 @@ def select_pairs(
             if table is None:
                 return pa.table({c: [] for c in cols})
             tmp_ds = lance.write_dataset(table, f"{tmp}/q.lance")
-            return tmp_ds.to_table(columns=cols, filter=flt.to_sql(), limit=limit)
+            return lance_table(tmp_ds, columns=cols, filter=flt.to_sql(), limit=limit)
     rows = rows[:limit] if limit is not None else rows
     return pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows])
 

@@ -10,6 +10,7 @@ selected sample are never opened.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -20,8 +21,9 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from pvtt.loaders.query import DIFFICULTIES, PairFilter
+from pvtt.loaders.query import DIFFICULTIES, PairFilter, lance_table
 from pvtt.loaders.store import BuiltDataset
+from pvtt.schemas.manifest import ManifestError
 from pvtt.schemas.tables import scalar_columns
 
 LEVEL = {d: i for i, d in enumerate(DIFFICULTIES)}
@@ -43,6 +45,10 @@ class Selection:
     shard_entries: list[tuple[str, dict[str, Any]]] | None
     """``(shard path, index entry)`` per pair (tar datasets)."""
     fingerprint: str
+    unreadable: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    """``(what and why, pairs it held)`` for each Lance fragment or shard index that could
+    not be read when selecting (``skip_unreadable``); its pairs are left out. The count
+    is before filtering: the filter cannot be evaluated on what cannot be read."""
 
     def __len__(self) -> int:
         return len(self.pair_ids)
@@ -61,12 +67,18 @@ def fingerprint(dataset: BuiltDataset, flt: PairFilter, fmt: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def select(dataset: BuiltDataset, flt: PairFilter, fmt: str) -> Selection:
-    """The pairs of ``dataset`` that ``flt`` selects, read from format ``fmt``."""
+def select(
+    dataset: BuiltDataset, flt: PairFilter, fmt: str, *, skip_unreadable: bool = False
+) -> Selection:
+    """The pairs of ``dataset`` that ``flt`` selects, read from format ``fmt``.
+
+    ``skip_unreadable``: leave out the pairs of a Lance fragment or a shard index that
+    cannot be read (listed in ``Selection.unreadable``) instead of raising.
+    """
     if fmt == "lance":
-        return _select_lance(dataset, flt)
+        return _select_lance(dataset, flt, skip_unreadable)
     if fmt == "tar":
-        return _select_tar(dataset, flt)
+        return _select_tar(dataset, flt, skip_unreadable)
     raise ValueError(f"format must be 'lance' or 'tar', got {fmt!r}")
 
 
@@ -78,10 +90,27 @@ def _qualities(values: list[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float32)
 
 
-def _select_lance(dataset: BuiltDataset, flt: PairFilter) -> Selection:
+def _select_lance(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool) -> Selection:
     # per-frame boxes are large and the loader does not yield them: leave them out
     columns = [c for c in scalar_columns("pairs") if c != "target_boxes"]
-    table = dataset.pairs.to_table(columns=columns, filter=flt.to_sql(), with_row_id=True)
+    args = {"columns": columns, "filter": flt.to_sql(), "with_row_id": True}
+    unreadable: list[tuple[str, int]] = []
+    if not skip_unreadable:
+        table = lance_table(dataset.pairs, **args)
+    else:
+        lance_table(dataset.pairs.scanner(**args, fragments=[]))  # a bad filter still raises
+        parts = []
+        for fragment in dataset.pairs.get_fragments():
+            try:
+                parts.append(dataset.pairs.scanner(**args, fragments=[fragment]).to_table())
+            except (OSError, ValueError, RuntimeError) as exc:
+                what = f"{dataset.manifest.tables['pairs'].path} fragment {fragment.fragment_id}"
+                unreadable.append((f"{what}: {exc}", fragment.metadata.physical_rows))
+        table = (
+            pa.concat_tables(parts)
+            if parts
+            else lance_table(dataset.pairs.scanner(**args, fragments=[]))
+        )
     table = table.sort_by("pair_id")
     row_ids = table.column("_rowid").to_numpy()
     meta = table.drop_columns(["_rowid"])
@@ -93,14 +122,23 @@ def _select_lance(dataset: BuiltDataset, flt: PairFilter) -> Selection:
         row_ids=row_ids,
         shard_entries=None,
         fingerprint=fingerprint(dataset, flt, "lance"),
+        unreadable=unreadable,
     )
 
 
-def _select_tar(dataset: BuiltDataset, flt: PairFilter) -> Selection:
+def _select_tar(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool) -> Selection:
     entries: list[tuple[str, dict[str, Any]]] = []
+    unreadable: list[tuple[str, int]] = []
     structured = PairFilter(flt.difficulty, flt.min_score, flt.max_score, flt.category, flt.passed)
     for shard in dataset.shards:
-        for entry in dataset.shard_index(shard):
+        try:
+            index = dataset.shard_index(shard)
+        except ManifestError as exc:
+            if not skip_unreadable:
+                raise
+            unreadable.append((str(exc), shard.samples))
+            continue
+        for entry in index:
             if structured.matches(entry):
                 entries.append((shard.path, entry))
     if flt.where is not None:
@@ -114,6 +152,7 @@ def _select_tar(dataset: BuiltDataset, flt: PairFilter) -> Selection:
         row_ids=None,
         shard_entries=entries,
         fingerprint=fingerprint(dataset, flt, "tar"),
+        unreadable=unreadable,
     )
 
 
@@ -126,5 +165,6 @@ def _where_on_json(
     rows = [dataset.read_sample_json(path, e) for path, e in entries]
     with tempfile.TemporaryDirectory(prefix="pvtt-where-") as tmp:
         tmp_ds = lance.write_dataset(pa.Table.from_pylist(rows), f"{tmp}/w.lance")
-        keep = set(tmp_ds.to_table(columns=["pair_id"], filter=where).column("pair_id").to_pylist())
+        kept = lance_table(tmp_ds, columns=["pair_id"], filter=f"({where})")
+        keep = set(kept.column("pair_id").to_pylist())
     return [(p, e) for p, e in entries if e["key"] in keep]

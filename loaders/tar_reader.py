@@ -2,7 +2,11 @@
 
 A shard index gives each sample's ``[offset, end)`` in the tar, so a reader seeks
 straight to the samples it wants. Member names are validated (the key must be the
-sample's, the field a plain name): a shard is data, never a path to write to.
+sample's, the field a plain name): a shard is data, never a path to write to. The
+index entry and every header are checked against each other too (a sample starts
+with its json, no member runs past the sample's end, no field repeats), so a corrupt
+or hostile shard or index raises :class:`ShardFormatError` and never makes the reader
+loop, seek backwards or allocate what the sample cannot hold.
 
 Local shards are read with a plain file, seeking past unrequested members. On an
 object store (``fs`` given, an fsspec filesystem) a sample costs one ranged GET of
@@ -49,9 +53,26 @@ class RangeBuffer:
         return out
 
 
+def entry_range(entry: Any, shard: Path | str) -> tuple[str, int, int]:
+    """The key and ``[offset, end)`` of a shard index entry, checked: an index is data too."""
+    try:
+        key, offset, end = entry["key"], entry["offset"], entry["end"]
+    except (KeyError, TypeError, IndexError):
+        raise ShardFormatError(f"{shard}: index entry without key, offset and end") from None
+    if not isinstance(key, str) or not key:
+        raise ShardFormatError(f"{shard}: index entry key {key!r} is not a sample key")
+    for value in (offset, end):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ShardFormatError(f"{shard}: sample {key!r}: byte offset {value!r} is not an int")
+    if not 0 <= offset <= end:
+        raise ShardFormatError(f"{shard}: sample {key!r}: bad byte range {offset}-{end}")
+    return key, offset, end
+
+
 def _read_member(
-    fh: BinaryIO | RangeBuffer, shard: Path | str, offset: int
+    fh: BinaryIO | RangeBuffer, shard: Path | str, offset: int, end: int
 ) -> tuple[tarfile.TarInfo, int]:
+    """The header at ``offset`` and where its data starts; its data must end by ``end``."""
     fh.seek(offset)
     buf = fh.read(BLOCK)
     if len(buf) < BLOCK:
@@ -61,6 +82,12 @@ def _read_member(
     except tarfile.TarError as exc:
         raise ShardFormatError(f"{shard}: bad tar header at byte {offset}: {exc}") from None
     data_start = offset + BLOCK
+    # base-256 sizes can be negative; either kind would loop or over-read
+    if not 0 <= info.size <= end - data_start:
+        raise ShardFormatError(
+            f"{shard}: member {info.name!r} at byte {offset} claims {info.size} bytes, "
+            f"past the sample's end at byte {end}"
+        )
     return info, data_start
 
 
@@ -80,13 +107,24 @@ def iter_members(
     entry: dict[str, Any],
     want: set[str] | None = None,
 ) -> Iterator[tuple[str, bytes | None]]:
-    """``(field, bytes)`` of each member of one sample; bytes None when not in ``want``."""
-    key, offset, end = entry["key"], int(entry["offset"]), int(entry["end"])
+    """``(field, bytes)`` of each member of one sample; bytes None when not in ``want``.
+
+    The first member is the sample's json, as every pvtt shard writes it.
+    """
+    key, offset, end = entry_range(entry, shard)
+    if offset == end:
+        raise ShardFormatError(f"{shard}: sample {key!r} is empty")
+    seen: set[str] = set()
     while offset < end:
-        info, data_start = _read_member(fh, shard, offset)
+        info, data_start = _read_member(fh, shard, offset, end)
         if not info.isreg():
             raise ShardFormatError(f"{shard}: member {info.name!r} is not a regular file")
         field = split_member_name(info.name, key, shard)
+        if not seen and field != "json":
+            raise ShardFormatError(f"{shard}: sample {key!r} does not start with its json")
+        if field in seen:
+            raise ShardFormatError(f"{shard}: sample {key!r} has two {field!r} members")
+        seen.add(field)
         data: bytes | None = None
         if want is None or field in want:
             fh.seek(data_start)
@@ -107,7 +145,7 @@ def read_sample(
     ``path`` is a local file, or with ``fs`` (an fsspec filesystem) a path on it.
     """
     if fs is not None:
-        offset, end = int(entry["offset"]), int(entry["end"])
+        _, offset, end = entry_range(entry, path)
         buf = RangeBuffer(fs.cat_file(str(path), start=offset, end=end), offset)
         return {f: d for f, d in iter_members(buf, path, entry, fields) if d is not None}
     with open(path, "rb") as fh:
@@ -148,18 +186,26 @@ def read_sample_json(path: Path | str, entry: dict[str, Any], *, fs: Any = None)
 def _json_member(
     path: Path | str, entry: dict[str, Any], get: Callable[[int, int], bytes]
 ) -> dict[str, Any]:
-    offset, end = int(entry["offset"]), int(entry["end"])
+    key, offset, end = entry_range(entry, path)
     buf = RangeBuffer(get(offset, min(end, offset + JSON_PROBE)), offset)
-    info, data_start = _read_member(buf, path, offset)
-    if split_member_name(info.name, entry["key"], path) != "json":
-        raise ShardFormatError(f"{path}: sample {entry['key']!r} does not start with its json")
+    info, data_start = _read_member(buf, path, offset, end)
+    if not info.isreg() or split_member_name(info.name, key, path) != "json":
+        raise ShardFormatError(f"{path}: sample {key!r} does not start with its json")
     buf.seek(data_start)
     raw = buf.read(info.size)
     if len(raw) < info.size:
         raw = get(data_start, data_start + info.size)
     if len(raw) != info.size:
-        raise ShardFormatError(f"{path}: the json of sample {entry['key']!r} is truncated")
+        raise ShardFormatError(f"{path}: the json of sample {key!r} is truncated")
+    return parse_sample_json(raw, path, key)
+
+
+def parse_sample_json(raw: bytes, shard: Path | str, key: str) -> dict[str, Any]:
+    """A sample's ``json`` member: an object, or :class:`ShardFormatError` naming the sample."""
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ShardFormatError(f"{path}: sample {entry['key']!r} has bad json: {exc}") from None
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ShardFormatError(f"{shard}: sample {key!r} has bad json: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ShardFormatError(f"{shard}: the json of sample {key!r} is not an object")
+    return meta

@@ -26,8 +26,12 @@ Layout (little-endian)::
     ... payload
 
 Decoding validates every field, caps decompression at the size the header implies and
-checks the CRC, so short, corrupt or hostile data raises :class:`ValueError`. Nothing is
-ever unpickled.
+checks the CRC, so short, corrupt or hostile data raises :class:`ValueError`. Runs are
+inflated and checked a chunk at a time (an empty run is only valid first), so a payload
+that inflates to far more runs than the header's pixels fails early instead of claiming
+memory; like Pillow's ``MAX_IMAGE_PIXELS``, a header claiming more than
+:data:`MAX_MASK_PIXELS` is refused before anything is allocated. Nothing is ever
+unpickled.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import lzma
 import struct
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -44,6 +48,13 @@ MAGIC = b"PVTTMASK"
 FORMAT_VERSION = 1
 MASKS_FILE_EXTENSION = "pvmask"
 """File extension (no dot) of an encoded mask sequence written on its own, e.g. in a tar sample."""
+
+MAX_MASK_PIXELS = 1 << 33
+"""Most pixels (frames x height x width) a header may claim: 8 GiB of bool masks, 4K video
+at 60 fps for 17 s. A forged header cannot make the decoder allocate more."""
+
+_RUN_CHUNK = 1 << 22
+"""Bytes of runs inflated at a time."""
 
 _PREFIX = struct.Struct("<8sBB")
 _DIMS = struct.Struct("<IIIQI")
@@ -88,43 +99,85 @@ def _runs(masks: np.ndarray) -> bytes:
     return runs.astype("<u4").tobytes()
 
 
-def _from_runs(raw: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+def _from_runs(chunks: Iterable[bytes], shape: tuple[int, int, int]) -> np.ndarray:
+    """Masks from run lengths streamed in ``chunks`` of any size.
+
+    Every run but a leading one is non-empty and they may not cover more than the
+    header's pixels, so a hostile stream fails within a chunk of the point where it
+    goes wrong, whatever it would inflate to.
+    """
     total = shape[0] * shape[1] * shape[2]
-    if len(raw) % 4:
+    out = np.zeros(total, dtype=bool)
+    filled = count = 0
+    carry = b""
+    for chunk in chunks:
+        raw = carry + chunk
+        whole = len(raw) - len(raw) % 4
+        carry = raw[whole:]
+        runs = np.frombuffer(raw[:whole], dtype="<u4").astype(np.int64)
+        if runs.size == 0:
+            continue
+        if not runs[1 if count == 0 else 0 :].all():
+            raise ValueError("corrupt run-length mask payload: an empty run inside the sequence")
+        end = filled + int(runs.sum())
+        if end > total:
+            raise ValueError(f"run-length mask payload covers more than the {total} pixels")
+        values = (count + np.arange(runs.size)) % 2 == 1
+        out[filled:end] = np.repeat(values, runs)
+        filled, count = end, count + runs.size
+    if carry:
         raise ValueError("corrupt run-length mask payload: not a whole number of runs")
-    runs = np.frombuffer(raw, dtype="<u4").astype(np.int64)
-    if runs.sum() != total:
-        raise ValueError(f"run-length mask payload covers {runs.sum()} pixels, expected {total}")
-    values = np.arange(runs.size) % 2 == 1
-    return np.repeat(values, runs).reshape(shape)
-
-
-def _run_bytes_limit(shape: tuple[int, int, int]) -> int:
-    """Most bytes the runs of a sequence can take: one run per pixel, plus a leading empty one."""
-    return 4 * (shape[0] * shape[1] * shape[2] + 1)
+    if filled != total:
+        raise ValueError(f"run-length mask payload covers {filled} pixels, expected {total}")
+    return out.reshape(shape)
 
 
 def _encode_rle_zlib(masks: np.ndarray) -> bytes:
     return zlib.compress(_runs(masks), 9)
 
 
+def _zlib_chunks(payload: bytes) -> Iterator[bytes]:
+    inflater = zlib.decompressobj()
+    data = payload
+    while not inflater.eof:
+        try:
+            chunk = inflater.decompress(data, _RUN_CHUNK)
+        except zlib.error as err:
+            raise ValueError(f"corrupt zlib mask payload: {err}") from err
+        if not chunk and len(inflater.unconsumed_tail) >= len(data):
+            raise ValueError("corrupt zlib mask payload: the stream ends before the masks do")
+        data = inflater.unconsumed_tail
+        yield chunk
+    if inflater.unused_data:
+        raise ValueError("corrupt zlib mask payload: the stream does not end where the masks do")
+
+
 def _decode_rle_zlib(payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-    return _from_runs(_inflate_zlib(payload, _run_bytes_limit(shape)), shape)
+    return _from_runs(_zlib_chunks(payload), shape)
 
 
 def _encode_rle_lzma(masks: np.ndarray) -> bytes:
     return lzma.compress(_runs(masks), format=lzma.FORMAT_XZ, preset=6)
 
 
-def _decode_rle_lzma(payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+def _lzma_chunks(payload: bytes) -> Iterator[bytes]:
     inflater = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    try:
-        raw = inflater.decompress(payload, min(_run_bytes_limit(shape) + 1, sys.maxsize))
-    except lzma.LZMAError as err:
-        raise ValueError(f"corrupt lzma mask payload: {err}") from err
-    if not inflater.eof or inflater.unused_data:
+    data = payload
+    while not inflater.eof:
+        try:
+            chunk = inflater.decompress(data, _RUN_CHUNK)
+        except lzma.LZMAError as err:
+            raise ValueError(f"corrupt lzma mask payload: {err}") from err
+        if not chunk and not inflater.eof:
+            raise ValueError("corrupt lzma mask payload: the stream ends before the masks do")
+        data = b""
+        yield chunk
+    if inflater.unused_data:
         raise ValueError("corrupt lzma mask payload: the stream does not end where the masks do")
-    return _from_runs(raw, shape)
+
+
+def _decode_rle_lzma(payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    return _from_runs(_lzma_chunks(payload), shape)
 
 
 def _inflate_zlib(payload: bytes, limit: int) -> bytes:
@@ -229,6 +282,11 @@ def _parse(data: memoryview) -> tuple[str, tuple[int, int, int], bytes]:
     if codec not in MASK_CODECS:
         raise ValueError(f"unknown mask codec {codec!r} in header; known: {', '.join(MASK_CODECS)}")
     count, height, width, length, crc = _DIMS.unpack_from(data, offset)
+    if count * height * width > MAX_MASK_PIXELS:
+        raise ValueError(
+            f"mask header covers {count} x {height} x {width} pixels; at most "
+            f"MAX_MASK_PIXELS = {MAX_MASK_PIXELS} are expected"
+        )
     start = offset + _DIMS.size
     if len(data) != start + length:
         raise ValueError(
