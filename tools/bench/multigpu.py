@@ -28,10 +28,12 @@ from typing import Any
 TUNINGS = {
     "serial": {"clip_workers": 1, "batch_across_pairs": False},
     "overlapped": {"clip_workers": 2, "batch_across_pairs": True},
+    "wide": {"clip_workers": 2, "batch_across_pairs": True, "workers": 16},
 }
 """``serial``: one clip's stages at a time, one scorer forward per pair (the old local
 engine); ``overlapped``: two clips' stages at once on their own CUDA streams, scorer
-crops batched across the pairs in flight."""
+crops batched across the pairs in flight; ``wide``: overlapped with 16 pair threads
+instead of the default 8 (for nodes with many cores per GPU)."""
 
 
 def _config(workdir: Path, device: str, tuning: str = "overlapped") -> Any:
@@ -41,6 +43,7 @@ def _config(workdir: Path, device: str, tuning: str = "overlapped") -> Any:
     return load_config(None, {
         "device": device,
         "clip_workers": knobs["clip_workers"],
+        "workers": knobs.get("workers"),
         "detector.backend": "grounding-dino", "detector.model": str(workdir / "gdino"),
         "detector.params": {"box_threshold": 0.0, "text_threshold": 0.0},
         "segmenter.backend": "sam2",
@@ -118,6 +121,9 @@ def _pairs(out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--tunings", default="serial,overlapped",
+                        help="comma-separated one-GPU runs before the all-GPU one: "
+                             + ", ".join(TUNINGS))
     parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--world-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -134,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pvtt-multigpu-") as tmp:
         workdir = Path(tmp)
         prepare(workdir)
-        rows = [run(1, workdir, workdir / "serial", "serial"),
-                run(1, workdir, workdir / "one", "overlapped")]
+        tunings = [t for t in args.tunings.split(",") if t]
+        rows = [run(1, workdir, workdir / t, t) for t in tunings]
         if gpus > 1:
-            rows.append(run(gpus, workdir, workdir / "all", "overlapped"))
+            rows.append(run(gpus, workdir, workdir / "all", tunings[-1]))
     base = rows[0]["pairs_per_s"]
     for row in rows:
         print(f"{row['gpus']} GPU(s) {name}, {row['tuning']}: {row['pairs']} pairs in "
