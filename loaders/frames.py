@@ -157,14 +157,11 @@ def decode_masks_at(
     wanted = _check_indices(indices)
     size = _check_size(size)
     try:
-        masks = decode_masks(data)
+        picked = decode_masks(data, frames=wanted)  # expands only the frames asked for
+    except IndexError as exc:
+        raise MediaDecodeError(f"{what}: {exc}") from None
     except ValueError as exc:
         raise MediaDecodeError(f"{what}: not decodable masks: {exc}") from None
-    if wanted.max() >= masks.shape[0]:
-        raise MediaDecodeError(
-            f"{what}: frame {int(wanted.max())} asked for, the masks have {masks.shape[0]} frames"
-        )
-    picked = masks[wanted]
     if size is not None and size != picked.shape[1:]:
         rows = _nearest(picked.shape[1], size[0])
         cols = _nearest(picked.shape[2], size[1])

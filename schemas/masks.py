@@ -40,7 +40,7 @@ import lzma
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -55,6 +55,11 @@ at 60 fps for 17 s. A forged header cannot make the decoder allocate more."""
 
 _RUN_CHUNK = 1 << 22
 """Bytes of runs inflated at a time."""
+
+_PARTIAL_CHUNK = 1 << 16
+"""Bytes of runs inflated at a time when only some frames are wanted: a 720p product
+outline takes ~4 KB of runs a frame, so inflating stops within ~16 frames of the last
+one wanted."""
 
 _PREFIX = struct.Struct("<8sBB")
 _DIMS = struct.Struct("<IIIQI")
@@ -136,12 +141,12 @@ def _encode_rle_zlib(masks: np.ndarray) -> bytes:
     return zlib.compress(_runs(masks), 9)
 
 
-def _zlib_chunks(payload: bytes) -> Iterator[bytes]:
+def _zlib_chunks(payload: bytes, size: int = _RUN_CHUNK) -> Iterator[bytes]:
     inflater = zlib.decompressobj()
     data = payload
     while not inflater.eof:
         try:
-            chunk = inflater.decompress(data, _RUN_CHUNK)
+            chunk = inflater.decompress(data, size)
         except zlib.error as err:
             raise ValueError(f"corrupt zlib mask payload: {err}") from err
         if not chunk and len(inflater.unconsumed_tail) >= len(data):
@@ -160,12 +165,12 @@ def _encode_rle_lzma(masks: np.ndarray) -> bytes:
     return lzma.compress(_runs(masks), format=lzma.FORMAT_XZ, preset=6)
 
 
-def _lzma_chunks(payload: bytes) -> Iterator[bytes]:
+def _lzma_chunks(payload: bytes, size: int = _RUN_CHUNK) -> Iterator[bytes]:
     inflater = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
     data = payload
     while not inflater.eof:
         try:
-            chunk = inflater.decompress(data, _RUN_CHUNK)
+            chunk = inflater.decompress(data, size)
         except lzma.LZMAError as err:
             raise ValueError(f"corrupt lzma mask payload: {err}") from err
         if not chunk and not inflater.eof:
@@ -178,6 +183,90 @@ def _lzma_chunks(payload: bytes) -> Iterator[bytes]:
 
 def _decode_rle_lzma(payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     return _from_runs(_lzma_chunks(payload), shape)
+
+
+def _runs_at(
+    chunks: Iterable[bytes], shape: tuple[int, int, int], frames: np.ndarray
+) -> np.ndarray:
+    """Frames ``frames`` (sorted, distinct) of the masks whose runs ``chunks`` streams.
+
+    Only the wanted frames' pixels are expanded, and no chunk is read past the last of
+    them (the payload's CRC has covered the rest). The checks are those of
+    :func:`_from_runs` over the runs read.
+    """
+    count, height, width = shape
+    area = height * width
+    total = count * area
+    out = np.zeros((frames.size, area), dtype=bool)
+    if frames.size == 0 or area == 0:
+        return out.reshape(frames.size, height, width)
+    starts = frames.astype(np.int64) * area
+    stop = int(starts[-1]) + area
+    filled = number = 0
+    carry = b""
+    for chunk in chunks:
+        raw = carry + chunk
+        whole = len(raw) - len(raw) % 4
+        carry = raw[whole:]
+        runs = np.frombuffer(raw[:whole], dtype="<u4").astype(np.int64)
+        if runs.size == 0:
+            continue
+        if not runs[1 if number == 0 else 0 :].all():
+            raise ValueError("corrupt run-length mask payload: an empty run inside the sequence")
+        ends = filled + np.cumsum(runs)
+        end = int(ends[-1])
+        if end > total:
+            raise ValueError(f"run-length mask payload covers more than the {total} pixels")
+        begins = ends - runs
+        first = int(np.searchsorted(starts + area, filled, side="right"))
+        for k in range(first, int(np.searchsorted(starts, end, side="left"))):
+            lo, hi = max(int(starts[k]), filled), min(int(starts[k]) + area, end)
+            i = int(np.searchsorted(ends, lo, side="right"))
+            j = int(np.searchsorted(begins, hi, side="left"))
+            lengths = np.minimum(ends[i:j], hi) - np.maximum(begins[i:j], lo)
+            values = (number + np.arange(i, j)) % 2 == 1
+            out[k, lo - starts[k] : hi - starts[k]] = np.repeat(values, lengths)
+        filled, number = end, number + runs.size
+        if filled >= stop:
+            return out.reshape(frames.size, height, width)
+    raise ValueError(
+        f"run-length mask payload covers {filled} pixels, frame {int(frames[-1])} needs {stop}"
+    )
+
+
+def _decode_rle_zlib_at(
+    payload: bytes, shape: tuple[int, int, int], frames: np.ndarray
+) -> np.ndarray:
+    return _runs_at(_zlib_chunks(payload, _PARTIAL_CHUNK), shape, frames)
+
+
+def _decode_rle_lzma_at(
+    payload: bytes, shape: tuple[int, int, int], frames: np.ndarray
+) -> np.ndarray:
+    return _runs_at(_lzma_chunks(payload, _PARTIAL_CHUNK), shape, frames)
+
+
+def _decode_xor_zlib_at(
+    payload: bytes, shape: tuple[int, int, int], frames: np.ndarray
+) -> np.ndarray:
+    """Inflate up to the last wanted frame, accumulate the packed XOR, unpack the wanted."""
+    count, height, width = shape
+    per_frame = (height * width + 7) // 8
+    if frames.size == 0 or per_frame == 0:
+        return np.zeros((frames.size, height, width), dtype=bool)
+    need = (int(frames[-1]) + 1) * per_frame
+    try:
+        raw = zlib.decompressobj().decompress(payload, need)
+    except zlib.error as err:
+        raise ValueError(f"corrupt zlib mask payload: {err}") from err
+    if len(raw) != need:
+        raise ValueError(
+            f"mask payload decodes to {len(raw)} bytes, frame {frames[-1]} needs {need}"
+        )
+    packed = np.frombuffer(raw, dtype=np.uint8).reshape(-1, per_frame)
+    packed = np.bitwise_xor.accumulate(packed, axis=0)[frames]
+    bits = np.unpackbits(packed, axis=1, count=height * width)
+    return bits.reshape(frames.size, height, width).view(bool)
 
 
 def _inflate_zlib(payload: bytes, limit: int) -> bytes:
@@ -200,6 +289,13 @@ MASK_CODECS: dict[str, _Codec] = {
     "rle-lzma": (_encode_rle_lzma, _decode_rle_lzma),
 }
 """Codec name -> (encode, decode). The name is written into the data and the ``masks_codec`` column."""
+
+_PARTIAL_DECODERS: dict[str, Callable[[bytes, tuple[int, int, int], np.ndarray], np.ndarray]] = {
+    "xor-packbits-zlib": _decode_xor_zlib_at,
+    "rle-zlib": _decode_rle_zlib_at,
+    "rle-lzma": _decode_rle_lzma_at,
+}
+"""Codec name -> decoder of some frames (sorted, distinct): see :func:`decode_masks`."""
 
 DEFAULT_MASK_CODEC = "rle-lzma"
 AUTO = "auto"
@@ -251,15 +347,42 @@ def read_header(data: bytes) -> tuple[str, tuple[int, int, int]]:
     return codec, shape
 
 
-def decode_masks(data: bytes) -> np.ndarray:
-    """Decode bytes from :func:`encode_masks` to bool ``T x H x W``; bad data raises ValueError."""
+def decode_masks(data: bytes, frames: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    """Decode bytes from :func:`encode_masks` to bool ``T x H x W``; bad data raises ValueError.
+
+    ``frames`` (indices, any order, repeats allowed) gives only those frames,
+    ``len(frames) x H x W``: a loader that samples 16 of 287 frames at 720p need not
+    expand 264 M pixels. Decompression stops after the last frame wanted, so what
+    follows it is checked by the CRC only. An index outside the clip raises IndexError.
+    """
     codec, shape, payload = _parse(memoryview(data))
-    masks = MASK_CODECS[codec][1](payload, shape)
+    if frames is not None:
+        wanted = _frame_indices(frames, shape[0])
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        masks = _PARTIAL_DECODERS[codec](payload, shape, unique)
+        if unique.size != wanted.size or not np.array_equal(unique, wanted):
+            masks = masks[inverse.reshape(-1)]
+        shape = (wanted.size, *shape[1:])
+    else:
+        masks = MASK_CODECS[codec][1](payload, shape)
     if masks.shape != shape or masks.dtype != np.bool_:
         raise ValueError(
             f"mask payload decodes to {masks.dtype} {masks.shape}, expected bool {shape}"
         )
     return masks
+
+
+def _frame_indices(frames: Sequence[int] | np.ndarray, count: int) -> np.ndarray:
+    wanted = np.asarray(frames)
+    if wanted.ndim != 1 or (wanted.size and wanted.dtype.kind not in "iu"):
+        raise ValueError(
+            f"frames must be a 1-D sequence of ints, got {wanted.dtype} {wanted.shape}"
+        )
+    wanted = wanted.astype(np.int64)
+    if wanted.size and (wanted.min() < 0 or wanted.max() >= count):
+        bad = int(wanted.min()) if wanted.min() < 0 else int(wanted.max())
+        raise IndexError(f"frame {bad} asked for, the masks have {count} frames")
+    return wanted
 
 
 def _parse(data: memoryview) -> tuple[str, tuple[int, int, int], bytes]:

@@ -15,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 from truth import make_truth_clip
 
+from pvtt.schemas import masks as masks_module
 from pvtt.schemas.masks import (
     DEFAULT_MASK_CODEC,
     MAGIC,
@@ -52,6 +53,57 @@ def test_round_trip_is_exact(masks: np.ndarray, codec: str) -> None:
     assert decoded.dtype == np.bool_
     np.testing.assert_array_equal(decoded, masks)
     assert read_header(data) == (codec, masks.shape)
+
+
+@settings(max_examples=150, deadline=None)
+@given(masks=mask_sequences(), codec=st.sampled_from(CODECS), data=st.data())
+def test_partial_decode_equals_full_decode(masks: np.ndarray, codec: str, data) -> None:
+    encoded = encode_masks(masks, codec)
+    frames = data.draw(st.lists(st.integers(0, masks.shape[0] - 1), max_size=6))
+    got = decode_masks(encoded, frames=frames)
+    assert got.dtype == np.bool_ and got.shape == (len(frames), *masks.shape[1:])
+    np.testing.assert_array_equal(got, decode_masks(encoded)[frames])
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("chunk", [4, 7, 1 << 16])
+def test_partial_decode_across_chunks(codec: str, chunk: int, monkeypatch) -> None:
+    """Runs of one frame split over many inflated chunks, frames asked in any order."""
+    monkeypatch.setattr(masks_module, "_PARTIAL_CHUNK", chunk)
+    rng = np.random.default_rng(1)
+    masks = rng.random((9, 20, 30)) > 0.7
+    masks[4] = True  # one run over a whole frame
+    masks[5] = False
+    encoded = encode_masks(masks, codec)
+    for frames in ([0], [8], [3, 1, 3], [5, 4, 6], list(range(9))[::-1], []):
+        np.testing.assert_array_equal(decode_masks(encoded, frames=frames), masks[frames])
+
+
+@pytest.mark.parametrize("codec", ["rle-zlib", "rle-lzma"])
+def test_partial_decode_stops_after_the_last_frame_wanted(codec: str, monkeypatch) -> None:
+    """A stream whose tail is bad (under a valid CRC): frame 0 still decodes, all fails."""
+    monkeypatch.setattr(masks_module, "_PARTIAL_CHUNK", 64)
+    runs = np.array([5, 3] * 40 + [0, 7], dtype="<u4")  # frame 0 = 320 px; then an empty run
+    compress = zlib.compress if codec == "rle-zlib" else masks_module.lzma.compress
+    data = _with_header(codec.encode(), (2, 16, 20), compress(runs.tobytes()))
+    expected = np.tile([False] * 5 + [True] * 3, 40).reshape(16, 20)
+    np.testing.assert_array_equal(decode_masks(data, frames=[0])[0], expected)
+    with pytest.raises(ValueError, match="empty run"):
+        decode_masks(data)
+    with pytest.raises(ValueError, match="empty run"):
+        decode_masks(data, frames=[1])
+
+
+def test_partial_decode_rejects_bad_frames() -> None:
+    data = encode_masks(np.zeros((3, 4, 4), dtype=bool))
+    with pytest.raises(IndexError, match="frame 3 asked for, the masks have 3 frames"):
+        decode_masks(data, frames=[0, 3])
+    with pytest.raises(IndexError, match="frame -1"):
+        decode_masks(data, frames=[-1])
+    with pytest.raises(ValueError, match="1-D sequence of ints"):
+        decode_masks(data, frames=[[0]])
+    with pytest.raises(ValueError, match="1-D sequence of ints"):
+        decode_masks(data, frames=[0.5])
 
 
 @pytest.mark.parametrize("codec", CODECS)
