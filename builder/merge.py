@@ -5,7 +5,9 @@ its Lance fragments, written but not committed. Merging checks that every rank o
 world finished and that no key appears twice, commits all fragments of each table in
 one Lance transaction (an overwrite with exactly the union, so merging again after a
 rank was re-run gives the same tables), compacts and indexes them, and writes the top
-manifest last. Merging an unchanged set of ranks again does nothing.
+manifest last. Merging an unchanged set of ranks again does nothing. The ranks'
+fragment files are kept beside the compacted table (about twice the table's bytes):
+merging again after a rank was re-run commits them anew.
 
 An ``s3://`` output (ranks on many nodes, each publishing its commits there) merges
 the same way: the rank manifests are fetched into a temporary folder, the tables are

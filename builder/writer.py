@@ -211,6 +211,10 @@ class DatasetWriter:
                 sink.finalize(manifest)
             manifest.complete = True
             self._write_manifest()
+            for sink in self.sinks:
+                prune = getattr(sink, "prune", None)
+                if prune is not None:
+                    prune()
         self._unlock()
         return manifest
 

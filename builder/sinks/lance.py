@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,17 @@ class LanceSink:
             if ds is not None:
                 self._record(manifest, name, ds)
 
+    def prune(self) -> None:
+        """Delete what only superseded table versions use, once the complete manifest is out.
+
+        Compaction rewrites every blob; the pre-compaction files would otherwise double
+        the table on disk. Only files of versions older than the latest go; files no
+        version names yet (another rank's uncommitted fragments) are left alone.
+        """
+        if self.commit:
+            for table in self._tables.values():
+                prune_old_versions(table.uri)
+
     def _record(self, manifest: Manifest, name: str, ds: lance.LanceDataset) -> None:
         self._versions[name] = ds.version
         manifest.tables[name] = TableInfo(
@@ -353,3 +365,18 @@ _OFFSETS = struct.Struct("<2q")
 
 def _media_bytes(row: dict[str, Any]) -> int:
     return sum(len(v) for v in row.values() if isinstance(v, bytes | bytearray)) + 512
+
+
+def prune_old_versions(uri: Path | str, storage_options: dict[str, str] | None = None) -> int:
+    """Remove every version but the latest (and the files only they used); bytes freed.
+
+    Call only after the manifest naming the latest version is written: until then a
+    crash must be able to fall back on the previous one. Files that no version names
+    yet (another rank's uncommitted fragments) are left alone.
+    """
+    try:
+        ds = lance.dataset(str(uri), storage_options=storage_options)
+    except (ValueError, FileNotFoundError, OSError):
+        return 0  # no table was ever committed
+    stats = ds.cleanup_old_versions(older_than=timedelta(0))
+    return int(stats.bytes_removed)
