@@ -4,9 +4,11 @@ A catalog is typed by hand or exported from a spreadsheet, so it is checked the
 way a compiler checks a file: every problem is collected with its file, row
 and column, so one run tells the user everything to fix. Bad rows are left
 out and the rest stays usable, because a build skips bad input rather than
-stopping. Media checks stay cheap (decode one video frame and walk the
-packets, decode each image): they catch the files that would crash a stage
-hours into a build, not subtle corruption deep inside a clip.
+stopping; a bad photo leaves out only itself (its row's video and other
+photos are still good), and a row that is not UTF-8 only that row. Media
+checks stay cheap (decode one video frame and walk the packets, decode each
+image): they catch the files that would crash a stage hours into a build,
+not subtle corruption deep inside a clip.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ _Report = Callable[[str | None, str], None]  # (column, message) -> records a Pr
 
 @dataclass(frozen=True)
 class Product:
-    """One catalog row that passed every check; paths are absolute."""
+    """One usable catalog row (without its bad photos, if any); paths are absolute."""
 
     id: str
     category: str
@@ -112,7 +114,10 @@ def load_catalog(root: str | Path, *, check_media: bool = True) -> Catalog:
 
 
 def check_catalog(root: str | Path, *, check_media: bool = True) -> tuple[Catalog, list[Problem]]:
-    """Every problem of the catalog at ``root``, and a catalog of the rows without any.
+    """Every problem of the catalog at ``root``, and a catalog of the usable rows.
+
+    A row is usable when its id, categories, video and box are good and at least one
+    of its photos is; its bad photos are left out (each is a problem).
 
     ``check_media=False`` still checks that each file exists, is readable and
     lies inside the catalog folder, but does not decode it.
@@ -160,21 +165,8 @@ def _read_rows(root: Path, problems: list[Problem]) -> list[tuple[int, dict[str,
     except OSError as exc:
         problems.append(Problem(CSV_NAME, None, None, f"cannot read: {exc.strerror or exc}"))
         return None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        problems.append(
-            Problem(
-                CSV_NAME,
-                line,
-                None,
-                f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                "save the file as UTF-8",
-            )
-        )
-        return None
-
+    # Bytes that are not UTF-8 become lone surrogates, so only the rows holding them are lost.
+    text = data.decode("utf-8-sig", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     header_line = 0
@@ -190,10 +182,19 @@ def _read_rows(root: Path, problems: list[Problem]) -> list[tuple[int, dict[str,
             break
         if not any(cell.strip() for cell in cells):
             continue  # blank line, or a spreadsheet's row of empty cells
+        undecodable = _undecodable(cells)
         if header is None:
+            if undecodable is not None:
+                problems.append(Problem(CSV_NAME, line, None, _not_utf8(undecodable[1])))
+                return None
             header, header_line = [cell.strip().lower() for cell in cells], line
             if not _header_ok(header, header_line, problems):
                 return None
+            continue
+        if undecodable is not None:
+            index, byte = undecodable
+            column = header[index] if index < len(header) and header[index] else None
+            problems.append(Problem(CSV_NAME, line, column, _not_utf8(byte)))
             continue
         extra = [cell for cell in cells[len(header) :] if cell.strip()]
         if extra:
@@ -217,6 +218,19 @@ def _read_rows(root: Path, problems: list[Problem]) -> list[tuple[int, dict[str,
         problems.append(Problem(CSV_NAME, None, None, "empty file: no header row"))
         return None
     return rows
+
+
+def _undecodable(cells: list[str]) -> tuple[int, int] | None:
+    """(cell index, byte) of the first byte in ``cells`` that was not UTF-8, if any."""
+    for index, cell in enumerate(cells):
+        for char in cell:
+            if "\udc80" <= char <= "\udcff":  # how surrogateescape keeps a bad byte
+                return index, ord(char) - 0xDC00
+    return None
+
+
+def _not_utf8(byte: int) -> str:
+    return f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8"
 
 
 def _header_ok(header: list[str], line: int, problems: list[Problem]) -> bool:
@@ -252,8 +266,8 @@ class _RowChecker:
         self.first_id: dict[str, tuple[int, str]] = {}  # casefolded id -> (line, id)
 
     def check(self, line: int, values: dict[str, str]) -> Product | None:
-        before = len(self.problems)
         problem = self._reporter(line)
+        before = len(self.problems)
 
         product_id = self._check_id(values["id"], line, problem)
         names = self._check_category(values["category"], values["subcategory"], problem)
@@ -266,10 +280,13 @@ class _RowChecker:
             except _MediaProblem as exc:
                 problem("video", f"{exc}: {values['video']}")
 
-        images = self._check_images(values["images"], problem)
+        row_problems = len(self.problems) - before
+        images = self._check_images(values["images"], problem)  # bad photos: left out alone
+        before = len(self.problems)
         box = self._check_box(values.get("first_frame_box", ""), frame_size, problem)
+        row_problems += len(self.problems) - before
 
-        if len(self.problems) > before or None in (product_id, names, video, images):
+        if row_problems or None in (product_id, names, video, images):
             return None
         return Product(
             id=product_id,
@@ -331,6 +348,7 @@ class _RowChecker:
             return None
 
     def _check_images(self, field: str, problem: _Report) -> tuple[Path, ...] | None:
+        """The good photos of ``field``, or None when none is good (each bad one reported)."""
         entries = [entry.strip() for entry in field.split(";") if entry.strip()]
         if not entries:
             problem("images", "no images listed (separate several with ';')")
@@ -350,7 +368,7 @@ class _RowChecker:
                     problem("images", f"{exc}: {entry}")
                     continue
             paths.append(path)
-        return tuple(paths) if len(paths) == len(entries) else None
+        return tuple(paths) or None
 
     def _check_path(self, text: str, column: str, problem: _Report) -> Path | None:
         """The file ``text`` names inside the catalog, or None after reporting why not."""
@@ -424,7 +442,11 @@ class _MediaProblem(Exception):
 
 
 def _probe_video(path: Path) -> tuple[int, int]:
-    """Width and height of the first frame of the first video stream.
+    """Width and height of the first frame of the first video stream, as displayed.
+
+    Displayed means rotation and pixel aspect applied, as
+    :attr:`pvtt.builder.video.VideoInfo.display_size` has it: the clip stage maps
+    ``first_frame_box`` from that size, so the box is checked against it too.
 
     Only the first frame is decoded, but every packet of the stream is
     demuxed (no decoding: ~6-30 ms for a 1-4 MB clip): a web video keeps its
@@ -449,6 +471,7 @@ def _probe_video(path: Path) -> tuple[int, int]:
                     packets += 1
                     corrupt = corrupt or packet.is_corrupt
             declared = stream.frames
+            sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     except av.FFmpegError as exc:
         raise _MediaProblem(f"not a readable video ({exc.strerror})") from exc
     except (OSError, ValueError) as exc:
@@ -459,7 +482,9 @@ def _probe_video(path: Path) -> tuple[int, int]:
         raise _MediaProblem(f"truncated video ({packets} of {declared} frames present)")
     if corrupt:
         raise _MediaProblem("truncated or corrupt video (a frame's data is cut short)")
-    return frame.width, frame.height
+    width = max(1, round(frame.width * sar)) if sar else frame.width
+    turned = round(frame.rotation / 90) % 2 == 1
+    return (frame.height, width) if turned else (width, frame.height)
 
 
 def _probe_image(path: Path) -> None:

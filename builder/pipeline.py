@@ -8,6 +8,7 @@ config changed. Bad inputs are rejected with a reason and the build goes on.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
@@ -48,6 +49,15 @@ from pvtt.schemas.masks import read_header
 from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord
 
 log = logging.getLogger(__name__)
+
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+"""Errors of this machine, not of an input: the build stops instead of skipping the item."""
+
+
+def machine_failure(exc: BaseException) -> bool:
+    """A full disk, an exhausted quota or a read-only file system (not a bad input)."""
+    return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
+
 
 STAGE_KINDS = ("detector", "segmenter", "inpainter", "matter", "inserter", "scorer")
 
@@ -103,6 +113,8 @@ def plan_clips(
             digest = file_digest(product.video)
             shots = _cached_shots(product, digest, shot_cfg, cache, report)
         except (VideoError, OSError) as exc:
+            if machine_failure(exc):
+                raise
             report.reject("shots", item, str(exc))
             continue
         kept = [s for s in shots if s.kept]
@@ -174,6 +186,8 @@ class Build:
             try:
                 art = prepare_image(ref, self.backends["matter"], self.cache, self.report)
             except (StageRejected, OSError) as exc:
+                if machine_failure(exc):
+                    raise
                 self.report.reject("matte", relative(ref.path, self.catalog.root), str(exc))
                 continue
             artefacts[key] = art
@@ -281,6 +295,8 @@ class Build:
                 try:
                     clip = ready.result()
                 except (StageRejected, VideoError, OSError) as exc:
+                    if machine_failure(exc):
+                        raise
                     self.report.reject("clip", f"{job.clip_id} ({relative(job.product.video, self.catalog.root)})", str(exc))
                     self.report.count("pairs.lost_with_clip", len(pending[job.clip_id]))
                     pair_bar.update(len(pending[job.clip_id]))

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from catalog_factory import (
     DEFAULT_PRODUCTS,
@@ -27,16 +28,19 @@ GOOD_BEFORE = {"id": "a1", "category": "Jewelry", "subcategory": "necklace"}
 GOOD_AFTER = {"id": "b1", "category": "Toys", "subcategory": "doll"}
 
 
-def check_one_bad_row(root: Path, bad: dict, *, check_media: bool = True) -> list[str]:
+def check_one_bad_row(
+    root: Path, bad: dict, *, check_media: bool = True, row_kept: bool = False
+) -> list[str]:
     """Problems of a catalog whose row 3 is ``bad`` between two good rows, which must survive.
 
-    Row 3 is left out exactly when it has problems.
+    Row 3 is left out exactly when it has problems, unless ``row_kept`` (its problems
+    are bad photos beside good ones: only those are left out).
     """
     row = {"id": "bad", "category": "Home", "subcategory": "mug", **bad}
     make_catalog(root, [GOOD_BEFORE, row, GOOD_AFTER], images_per_product=1)
     catalog, problems = check_catalog(root, check_media=check_media)
     kept = [GOOD_BEFORE["id"], GOOD_AFTER["id"]]
-    if not problems:
+    if not problems or row_kept:
         kept.insert(1, row["id"])
     assert [p.id for p in catalog] == kept
     assert all(p.file == "products.csv" and p.row == 3 for p in problems), problems
@@ -123,9 +127,11 @@ def test_missing_video(tmp_path: Path) -> None:
 def test_missing_image_among_good_ones(tmp_path: Path) -> None:
     root = tmp_path / "cat"
     write_image(root / "images" / "ok.png")
-    assert check_one_bad_row(root, {"images": "images/ok.png; images/gone.jpg"}) == [
+    assert check_one_bad_row(root, {"images": "images/ok.png; images/gone.jpg"}, row_kept=True) == [
         "products.csv:3: images: file not found: images/gone.jpg"
     ]
+    [product] = [p for p in check_catalog(root)[0] if p.id == "bad"]
+    assert [i.name for i in product.images] == ["ok.png"]  # the good photo stays
 
 
 def test_video_that_is_a_folder(tmp_path: Path) -> None:
@@ -205,7 +211,7 @@ def test_image_that_does_not_decode(tmp_path: Path) -> None:
     (root / "images" / "cut.png").write_bytes(data[: len(data) * 2 // 3])
     (root / "images" / "text.jpg").write_text("hello")
     assert check_one_bad_row(
-        root, {"images": "images/cut.png;images/text.jpg;images/whole.png"}
+        root, {"images": "images/cut.png;images/text.jpg;images/whole.png"}, row_kept=True
     ) == [
         "products.csv:3: images: not a readable image (image file is truncated): images/cut.png",
         "products.csv:3: images: not a readable image (unknown format): images/text.jpg",
@@ -221,7 +227,7 @@ def test_empty_images(tmp_path: Path) -> None:
 def test_image_listed_twice(tmp_path: Path) -> None:
     root = tmp_path / "cat"
     write_image(root / "images" / "x.png")
-    assert check_one_bad_row(root, {"images": "images/x.png;./images/x.png"}) == [
+    assert check_one_bad_row(root, {"images": "images/x.png;./images/x.png"}, row_kept=True) == [
         "products.csv:3: images: listed twice: ./images/x.png"
     ]
 
@@ -373,6 +379,25 @@ def test_bad_first_frame_box(tmp_path: Path, box: str, reason: str) -> None:
     assert reason in problem and repr(box) in problem
 
 
+def test_first_frame_box_is_in_displayed_pixels(tmp_path: Path) -> None:
+    """A phone clip stored 64x48 and shown 48x64: the clip stage maps the box from what is
+    shown, so the check measures it there too."""
+    root = tmp_path / "cat"
+    (root / "videos").mkdir(parents=True)
+    with av.open(str(root / "videos" / "turned.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(90)
+        for _ in range(4):
+            image = np.zeros((48, 64, 3), np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode(None))
+    turned = {"video": "videos/turned.mp4"}
+    assert check_one_bad_row(root, {**turned, "first_frame_box": "0,0,48,64"}) == []
+    [problem] = check_one_bad_row(root, {**turned, "first_frame_box": "0,0,64,48"})
+    assert problem.endswith("reaches outside the 48x64 first frame")
+
+
 def test_good_first_frame_box(tmp_path: Path) -> None:
     root = make_catalog(
         tmp_path / "cat",
@@ -428,18 +453,24 @@ def test_bom_csv_works(tmp_path: Path) -> None:
 
 
 def test_non_utf8_csv_names_the_file_and_line(tmp_path: Path) -> None:
+    """Only the rows holding bytes that are not UTF-8 are lost (ASCII reads the same)."""
     root = make_catalog(
         tmp_path / "cat",
-        [GOOD_BEFORE, {**GOOD_AFTER, "prompt": "café au lait mug"}],
+        [GOOD_BEFORE, {**GOOD_AFTER, "prompt": "café au lait mug"}, {**GOOD_AFTER, "id": "c1"}],
         encoding="latin-1",
     )
     catalog, problems = check_catalog(root)
+    assert [p.id for p in catalog] == ["a1", "c1"]
+    assert [str(p) for p in problems] == [
+        "products.csv:3: prompt: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+    ]
+    header = (root / "products.csv").read_bytes().replace(b"id,", "id\xe9,".encode("latin-1"), 1)
+    (root / "products.csv").write_bytes(header)
+    catalog, problems = check_catalog(root)
     assert len(catalog) == 0
-    [problem] = problems
-    assert (problem.file, problem.row, problem.column) == ("products.csv", 3, None)
-    assert "not UTF-8 text (byte 0xe9" in problem.message and "save the file as UTF-8" in str(
-        problem
-    )
+    assert [str(p) for p in problems] == [
+        "products.csv:1: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+    ]
 
 
 def test_quoted_fields_with_commas_quotes_and_newlines(tmp_path: Path) -> None:

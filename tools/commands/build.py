@@ -12,7 +12,7 @@ from typing import Any
 from pvtt.builder.catalog import check_catalog
 from pvtt.builder.launch import local_device
 from pvtt.builder.models import check_device, check_weights
-from pvtt.builder.pipeline import Build, BuildResult
+from pvtt.builder.pipeline import Build, BuildResult, machine_failure
 from pvtt.builder.publish import Publisher, default_staging, is_remote
 from pvtt.builder.writer import WriterLockedError
 from pvtt.schemas.config import ConfigError, load_config
@@ -151,7 +151,12 @@ def run_build(catalog_dir: str, out: str, args: argparse.Namespace) -> BuildResu
         result = build.run()
         if publisher is not None:
             publisher.publish()  # the report written after the last commit
-    except (ConfigError, ManifestError, WriterLockedError, OSError) as exc:
+    except OSError as exc:
+        if machine_failure(exc):
+            return fail(f"{exc} (the dataset keeps its last commit; free space or quota and run "
+                        f"the same command again to resume)")
+        return fail(str(exc))
+    except (ConfigError, ManifestError, WriterLockedError) as exc:
         return fail(str(exc))
     return result
 
