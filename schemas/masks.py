@@ -104,16 +104,14 @@ def _runs(masks: np.ndarray) -> bytes:
     return runs.astype("<u4").tobytes()
 
 
-def _from_runs(chunks: Iterable[bytes], shape: tuple[int, int, int]) -> np.ndarray:
-    """Masks from run lengths streamed in ``chunks`` of any size.
+def _run_blocks(chunks: Iterable[bytes], total: int) -> Iterator[tuple[np.ndarray, int, int]]:
+    """Checked blocks of run lengths streamed in ``chunks`` of any size.
 
-    Every run but a leading one is non-empty and they may not cover more than the
-    header's pixels, so a hostile stream fails within a chunk of the point where it
-    goes wrong, whatever it would inflate to.
+    Yields ``(runs, first pixel, index of the first run)``. Every run but a leading one
+    is non-empty and they may not cover more than ``total`` pixels, so a hostile stream
+    fails within a chunk of the point where it goes wrong, whatever it would inflate to.
     """
-    total = shape[0] * shape[1] * shape[2]
-    out = np.zeros(total, dtype=bool)
-    filled = count = 0
+    filled = number = 0
     carry = b""
     for chunk in chunks:
         raw = carry + chunk
@@ -122,18 +120,27 @@ def _from_runs(chunks: Iterable[bytes], shape: tuple[int, int, int]) -> np.ndarr
         runs = np.frombuffer(raw[:whole], dtype="<u4").astype(np.int64)
         if runs.size == 0:
             continue
-        if not runs[1 if count == 0 else 0 :].all():
+        if not runs[1 if number == 0 else 0 :].all():
             raise ValueError("corrupt run-length mask payload: an empty run inside the sequence")
         end = filled + int(runs.sum())
         if end > total:
             raise ValueError(f"run-length mask payload covers more than the {total} pixels")
-        values = (count + np.arange(runs.size)) % 2 == 1
-        out[filled:end] = np.repeat(values, runs)
-        filled, count = end, count + runs.size
+        yield runs, filled, number
+        filled, number = end, number + runs.size
     if carry:
         raise ValueError("corrupt run-length mask payload: not a whole number of runs")
-    if filled != total:
-        raise ValueError(f"run-length mask payload covers {filled} pixels, expected {total}")
+
+
+def _from_runs(chunks: Iterable[bytes], shape: tuple[int, int, int]) -> np.ndarray:
+    """Masks from run lengths streamed in ``chunks`` (see :func:`_run_blocks`)."""
+    total = shape[0] * shape[1] * shape[2]
+    out = np.zeros(total, dtype=bool)
+    end = 0
+    for runs, filled, number in _run_blocks(chunks, total):
+        end = filled + int(runs.sum())
+        out[filled:end] = np.repeat((number + np.arange(runs.size)) % 2 == 1, runs)
+    if end != total:
+        raise ValueError(f"run-length mask payload covers {end} pixels, expected {total}")
     return out.reshape(shape)
 
 
@@ -191,8 +198,8 @@ def _runs_at(
     """Frames ``frames`` (sorted, distinct) of the masks whose runs ``chunks`` streams.
 
     Only the wanted frames' pixels are expanded, and no chunk is read past the last of
-    them (the payload's CRC has covered the rest). The checks are those of
-    :func:`_from_runs` over the runs read.
+    them (the payload's CRC has covered the rest). The checks are
+    :func:`_run_blocks`' over the runs read.
     """
     count, height, width = shape
     area = height * width
@@ -202,21 +209,10 @@ def _runs_at(
         return out.reshape(frames.size, height, width)
     starts = frames.astype(np.int64) * area
     stop = int(starts[-1]) + area
-    filled = number = 0
-    carry = b""
-    for chunk in chunks:
-        raw = carry + chunk
-        whole = len(raw) - len(raw) % 4
-        carry = raw[whole:]
-        runs = np.frombuffer(raw[:whole], dtype="<u4").astype(np.int64)
-        if runs.size == 0:
-            continue
-        if not runs[1 if number == 0 else 0 :].all():
-            raise ValueError("corrupt run-length mask payload: an empty run inside the sequence")
+    end = 0
+    for runs, filled, number in _run_blocks(chunks, total):
         ends = filled + np.cumsum(runs)
         end = int(ends[-1])
-        if end > total:
-            raise ValueError(f"run-length mask payload covers more than the {total} pixels")
         begins = ends - runs
         first = int(np.searchsorted(starts + area, filled, side="right"))
         for k in range(first, int(np.searchsorted(starts, end, side="left"))):
@@ -226,11 +222,10 @@ def _runs_at(
             lengths = np.minimum(ends[i:j], hi) - np.maximum(begins[i:j], lo)
             values = (number + np.arange(i, j)) % 2 == 1
             out[k, lo - starts[k] : hi - starts[k]] = np.repeat(values, lengths)
-        filled, number = end, number + runs.size
-        if filled >= stop:
+        if end >= stop:
             return out.reshape(frames.size, height, width)
     raise ValueError(
-        f"run-length mask payload covers {filled} pixels, frame {int(frames[-1])} needs {stop}"
+        f"run-length mask payload covers {end} pixels, frame {int(frames[-1])} needs {stop}"
     )
 
 
