@@ -277,8 +277,10 @@ def _shots(
     return _rows(rows)
 
 
-class _MatteStage:
-    """Actor: each product's cut-outs and product rows (``Build._products``)."""
+class _StageActor:
+    """An actor of one Ray stage: a :class:`_StageBuild` with only that stage's backends."""
+
+    stage: str
 
     def __init__(
         self,
@@ -292,11 +294,20 @@ class _MatteStage:
             catalog,
             out,
             config,
-            kinds=STAGES["matte"],
+            kinds=STAGES[self.stage],
             backends_info=backends_info,
             build_id=build_id,
         )
-        self.catalog = catalog
+
+
+class _MatteStage(_StageActor):
+    """Actor: each product's cut-outs and product rows (``Build._products``)."""
+
+    stage = "matte"
+
+    def __init__(self, **stage: Any) -> None:
+        super().__init__(**stage)
+        self.catalog = stage["catalog"]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows: list[_ProductRow] = list(batch["row"])
@@ -310,25 +321,13 @@ class _MatteStage:
 _NO_FRAMES = np.empty(0, np.uint8)
 
 
-class _ClipStage:
+class _ClipStage(_StageActor):
     """Actor: detect, segment and inpaint one clip (``prepare_clip``, cached)."""
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        out: Path,
-        config: BuildConfig,
-        backends_info: dict[str, Any],
-        build_id: str,
-    ) -> None:
-        self.host = _StageBuild(
-            catalog,
-            out,
-            config,
-            kinds=STAGES["clip"],
-            backends_info=backends_info,
-            build_id=build_id,
-        )
+    stage = "clip"
+
+    def __init__(self, **stage: Any) -> None:
+        super().__init__(**stage)
         b = self.host.backends
         self.backends = ClipBackends(b["detector"], b["segmenter"], b["inpainter"])
 
@@ -384,29 +383,16 @@ class _Samples:
         self.samples.append(sample)
 
 
-class _PairStage:
+class _PairStage(_StageActor):
     """Actor: insert, score and judge every pending pair of a clip (``Build._make``), one at a
     time: the stage scales by actors, each on its own CPU or GPU share."""
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        out: Path,
-        config: BuildConfig,
-        backends_info: dict[str, Any],
-        build_id: str,
-        products: Any,
-    ) -> None:
+    stage = "pair"
+
+    def __init__(self, products: Any, **stage: Any) -> None:
         import ray
 
-        self.host = _StageBuild(
-            catalog,
-            out,
-            config,
-            kinds=STAGES["pair"],
-            backends_info=backends_info,
-            build_id=build_id,
-        )
+        super().__init__(**stage)
         self.products, self.records = ray.get(products)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
