@@ -1,8 +1,8 @@
 """Security properties no other test checks.
 
-* The package runs no shell, evaluates no text and unpickles nothing: an AST scan, which
-  also sees calls split over lines and names imported from a module (the line scan in
-  ``test_no_unsafe_loading`` does not).
+* The package runs no shell, evaluates no text, unpickles nothing, loads YAML only safely
+  and checkpoints only with ``weights_only=True``: an AST scan, so calls split over lines
+  and names imported from a module are seen too.
 * The command adapter hands shell metacharacters to the tool as literal arguments.
 * Tar members whose names are paths (``../``, absolute, another sample's), links and
   folders are refused when reading, by the local, ranged and json readers alike.
@@ -65,6 +65,12 @@ def _is_text(node: ast.AST) -> bool:
 
 def _problems(tree: ast.AST) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
+    safe_loaders = {"SafeLoader", "CSafeLoader"} | {  # and the module's own subclasses of them
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        and any(_dotted(b).endswith(("SafeLoader", "CSafeLoader")) for b in node.bases)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
             module = node.module if isinstance(node, ast.ImportFrom) else None
@@ -98,6 +104,11 @@ def _problems(tree: ast.AST) -> list[tuple[int, str]]:
                 weights_only = keywords.get("weights_only")
                 if not (isinstance(weights_only, ast.Constant) and weights_only.value is True):
                     found.append((node.lineno, f"{name} without weights_only=True"))
+            if name in ("yaml.unsafe_load", "yaml.full_load", "yaml.load_all"):
+                found.append((node.lineno, f"calls {name}"))
+            loader = _dotted(keywords["Loader"]) if "Loader" in keywords else ""
+            if name == "yaml.load" and loader.split(".")[-1] not in safe_loaders:
+                found.append((node.lineno, "yaml.load without a safe Loader"))
             pickles = keywords.get("allow_pickle")
             if name.endswith(("numpy.load", "np.load")) and pickles is not None:
                 if not (isinstance(pickles, ast.Constant) and pickles.value is False):
@@ -132,6 +143,12 @@ np.load(p, allow_pickle=True)
 subprocess.run(["ls", path])
 torch.load(path, weights_only=True)
 pickle.UnpicklingError
+yaml.load(text, Loader=yaml.FullLoader)
+yaml.unsafe_load(text)
+yaml.load(text, Loader=yaml.SafeLoader)
+yaml.safe_load(text)
+class Strict(yaml.SafeLoader): pass
+yaml.load(text, Loader=Strict)
 """
     found = [what for _, what in _problems(ast.parse(source))]
     assert found.count("subprocess.run with shell=") == 1
@@ -142,7 +159,8 @@ pickle.UnpicklingError
     )
     assert "uses pickle.load" in found and "torch.load without weights_only=True" in found
     assert "np.load with allow_pickle" in found
-    assert len(found) == 10, found
+    assert "yaml.load without a safe Loader" in found and "calls yaml.unsafe_load" in found
+    assert len(found) == 12, found
 
 
 # -- command adapter ------------------------------------------------------------------------
