@@ -209,7 +209,7 @@ class EmbeddingScorer:
         self.batchers = [
             MicroBatcher(
                 functools.partial(_embed_list, encoder, batch_size, autocast),
-                batch_size if batch_across_pairs else 2 * frames,
+                batch_size if batch_across_pairs else 1,  # one request (one pair) a forward
             )
             for encoder in self.encoders
         ]
