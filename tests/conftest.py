@@ -10,17 +10,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+TEST_MEDIA = REPO / "tests" / "data"
+
+
 def shared_data_dir() -> Path:
-    """``../shared/data`` beside the checkout (CI lays it there), or ``$PVTT_SHARED_DATA``."""
-    env = os.environ.get("PVTT_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+    """The real media shipped in ``tests/data`` (see its PROVENANCE.md), or ``$PVTT_TEST_MEDIA``.
+
+    The media travel with the repository so that a fresh clone anywhere tests as much as
+    the development checkout; a missing folder is an error, never a reason to skip.
+    """
+    env = os.environ.get("PVTT_TEST_MEDIA")
+    return Path(env) if env else TEST_MEDIA
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()
-    if not path.is_dir():
-        pytest.skip(f"real test media not found at {path}")
+    if not (path / "PROVENANCE.md").is_file():
+        raise FileNotFoundError(f"{path}: the test media folder (tests/data) is missing or incomplete")
     return path
 
 
@@ -36,3 +43,23 @@ def s3_endpoint():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail a run that skipped more tests than ``$PVTT_MAX_SKIPS`` (``.ci/run`` sets it).
+
+    Skips are for GPU-only tests and deliberately optional tools; a new skip elsewhere
+    (missing media, a package the setup forgot) would silently shrink what CI tests, so
+    the ceiling turns it into a failure. ``-rs`` lists every skip with its reason.
+    """
+    ceiling = os.environ.get("PVTT_MAX_SKIPS")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if ceiling is None or reporter is None or exitstatus not in (0, 1):
+        return
+    skipped = len(reporter.stats.get("skipped", []))
+    if skipped > int(ceiling):
+        reporter.write_line(
+            f"{skipped} tests skipped, more than the ceiling PVTT_MAX_SKIPS={ceiling}: "
+            "see the skip reasons above (-rs)", red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -2,7 +2,7 @@
 
 Run ``python -m pvtt.tools.bench.compare [--quick] [--json FILE] [--markdown FILE]
 [--plot FILE.png]``. In a temporary folder it makes N pairs of realistic media: 720p
-H.264 clips of 3-10 s re-encoded from ``sam2/04_coffee.mp4`` of the shared test data
+H.264 clips of 3-10 s re-encoded from ``sam2/04_coffee.mp4`` of the test media (tests/data)
 (its mirror image stands in for the synthesized clip; ``loader.make_clips``), product
 masks with a moving irregular outline in pvtt's mask codec, real PNG cut-outs, and the
 pairs, difficulties and scores of ``loader.make_samples`` (each pair's synthesized clip
@@ -840,7 +840,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode-samples", type=int, help="samples per decoded run (48, quick 12)")
     parser.add_argument("--shard-samples", type=int, help="pairs per shard/file (default pairs/8)")
     parser.add_argument("--max-frames", type=int, help="cut every clip to this many frames")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared test data")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the test media (default: tests/data of the checkout)")
     parser.add_argument("--dir", type=Path, help="where the temporary folder goes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure here")
@@ -862,7 +862,7 @@ def main(argv: list[str] | None = None) -> None:
     args.shard_samples = args.shard_samples or max(1, math.ceil(args.pairs / 8))
     video = args.data / "sam2" / "04_coffee.mp4"
     if not video.is_file():
-        parser.error(f"{video}: missing; pass --data with the shared test data folder")
+        parser.error(f"{video}: missing; pass --data with the test media folder (tests/data of a checkout)")
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -69,10 +69,11 @@ from pvtt.schemas.keys import clip_id, image_id, pair_id
 from pvtt.schemas.masks import DEFAULT_MASK_CODEC, encode_masks
 from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord
 from pvtt.schemas.taxonomy import Taxonomy
+from pvtt.tools.bench.media import test_media_dir
 from pvtt.tools.bench.store import DIFFICULTY_MIX, SCORE_BETA, THRESHOLD, WEIGHTS
 
 MB = 1e6
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED_DATA = test_media_dir()
 SEGMENTS = ((0, 135), (135, 150), (60, 105), (195, 90))
 """(first frame, frames) of ``04_coffee.mp4`` (287 frames at 29.97 fps): 3.0-5.0 s clips."""
 CUTOUTS = (("car-2.jpg", "car-2.out.png"), ("car-3.jpg", "car-3.out.png"))
@@ -808,7 +809,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode-16", type=int, help="samples decoded at 16 frames (64, 24)")
     parser.add_argument("--decode-all", type=int, help="samples decoded whole (32, 12)")
     parser.add_argument("--shard-samples", type=int, default=128, help="tar samples per shard")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared test data")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the test media (default: tests/data of the checkout)")
     parser.add_argument("--dir", type=Path, help="where to write temporary data (a tempdir)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
     parser.add_argument("--seed", type=int, default=0)
@@ -821,7 +822,7 @@ def main(argv: list[str] | None = None) -> None:
     args.decode_all = args.decode_all or (12 if quick else 32)
     video = args.data / "sam2" / "04_coffee.mp4"
     if not video.is_file():
-        parser.error(f"{video}: missing; pass --data with the shared test data folder")
+        parser.error(f"{video}: missing; pass --data with the test media folder (tests/data of a checkout)")
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -7,7 +7,7 @@ than PNG, ``decode`` above 1 decodes faster. Mask sources:
 
 - ``blob``: a smooth shape moving, turning and growing over 720p frames (needs no data);
 - ``tracked``: masks from the CPU segmenter (optical flow + GrabCut) on a real video,
-  by default the mug of ``sam2/04_coffee.mp4`` in the shared test data when present;
+  by default the mug of ``sam2/04_coffee.mp4`` in the test media (tests/data) when present;
 - ``--masks FILE.npy``: any bool ``T x H x W`` array you saved.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -28,6 +27,7 @@ from PIL import Image
 from pvtt.builder.backends.cpu_segmenter import TrackerGrabCutSegmenter
 from pvtt.builder.stages.protocols import Detection
 from pvtt.schemas.masks import MASK_CODECS, decode_masks, encode_masks
+from pvtt.tools.bench.media import test_media_dir
 
 DEFAULT_VIDEO = "sam2/04_coffee.mp4"
 DEFAULT_BOX = (800.0, 415.0, 985.0, 615.0)
@@ -131,11 +131,6 @@ def _print(name: str, masks: np.ndarray, rows: list[dict[str, float | str]]) -> 
         )
 
 
-def _default_data() -> Path:
-    env = os.environ.get("PVTT_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -151,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.video is not None and args.box is None:
         parser.error("--video needs --box")
-    video = args.video or _default_data() / DEFAULT_VIDEO
+    video = args.video or test_media_dir() / DEFAULT_VIDEO
     box = tuple(float(v) for v in args.box.split(",")) if args.box else DEFAULT_BOX
     if len(box) != 4:
         parser.error(f"--box needs four numbers x0,y0,x1,y1, got {args.box!r}")

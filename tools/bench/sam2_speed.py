@@ -17,7 +17,7 @@ middle frame:
 - (c) the ratio of (b)'s rate to (a)'s (the issue asks for at least 0.9), and the peak GPU
   memory of each.
 
-The clip is ``--video`` with ``--box`` (default: the shared test data's
+The clip is ``--video`` with ``--box`` (default: the test media's
 ``sam2/04_coffee.mp4``, played forwards then backwards to reach ``--frames`` without a
 cut) or, when that is missing, a synthetic one: a textured background panning under a
 moving striped ellipse. Weights are random unless ``--checkpoint`` is given. SAM2's speed
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from importlib.metadata import version
@@ -55,17 +54,13 @@ from pvtt.builder.boxes import masks_to_boxes
 from pvtt.builder.stages.protocols import Detection
 from pvtt.builder.video import decode_video_bytes, encode_mp4, probe, read_frames
 from pvtt.schemas.masks import encode_masks
+from pvtt.tools.bench.media import test_media_dir
 
 DEFAULT_VIDEO = "sam2/04_coffee.mp4"
 DEFAULT_BOX = (800.0, 415.0, 985.0, 615.0)
 """The blue mug of ``sam2/04_coffee.mp4`` at 1280x720 (it stays near there)."""
 FPS = 30
 Box = tuple[float, float, float, float]
-
-
-def _default_data() -> Path:
-    env = os.environ.get("PVTT_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def real_clip(path: Path, frames: int, size: tuple[int, int], box: Box) -> tuple[np.ndarray, Box]:
@@ -195,7 +190,7 @@ def state_init_seconds(segmenter: Sam2Segmenter, frames: np.ndarray) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     width, height = (int(v) for v in args.size.lower().split("x"))
     device = torch.device(args.device)
-    video = args.video or _default_data() / DEFAULT_VIDEO
+    video = args.video or test_media_dir() / DEFAULT_VIDEO
     if video.is_file():
         box = tuple(float(v) for v in args.box.split(",")) if args.box else DEFAULT_BOX
         clip, box = real_clip(video, args.frames, (width, height), box)
