@@ -1,6 +1,8 @@
 # pvtt: one virtual environment, made from the project's own files.
 #   make demo   set up (core) and build the demo dataset (CPU backends, synthetic catalog)
 #   make test   set up (core + model extras + test tools) and run the test suite
+#   make system-deps   (root, optional) Debian packages some tests use: chromium for the
+#               report and review pages; without them those tests skip and say why
 #   make lint   ruff over the package and tests
 #
 # torch is installed first, pinned, so that pip takes the CPU build this machine
@@ -17,7 +19,7 @@ FULL := $(VENV)/.pvtt-full
 U2NET_HOME := $(CURDIR)/.cache/u2net
 DEMO_OUT ?= demo-out
 
-.PHONY: setup setup-full demo test lint clean chromium
+.PHONY: setup setup-full demo test lint clean system-deps
 
 $(CORE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,16 +32,16 @@ $(FULL): $(CORE)
 	$(BIN)/python -m pip install --quiet -e ".[test,models,rembg,report]" "$(TORCH_SPEC)"
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation sam2==1.1.0
 	$(BIN)/python -m pvtt.tools.fetch_u2netp $(U2NET_HOME)
-	$(MAKE) chromium
 	touch $(FULL)
 
-# Debian's chromium renders `pvtt report` in a test (it skips without it); needs root
-chromium:
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
-	      || echo "could not install chromium: the report screenshot test will skip"; \
-	  else echo "chromium not installed and not root: the report screenshot test will skip"; fi; }
+# System packages, installed only when asked (CI asks): Debian's chromium renders the
+# HTML report in a headless-browser test. It changes the machine, so it needs root and
+# is never a side effect of `make test`.
+system-deps:
+	@if command -v chromium >/dev/null; then echo "chromium: already installed"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "system-deps: run as root to apt-get install chromium" >&2; exit 1; \
+	else apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	  && echo "chromium: installed"; fi
 
 setup: $(CORE)
 setup-full: $(FULL)
@@ -48,7 +50,7 @@ demo: $(CORE)
 	$(BIN)/pvtt demo $(DEMO_OUT)
 
 test: $(FULL)
-	U2NET_HOME=$(U2NET_HOME) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -x --durations=15
+	U2NET_HOME=$(U2NET_HOME) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -x -rs --durations=15
 
 lint: $(FULL)
 	$(BIN)/ruff check builder loaders schemas tools pvtt tests

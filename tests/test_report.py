@@ -368,7 +368,7 @@ def _screenshot(html: Path, shot: Path, profile: Path) -> list[str]:
     return list(proxy.requests)
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (as root: make system-deps)")
 def test_chromium_draws_the_report_without_any_request(report_file: Path, tmp_path: Path) -> None:
     # control: the same page without its policy and with one remote image must be caught
     leaky = tmp_path / "leaky.html"
