@@ -1,7 +1,10 @@
 """The ``pvtt`` command line.
 
 Each sub-command lives in its own module under :mod:`pvtt.tools.commands` and
-exposes ``register(subparsers)``, which adds its parser and sets ``func``.
+exposes ``register(subparsers)``, which adds its parser and sets ``func``. The
+command modules import torch, Lance and pandas, which take seconds to load, so only
+the invoked command's module is imported; ``pvtt --help`` lists every command from
+:data:`COMMANDS` without importing any of them.
 """
 
 from __future__ import annotations
@@ -14,26 +17,31 @@ from collections.abc import Sequence
 
 from pvtt import __version__
 
-# Module names under pvtt.tools.commands, in the order `pvtt --help` lists them.
-COMMAND_MODULES = (
-    "demo",
-    "build",
-    "shots",
-    "matte",
-    "catalog",
-    "models",
-    "plan",
-    "query",
-    "stats",
-    "verify",
-    "merge",
-    "export_pairs",
-    "preview",
-    "report",
-)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "build a demo dataset from a synthetic catalog (CPU, a few minutes)"),
+    "build": ("build", "build training pairs from a catalog"),
+    "shots": ("shots", "detected shots, before and after the shot filter"),
+    "matte": ("matte", "cut the product out of one photo (RGBA PNG)"),
+    "catalog": ("catalog", "check a catalog folder"),
+    "models": ("models", "check the model weights a build would use"),
+    "plan": ("plan", "clips, pairs, storage and GPU-hours of a build, before building"),
+    "query": ("query", "select pairs by difficulty, score, category or SQL (never reads media)"),
+    "stats": ("stats", "counts, score quantiles and storage of a built dataset"),
+    "verify": ("verify", "check every shard, row and media blob of a built dataset"),
+    "merge": ("merge", "publish every rank of a multi-rank build as one dataset"),
+    "export-pairs": (
+        "export_pairs",
+        "write the seed's folder layout and pairs.json for the selected pairs",
+    ),
+    "preview": ("preview", "side-by-side video (or contact sheet) of one pair or a filtered few"),
+    "report": ("report", "a self-contained HTML report: plots, rejects, timings, a gallery"),
+}
+"""Command name -> (module under ``pvtt.tools.commands``, its one-line help), in the
+order ``pvtt --help`` lists them."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``pvtt`` parser with ``command``'s own parser; the others are listed only."""
     parser = argparse.ArgumentParser(
         prog="pvtt",
         description=(
@@ -45,19 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pvtt {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"pvtt.tools.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"pvtt.tools.commands.{name}":
-                continue  # command not shipped in this build
-            raise
-        module.register(sub)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name == command:
+            module = importlib.import_module(f"pvtt.tools.commands.{module_name}")
+            module.register(sub)  # a parser of its own; the listing is never shown then
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
+def invoked_command(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names: its first word that is not an option (``pvtt``'s
+    own options take no value); None when ``pvtt``'s own help comes first."""
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(invoked_command(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -1,4 +1,8 @@
-"""Arguments and output helpers shared by the read-side commands."""
+"""Arguments and output helpers shared by the read-side commands.
+
+Lance, pyarrow and the loaders are imported where a command runs, not here: a
+command's parser (``pvtt query --help``) needs none of them.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,28 @@ import csv
 import json
 import re
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+from pvtt.schemas.manifest import MANIFEST_NAME, ManifestError
+from pvtt.schemas.taxonomy import Difficulty
 
-from pvtt.loaders.query import DIFFICULTIES, PairFilter
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from pvtt.loaders.query import PairFilter
+    from pvtt.loaders.store import BuiltDataset
+
+DIFFICULTIES = tuple(d.value for d in Difficulty)
 
 
 def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("filters")
     group.add_argument(
         "--difficulty",
+        type=str.lower,  # `Expert` is `expert`: difficulties are stored lower-case
         metavar="LIST",
-        help=f"comma-separated subset of {','.join(DIFFICULTIES)}",
+        help=f"comma-separated subset of {','.join(DIFFICULTIES)} (any case)",
     )
     group.add_argument("--min-score", type=float, metavar="X", help="quality_score >= X")
     group.add_argument("--max-score", type=float, metavar="Y", help="quality_score <= Y")
@@ -83,7 +96,33 @@ def storage_options_from_args(args: argparse.Namespace) -> dict[str, str] | None
     return options or None
 
 
+def open_built(out: str | Path, storage_options: dict[str, str] | None = None) -> BuiltDataset:
+    """The dataset at ``out``; when ``out`` is a folder holding datasets rather than one
+    (``pvtt demo``'s OUT holds OUT/dataset), the error names them."""
+    from pvtt.loaders.store import open_dataset
+
+    try:
+        return open_dataset(out, storage_options)
+    except ManifestError as exc:
+        inside = datasets_inside(out)
+        if not inside:
+            raise
+        raise ManifestError(f"{exc} (did you mean {' or '.join(inside)}?)") from None
+
+
+def datasets_inside(out: str | Path) -> list[str]:
+    """Datasets one level below the local folder ``out`` (``out/dataset`` first)."""
+    folder = Path(out)
+    if "://" in str(out) or not folder.is_dir() or (folder / MANIFEST_NAME).exists():
+        return []
+    found = sorted(p for p in folder.iterdir() if (p / MANIFEST_NAME).is_file())
+    found.sort(key=lambda p: p.name != "dataset")
+    return [str(p) for p in found]
+
+
 def filter_from_args(args: argparse.Namespace) -> PairFilter:
+    from pvtt.loaders.query import PairFilter
+
     return PairFilter.make(
         difficulty=args.difficulty,
         min_score=args.min_score,

@@ -27,7 +27,6 @@ from pvtt.tools.commands._common import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "build",
-        help="build training pairs from a catalog",
         description=(
             "Cut the catalog's videos into shots, track and remove the product, cut out "
             "every product photo, then synthesize, score and write every pair. Per-clip "

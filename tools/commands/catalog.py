@@ -17,7 +17,6 @@ from pvtt.builder.catalog import check_catalog
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "catalog",
-        help="check a catalog folder",
         description="Inspect a catalog folder (products.csv, media, optional taxonomy.yaml).",
     )
     actions = parser.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)

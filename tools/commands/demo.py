@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 from pvtt.builder.demo import make_demo_catalog
@@ -15,7 +19,6 @@ from pvtt.tools.commands.stats import print_stats
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="build a demo dataset from a synthetic catalog (CPU, a few minutes)",
         description=(
             "Write a synthetic catalog (multi-shot product videos with camera motion, "
             "product photos on plain backgrounds, four categories) into OUT/catalog, "
@@ -43,17 +46,56 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result)
     print()
     print_stats(dataset_stats(open_dataset(out / "dataset")))
-    ds = out / "dataset"
-    print(
-        "\nnext, try:\n"
-        f"  pvtt query {ds} --difficulty hard,expert --min-score 0.7\n"
-        f"  pvtt query {ds} --rejected --columns pair_id,quality_score,reject_reason\n"
-        f"  pvtt stats {ds} --json\n"
-        f"  pvtt verify {ds}\n"
-        f"  pvtt report {ds} -o {out / 'report.html'}   (then open it in a browser)\n"
-        f"  pvtt preview {ds} --difficulty expert --n 4 -o {out / 'expert.png'}\n"
-        f"  pvtt export-pairs {ds} {out / 'seed-layout'} --difficulty expert\n"
-        "  python -c \"import lance; print(lance.dataset('"
-        f"{ds}/lance/pairs.lance').count_rows())\""
-    )
+    print("\n" + next_steps(out))
     return 0
+
+
+def next_steps(out: Path) -> str:
+    """The commands to try on the demo dataset, written so that they run as shown."""
+    script = _pvtt_script()
+    pvtt, python = runnable("pvtt", script), runnable("python", Path(sys.executable))
+    ds = shlex.quote(str(out / "dataset"))
+    lines = [
+        f"{pvtt} query {ds} --difficulty hard,expert --min-score 0.7",
+        f"{pvtt} query {ds} --rejected --columns pair_id,quality_score,reject_reason",
+        f"{pvtt} stats {ds} --json",
+        f"{pvtt} verify {ds}",
+        f"{pvtt} report {ds} -o {shlex.quote(str(out / 'report.html'))}"
+        "   # then open it in a browser",
+        f"{pvtt} preview {ds} --difficulty expert --n 4 -o {shlex.quote(str(out / 'expert.png'))}",
+        f"{pvtt} export-pairs {ds} {shlex.quote(str(out / 'seed-layout'))} --difficulty expert",
+        f"{python} -c \"import lance; print(lance.dataset('"
+        f"{out / 'dataset'}/lance/pairs.lance').count_rows())\"",
+    ]
+    text = "next, try:\n" + "".join(f"  {line}\n" for line in lines)
+    activate = script.parent / "activate"
+    if pvtt != "pvtt" and activate.is_file():
+        text += f"(to type plain `pvtt`, put it on the PATH: source {shell_path(activate)})\n"
+    return text
+
+
+def _pvtt_script() -> Path:
+    """The ``pvtt`` console script running now, else the one beside this Python."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name in ("pvtt", "pvtt.exe") and argv0.is_file():
+        return argv0
+    return Path(sys.executable).parent / "pvtt"
+
+
+def runnable(name: str, program: Path) -> str:
+    """How to type ``program`` in a shell here: ``name`` when the PATH finds this very
+    file (an active virtual environment), else its path, relative when it is below the
+    current folder (``.venv/bin/pvtt``) and absolute otherwise."""
+    found = shutil.which(name)
+    if found and os.path.abspath(found) == os.path.abspath(program):
+        return name
+    return shell_path(program)
+
+
+def shell_path(path: Path) -> str:
+    """``path`` as a shell word that runs it from here: relative when below the current
+    folder (with a ``/``, so the shell does not search the PATH), else absolute."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    shown = absolute if relative.startswith("..") else relative
+    return shlex.quote(shown if os.sep in shown else f".{os.sep}{shown}")

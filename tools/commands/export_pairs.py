@@ -18,10 +18,10 @@ from tqdm import tqdm
 from pvtt.loaders.pair_media import pair_media
 from pvtt.loaders.query import select_pairs
 from pvtt.loaders.stats import dataset_stats
-from pvtt.loaders.store import BuiltDataset, open_dataset
+from pvtt.loaders.store import BuiltDataset
 from pvtt.schemas.manifest import ManifestError
 from pvtt.schemas.masks import decode_masks
-from pvtt.tools.commands._common import add_filter_arguments, fail, filter_from_args
+from pvtt.tools.commands._common import add_filter_arguments, fail, filter_from_args, open_built
 
 SEED_FORMAT_VERSION = "1.0"
 
@@ -29,7 +29,6 @@ SEED_FORMAT_VERSION = "1.0"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export-pairs",
-        help="write the seed's folder layout and pairs.json for the selected pairs",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -42,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        dataset = open_dataset(args.out)
+        dataset = open_built(args.out)
         flt = filter_from_args(args)
         rows = select_pairs(dataset, flt, limit=args.limit).to_pylist()
         count = export_pairs(dataset, rows, Path(args.dir))

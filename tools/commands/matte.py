@@ -16,7 +16,6 @@ from pvtt.schemas.config import BackendConfig
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "matte",
-        help="cut the product out of one photo (RGBA PNG)",
         description=(
             "Cut the product out of a photo with a matter backend and write an RGBA PNG, "
             "trimmed to the product's alpha box as a build stores it (unless --no-trim)."

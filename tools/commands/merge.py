@@ -15,7 +15,6 @@ from pvtt.tools.commands._common import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "merge",
-        help="publish every rank of a multi-rank build as one dataset",
         description=(
             "After `pvtt build ... --rank R --world-size W` ran for every R, commit all "
             "ranks' Lance fragments in one transaction per table and write one manifest. "

@@ -18,7 +18,6 @@ from pvtt.tools.commands._common import fail
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="check the model weights a build would use",
         description="Inspect the model backends and weights of a build configuration.",
     )
     actions = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)

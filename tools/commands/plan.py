@@ -43,7 +43,6 @@ from pvtt.tools.commands.build import overrides_from_args
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan",
-        help="clips, pairs, storage and GPU-hours of a build, before building",
         description=(
             "Run the shot step (CPU; cached in the build's cache with --cache-dir) and plan "
             "the pairs exactly as `pvtt build` would, then estimate the hours of every "

@@ -34,7 +34,6 @@ GIF_MAX_FPS = 10.0
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "preview",
-        help="side-by-side video (or contact sheet) of one pair or a filtered few",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples: pvtt preview OUT PAIR_ID -o pair.gif; "

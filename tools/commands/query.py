@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from pvtt.loaders.query import select_pairs
-from pvtt.loaders.store import open_dataset
 from pvtt.schemas.manifest import ManifestError
 from pvtt.tools.commands._common import (
     add_dataset_argument,
     add_filter_arguments,
     fail,
     filter_from_args,
+    open_built,
     print_table,
     storage_options_from_args,
 )
@@ -22,7 +21,6 @@ DEFAULT_COLUMNS = "pair_id,difficulty,source_category,target_category,quality_sc
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "query",
-        help="select pairs by difficulty, score, category or SQL (never reads media)",
         description=(
             "Print the pairs of a built dataset that match the filters. Filters run "
             "inside Lance on its scalar indexes; media bytes are never read."
@@ -38,9 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pvtt.loaders.query import select_pairs  # Lance: not needed by `pvtt query --help`
+
     try:
         flt = filter_from_args(args)
-        dataset = open_dataset(args.out, storage_options_from_args(args))
+        dataset = open_built(args.out, storage_options_from_args(args))
         columns = [c.strip() for c in args.columns.split(",") if c.strip()]
         table = select_pairs(dataset, flt, columns=columns, limit=args.limit)
     except (ValueError, OSError, ManifestError) as exc:

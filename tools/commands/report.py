@@ -20,9 +20,13 @@ from pathlib import Path
 
 from pvtt.builder.report import REPORT_DIR
 from pvtt.loaders.decode import MediaDecodeError
-from pvtt.loaders.store import open_dataset
 from pvtt.schemas.manifest import ManifestError, atomic_write_bytes
-from pvtt.tools.commands._common import add_dataset_argument, fail, storage_options_from_args
+from pvtt.tools.commands._common import (
+    add_dataset_argument,
+    fail,
+    open_built,
+    storage_options_from_args,
+)
 from pvtt.tools.html_report import THUMB_HEIGHT, gather_report, render_html
 
 DEFAULT_NAME = "report.html"
@@ -31,7 +35,6 @@ DEFAULT_NAME = "report.html"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
-        help="a self-contained HTML report: plots, rejects, timings, a gallery",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: pvtt report pvtt-demo/dataset -o demo-report.html",
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("pvtt report draws its figures with matplotlib: pip install matplotlib")
     started = time.perf_counter()
     try:
-        dataset = open_dataset(args.out, storage_options_from_args(args))
+        dataset = open_built(args.out, storage_options_from_args(args))
         output = _output_path(args, dataset.storage.local)
         data = gather_report(
             dataset, per_difficulty=args.per_difficulty, thumb_height=args.thumb_height

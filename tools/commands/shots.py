@@ -14,7 +14,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = ShotConfig()
     parser = subparsers.add_parser(
         "shots",
-        help="detected shots, before and after the shot filter",
         description=(
             "Cut a video into shots with PySceneDetect and show which ones the shot filter "
             "keeps. Frame numbers are 0-based, end frames exclusive."

@@ -7,13 +7,17 @@ import json
 
 from pvtt.loaders.query import DIFFICULTIES
 from pvtt.loaders.stats import dataset_stats
-from pvtt.loaders.store import open_dataset
 from pvtt.schemas.manifest import ManifestError
-from pvtt.tools.commands._common import add_dataset_argument, fail, storage_options_from_args
+from pvtt.tools.commands._common import (
+    add_dataset_argument,
+    fail,
+    open_built,
+    storage_options_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stats", help="counts, score quantiles and storage of a built dataset")
+    p = sub.add_parser("stats")
     add_dataset_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -21,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        stats = dataset_stats(open_dataset(args.out, storage_options_from_args(args)))
+        stats = dataset_stats(open_built(args.out, storage_options_from_args(args)))
     except (ValueError, OSError, ManifestError) as exc:
         return fail(str(exc))
     if args.json:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from pvtt.loaders.store import open_dataset
 from pvtt.loaders.verify import verify_dataset
 from pvtt.schemas.manifest import ManifestError
-from pvtt.tools.commands._common import add_dataset_argument, fail, storage_options_from_args
+from pvtt.tools.commands._common import (
+    add_dataset_argument,
+    fail,
+    open_built,
+    storage_options_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify",
-        help="check every shard, row and media blob of a built dataset",
         description=(
             "Read every committed tar shard and Lance row, check that tar and Lance hold "
             "the same pairs and that every media blob decodes. Exit 1 and list the "
@@ -27,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        dataset = open_dataset(args.out, storage_options_from_args(args))
+        dataset = open_built(args.out, storage_options_from_args(args))
         report = verify_dataset(dataset, media=not args.no_media)
     except (ValueError, OSError, ManifestError) as exc:
         return fail(str(exc))
