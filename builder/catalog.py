@@ -19,12 +19,14 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import av
 from PIL import Image
 
+from pvtt.schemas.keys import SEPARATOR, image_token
+from pvtt.schemas.shards import FILE_NAME_MAX, MAX_KEY_LENGTH
 from pvtt.schemas.taxonomy import Difficulty, Taxonomy, TaxonomyError, UnknownCategoryError
 
 CSV_NAME = "products.csv"
@@ -35,6 +37,15 @@ OPTIONAL_COLUMNS = ("prompt", "first_frame_box")
 # Ids become WebDataset keys and are joined with "__" into pair ids, so they may
 # not hold dots or "__", nor start or end with "_" (which would make the join ambiguous).
 _ID_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+
+MAX_ID_LENGTH = 100
+"""The longest product id. A pair id ``{source id}_s000__{target id}__{photo}`` names tar
+members and exported files, so it may not pass MAX_KEY_LENGTH (240); with ids of at most
+100 characters, photo names of 26 characters always fit, and longer ones are checked
+against the catalog's longest other id (:func:`_fit_pair_ids`)."""
+_CLIP_PART = len("_s000__")
+_KEY_SPARE = 5
+"""Characters kept for a photo's ``-N`` (two photos of one name) and shots past 999."""
 
 _Report = Callable[[str | None, str], None]  # (column, message) -> records a Problem
 
@@ -136,11 +147,44 @@ def check_catalog(root: str | Path, *, check_media: bool = True) -> tuple[Catalo
 
     checker = _RowChecker(root, taxonomy, check_media, problems)
     products = [p for p in (checker.check(line, cells) for line, cells in rows) if p is not None]
+    products = _fit_pair_ids(products, problems)
     if taxonomy is None:
         # Without a usable taxonomy no row can be classified; rows were still
         # checked so that one run reports everything.
         products = []
     return Catalog(root, tuple(products), taxonomy or Taxonomy.default()), problems
+
+
+def _fit_pair_ids(products: list[Product], problems: list[Problem]) -> list[Product]:
+    """The products without the photos whose pair ids would be too long (each a problem).
+
+    A photo is a target of clips of every other product, so its pair ids are longest
+    with the longest other id as the source; a row left with no photo is left out.
+    """
+    by_length = sorted(products, key=lambda p: len(p.id), reverse=True)[:2]
+    kept: list[Product] = []
+    for product in products:
+        others = [p for p in by_length if p is not product]
+        if not others:
+            kept.append(product)
+            continue
+        source = others[0]
+        photos = []
+        for path in product.images:
+            key = f"{product.id}{SEPARATOR}{image_token(path.stem)}"
+            length = len(source.id) + _CLIP_PART + len(key) + _KEY_SPARE
+            if length <= MAX_KEY_LENGTH:
+                photos.append(path)
+                continue
+            message = (
+                f"file name too long: with {source.id!r} (row {source.row}) as the source, "
+                f"pair ids of {key!r} would be {length} characters, at most {MAX_KEY_LENGTH} "
+                f"(they name files): shorten the name of {path.name}"
+            )
+            problems.append(Problem(CSV_NAME, product.row, "images", message))
+        if photos:
+            kept.append(replace(product, images=tuple(photos)))
+    return kept
 
 
 def _load_taxonomy(root: Path, problems: list[Problem]) -> Taxonomy | None:
@@ -328,6 +372,14 @@ class _RowChecker:
                 "id",
                 f"{product_id!r} must not contain '__' nor start or end with '_' "
                 "('__' joins the parts of pair ids)",
+            )
+            return None
+        if len(product_id) > MAX_ID_LENGTH:
+            problem(
+                "id",
+                f"{product_id!r} is {len(product_id)} characters, at most {MAX_ID_LENGTH} "
+                f"(a pair id joins two ids and a photo name; it names files of at most "
+                f"{FILE_NAME_MAX} bytes)",
             )
             return None
         return product_id

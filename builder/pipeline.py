@@ -35,7 +35,7 @@ from pvtt.builder.products import ProductArtefacts, prepare_image
 from pvtt.builder.registry import create_backend
 from pvtt.builder.report import REPORT_DIR, BuildReport
 from pvtt.builder.resources import RATES_NAME, measured_rates
-from pvtt.builder.sinks.base import PairSample
+from pvtt.builder.sinks.base import PairSample, SampleError
 from pvtt.builder.stages.protocols import Backend, BatchReporting, StageRejected
 from pvtt.builder.stages.shots import Shot, ShotConfig, detect_shots
 from pvtt.builder.synthesis import make_pair
@@ -384,14 +384,18 @@ class Build:
             self.report.reject("pair", plan.pair_id, pair.reason)
             return 0
         key = image_id(plan.target.product.id, plan.target.token)
+        keep = pair.passed or not self.config.quality.drop_rejected
+        if keep:
+            try:
+                with self.report.timed("write"):
+                    writer.write(PairSample(pair=pair, clip=clip_record, product=records[key]))
+            except SampleError as exc:  # data a sink cannot encode: nothing of it was written
+                self.report.reject("write", plan.pair_id, exc.reason)
+                return 0
         self.report.count(f"pairs.{'passed' if pair.passed else 'rejected'}")
         self.report.count_media("pairs", pair.frame_count * pair.width * pair.height,
                                 synth_video=len(pair.synth_video))
-        if not pair.passed and self.config.quality.drop_rejected:
-            return 0
-        with self.report.timed("write"):
-            writer.write(PairSample(pair=pair, clip=clip_record, product=records[key]))
-        return 1
+        return int(keep)
 
     @property
     def report_dir(self) -> Path:

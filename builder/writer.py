@@ -4,6 +4,12 @@
 commits (so a killed run leaves nothing half-visible), tells the caller which
 pairs are already done, and commits sinks + manifest together: at natural sink
 boundaries (a full shard), every ``commit_interval_s`` seconds, and at close.
+
+A pair reaches every sink or none: each sink that can encode a sample up front
+(``prepare``) does so before any sink writes, so a pair a sink cannot hold is
+refused with :class:`~pvtt.builder.sinks.base.SampleError` and nothing written. A
+failure while the sinks write (a full disk) may leave a pair half-written; the
+writer then refuses to commit, and the next ``open`` discards the uncommitted rest.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pvtt.builder.sinks.base import PairSample, Sink
+from pvtt.builder.sinks.base import PairSample, PrepareWrite, SampleError, Sink
 from pvtt.builder.sinks.tar import TarSink
 from pvtt.schemas.manifest import (
     MANIFEST_NAME,
@@ -38,6 +45,10 @@ FORMATS = ("lance", "tar")
 
 class WriterLockedError(RuntimeError):
     """Another writer holds this output folder (and rank)."""
+
+
+ENCODE_ERRORS = (ValueError, TypeError, OverflowError)
+"""What encoding a value can raise (json, Arrow, tar headers): in ``prepare``, a bad sample."""
 
 
 def make_sinks(formats: Sequence[str], *, commit_lance: bool = True, **tar_options: Any) -> list[Sink]:
@@ -102,6 +113,8 @@ class DatasetWriter:
         self._pending_passed = 0
         self._last_commit = time.monotonic()
         self._lock_fh: Any = None
+        self._broken: str | None = None
+        """Why a write failed part-way: nothing may be committed after it."""
 
     # -- lifecycle --------------------------------------------------------------
     def open(self) -> set[str]:
@@ -174,11 +187,43 @@ class DatasetWriter:
                 write_product(record)
 
     def write(self, sample: PairSample) -> None:
+        """Write one pair to every sink, or to none.
+
+        Raises :class:`SampleError` when a sink cannot encode the pair: no sink holds any
+        of it and the writer goes on. Any other error while the sinks write leaves the
+        writer unable to commit (:meth:`abort`, then open again).
+        """
         key = sample.pair.pair_id
         if key in self._done:
             raise ValueError(f"pair {key} was already written to {self.out}")
+        self._check_usable()
+        prepared: list[tuple[Sink, Callable[[], None]]] = []
+        unprepared: list[tuple[Sink, Callable[[], None]]] = []
         for sink in self.sinks:
-            sink.write(sample)
+            prepare: PrepareWrite | None = getattr(sink, "prepare", None)
+            if prepare is None:
+                unprepared.append((sink, partial(sink.write, sample)))
+                continue
+            try:
+                prepared.append((sink, prepare(sample)))
+            except ENCODE_ERRORS as exc:
+                reason = exc.reason if isinstance(exc, SampleError) else str(exc)
+                raise SampleError(f"the {sink.name} sink cannot write it: {reason}", key) from exc
+        # sinks that could not check the sample first: a refusal by the first one that
+        # writes still leaves every sink without the pair
+        written: list[str] = []
+        for sink, write in unprepared + prepared:
+            try:
+                write()
+            except SampleError as exc:
+                if written:
+                    self._broken = f"the {sink.name} sink refused pair {key} after {written} wrote it"
+                    raise self._broken_error() from exc
+                raise SampleError(f"the {sink.name} sink cannot write it: {exc.reason}", key) from exc
+            except BaseException as exc:
+                self._broken = f"writing pair {key} to the {sink.name} sink failed: {exc!r}"
+                raise
+            written.append(sink.name)
         self._done.add(key)
         self._pending[sample.pair.difficulty] += 1
         self._pending_passed += int(sample.pair.passed)
@@ -186,8 +231,19 @@ class DatasetWriter:
         if due or any(sink.wants_commit() for sink in self.sinks):
             self.commit()
 
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise self._broken_error()
+
+    def _broken_error(self) -> RuntimeError:
+        return RuntimeError(
+            f"{self.out}: {self._broken}; that pair may be half-written, so nothing more is "
+            "committed (abort this writer; opening the folder again discards the rest)"
+        )
+
     def commit(self) -> None:
         """Make everything written so far durable and visible, atomically."""
+        self._check_usable()
         manifest = self.manifest
         for sink in self.sinks:
             sink.flush(manifest)

@@ -8,6 +8,11 @@ with its json, no member runs past the sample's end, no field repeats), so a cor
 or hostile shard or index raises :class:`ShardFormatError` and never makes the reader
 loop, seek backwards or allocate what the sample cannot hold.
 
+A member whose name does not fit USTAR's 100 bytes (a long pair id) comes after a
+PAX extended header; the sample's byte range starts at that header, and the reader
+takes the member's name (and size) from it. Nothing else of PAX is honoured: a
+sparse file or a header that is not ``length key=value`` records is refused.
+
 Local shards are read with a plain file, seeking past unrequested members. On an
 object store (``fs`` given, an fsspec filesystem) a sample costs one ranged GET of
 ``[offset, end)`` and its members are parsed from those bytes in memory: a request
@@ -28,6 +33,9 @@ _FIELD = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 BLOCK = tarfile.BLOCKSIZE
 JSON_PROBE = 64 << 10
 """Bytes fetched to read a sample's json (header + member) in one request."""
+PAX_MAX = 8 << 10
+"""The largest PAX extended header read (a long member name needs a few hundred bytes)."""
+_PAX_RECORD = re.compile(rb"([1-9][0-9]{0,5}) ")
 
 
 class ShardFormatError(ValueError):
@@ -72,7 +80,35 @@ def entry_range(entry: Any, shard: Path | str) -> tuple[str, int, int]:
 def _read_member(
     fh: BinaryIO | RangeBuffer, shard: Path | str, offset: int, end: int
 ) -> tuple[tarfile.TarInfo, int]:
-    """The header at ``offset`` and where its data starts; its data must end by ``end``."""
+    """The member at ``offset`` (after its PAX header, if any) and where its data starts."""
+    info, data_start = _read_header(fh, shard, offset, end)
+    if info.type != tarfile.XHDTYPE:
+        return info, data_start
+    if info.size > PAX_MAX:
+        raise ShardFormatError(
+            f"{shard}: PAX header at byte {offset} claims {info.size} bytes (at most {PAX_MAX})"
+        )
+    fh.seek(data_start)
+    raw = fh.read(info.size)
+    if len(raw) != info.size:
+        raise ShardFormatError(f"{shard}: PAX header at byte {offset} is truncated")
+    records = _pax_records(raw, shard, offset)
+    header_at = data_start + _padded(info.size)
+    info, data_start = _read_header(fh, shard, header_at, end)
+    if "path" in records:
+        info.name = records["path"]
+    if "size" in records:
+        if not records["size"].isascii() or not records["size"].isdigit():
+            raise ShardFormatError(f"{shard}: PAX size {records['size']!r} at byte {offset}")
+        info.size = int(records["size"])
+        _check_size(info, shard, header_at, data_start, end)
+    return info, data_start
+
+
+def _read_header(
+    fh: BinaryIO | RangeBuffer, shard: Path | str, offset: int, end: int
+) -> tuple[tarfile.TarInfo, int]:
+    """The header block at ``offset`` and where its data starts; its data must end by ``end``."""
     fh.seek(offset)
     buf = fh.read(BLOCK)
     if len(buf) < BLOCK:
@@ -82,13 +118,46 @@ def _read_member(
     except tarfile.TarError as exc:
         raise ShardFormatError(f"{shard}: bad tar header at byte {offset}: {exc}") from None
     data_start = offset + BLOCK
+    _check_size(info, shard, offset, data_start, end)
+    return info, data_start
+
+
+def _check_size(
+    info: tarfile.TarInfo, shard: Path | str, offset: int, data_start: int, end: int
+) -> None:
     # base-256 sizes can be negative; either kind would loop or over-read
     if not 0 <= info.size <= end - data_start:
         raise ShardFormatError(
             f"{shard}: member {info.name!r} at byte {offset} claims {info.size} bytes, "
             f"past the sample's end at byte {end}"
         )
-    return info, data_start
+
+
+def _pax_records(raw: bytes, shard: Path | str, offset: int) -> dict[str, str]:
+    """The ``length key=value\\n`` records of a PAX extended header, checked strictly."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(raw):
+        m = _PAX_RECORD.match(raw, pos)
+        stop = pos + int(m.group(1)) if m else 0
+        if m is None or stop > len(raw) or stop <= m.end() or raw[stop - 1] != 0x0A:
+            raise ShardFormatError(f"{shard}: bad PAX record at byte {offset} (+{pos})")
+        key, sep, value = raw[m.end() : stop - 1].partition(b"=")
+        try:
+            name, text = key.decode("utf-8"), value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ShardFormatError(f"{shard}: PAX record at byte {offset} is not UTF-8") from None
+        if not sep or not name:
+            raise ShardFormatError(f"{shard}: bad PAX record at byte {offset} (+{pos})")
+        if name.startswith("GNU.sparse"):
+            raise ShardFormatError(f"{shard}: sparse member at byte {offset}")
+        records[name] = text
+        pos = stop
+    return records
+
+
+def _padded(size: int) -> int:
+    return ((size + BLOCK - 1) // BLOCK) * BLOCK
 
 
 def split_member_name(name: str, key: str, shard: Path | str) -> str:
@@ -132,7 +201,7 @@ def iter_members(
             if len(data) != info.size:
                 raise ShardFormatError(f"{shard}: member {info.name!r} is truncated")
         yield field, data
-        offset = data_start + ((info.size + BLOCK - 1) // BLOCK) * BLOCK
+        offset = data_start + _padded(info.size)
     if offset != end:
         raise ShardFormatError(f"{shard}: sample {key!r} does not end where its index says")
 

@@ -4,11 +4,18 @@ Every shard ``tar/pairs-r{rank:03d}-{n:06d}.tar`` has a sidecar index
 ``...index.json`` listing each sample's key, its byte range in the tar and the
 columns a loader filters on. A reader plans which shards and byte ranges hold the
 selected samples from the indexes alone, without opening the tars.
+
+A sample's byte range runs from its first header to the end of its last member's
+data. Member headers are USTAR; a member name over USTAR's 100 bytes (a pair id of
+long catalog ids) gets a PAX extended header just before its USTAR header, inside
+the sample's range, so offsets in the index stay exact.
 """
 
 from __future__ import annotations
 
 import re
+
+from pvtt.schemas.masks import MASKS_FILE_EXTENSION
 
 TAR_DIR = "tar"
 SHARD_PATTERN = re.compile(r"^pairs-r(\d{3,})-(\d{6,})\.tar$")
@@ -31,6 +38,13 @@ FILTER_COLUMNS = (
 
 PAIR_MEMBERS = ("json", "synth.mp4", "source.mp4", "target.png")
 """Fields every tar sample carries; ``background.mp4`` and ``masks.*`` are optional."""
+OPTIONAL_MEMBERS = ("background.mp4", f"masks.{MASKS_FILE_EXTENSION}")
+
+FILE_NAME_MAX = 255
+"""Bytes in a file name on common file systems (ext4, XFS, APFS, NTFS)."""
+MAX_KEY_LENGTH = FILE_NAME_MAX - 1 - max(map(len, PAIR_MEMBERS + OPTIONAL_MEMBERS))
+"""The longest sample key (pair id) whose members, ``{key}.{field}``, all extract as
+files (240); the tar format itself has no limit."""
 
 
 def shard_name(rank: int, number: int) -> str:

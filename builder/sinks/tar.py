@@ -9,10 +9,12 @@ import os
 import re
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pvtt.builder.sinks.base import PairSample
+from pvtt.builder.sinks.base import PairSample, SampleError
 from pvtt.schemas.manifest import Manifest, ShardInfo, atomic_write_bytes, fsync_dir
 from pvtt.schemas.masks import MASKS_FILE_EXTENSION
 from pvtt.schemas.records import scalar_dict
@@ -44,8 +46,7 @@ class _OpenShard:
     offset: int = 0
     entries: list[dict] = field(default_factory=list)
 
-    def add(self, info: tarfile.TarInfo, data: bytes) -> None:
-        header = info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
+    def add(self, header: bytes, data: bytes) -> None:
         self.fh.write(header)
         self.fh.write(data)
         padding = -len(data) % tarfile.BLOCKSIZE
@@ -123,13 +124,22 @@ class TarSink:
         return keys
 
     # -- writing ----------------------------------------------------------------
-    def write(self, sample: PairSample) -> None:
-        shard = self._open or self._start_shard()
+    def prepare(self, sample: PairSample) -> Callable[[], None]:
+        """Encode the sample (json, member headers) and return what appends it to a shard.
+
+        Everything that depends on the sample's data happens here, before a byte is
+        written, so a sample that cannot be encoded raises :class:`SampleError` and leaves
+        the shard as it was; the returned call only writes (its errors are the machine's).
+        """
         pair = sample.pair
         key = pair.pair_id
-        meta = scalar_dict(pair)
+        try:
+            meta = scalar_dict(pair)
+            payload = json.dumps(meta, allow_nan=False).encode("utf-8")
+        except (ValueError, TypeError) as exc:
+            raise SampleError(f"its columns cannot be written as JSON: {exc}", key) from None
         members: list[tuple[str, bytes]] = [
-            ("json", json.dumps(meta, allow_nan=False).encode("utf-8")),
+            ("json", payload),
             ("synth.mp4", _need(pair.synth_video, key, "synth_video")),
             ("source.mp4", _need(sample.clip.source_video, key, "source_video")),
             ("target.png", _need(sample.product.image_rgba, key, "image_rgba")),
@@ -142,14 +152,38 @@ class TarSink:
             members.append(
                 (f"masks.{MASKS_FILE_EXTENSION}", _need(sample.clip.masks, key, "masks"))
             )
+        encoded = [(self._header(f"{key}.{suffix}", len(data)), data) for suffix, data in members]
+        return lambda: self._append(key, meta, encoded)
+
+    def write(self, sample: PairSample) -> None:
+        self.prepare(sample)()
+
+    def _header(self, name: str, size: int) -> bytes:
+        """A member's header: USTAR when the name fits its 100 bytes, else PAX.
+
+        USTAR keeps shards of ordinary keys byte for byte as they always were; a longer
+        name (a pair id of three long catalog ids) gets a PAX extended header before its
+        USTAR header, which tarfile, GNU tar and webdataset read as the member's name.
+        """
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mtime = self._mtime
+        info.mode = 0o444
+        info.uname = info.gname = "pvtt"
+        try:
+            return info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
+        except ValueError:  # name over 100 bytes, or a member of 8 GiB or more
+            pass
+        try:
+            return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        except ValueError as exc:
+            raise SampleError(f"no tar header can hold member {name!r}: {exc}") from None
+
+    def _append(self, key: str, meta: dict[str, Any], members: list[tuple[bytes, bytes]]) -> None:
+        shard = self._open or self._start_shard()
         start = shard.offset
-        for suffix, data in members:
-            info = tarfile.TarInfo(f"{key}.{suffix}")
-            info.size = len(data)
-            info.mtime = self._mtime
-            info.mode = 0o444
-            info.uname = info.gname = "pvtt"
-            shard.add(info, data)
+        for header, data in members:
+            shard.add(header, data)
         entry = {"key": key, "offset": start, "end": shard.offset}
         entry.update({c: meta[c] for c in FILTER_COLUMNS})
         shard.entries.append(entry)
@@ -205,7 +239,7 @@ class TarSink:
 
 def _need(data: bytes | None, key: str, what: str) -> bytes:
     if not data:
-        raise ValueError(f"{key}: {what} is empty; a tar sample needs it")
+        raise SampleError(f"{what} is empty; a tar sample needs it", key)
     return data
 
 
