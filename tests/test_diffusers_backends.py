@@ -146,7 +146,7 @@ def test_every_frame_gets_the_same_noise_however_batched(pipeline, truth: TruthC
     batched = DiffusersInpainter(pipeline, **FAST).inpaint(frames, masks)
     single = DiffusersInpainter(pipeline, **{**FAST, "batch_size": 1}).inpaint(frames, masks)
     for t in range(1, 5):
-        assert np.array_equal(batched[t], batched[0])
+        assert np.abs(batched[t].astype(int) - batched[0]).max() <= 1  # float rounding in batched convs
     assert np.abs(single.astype(int) - batched).max() <= 1
     reseeded = DiffusersInpainter(pipeline, **{**FAST, "seed": 7}).inpaint(frames, masks)
     assert np.abs(reseeded.astype(int) - batched)[masks].mean() > 1  # the seed matters
