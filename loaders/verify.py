@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pvtt.loaders.decode import MediaDecodeError, decode_image, decode_video
 from pvtt.loaders.store import BuiltDataset
 from pvtt.loaders.tar_reader import ShardFormatError, iter_members
+from pvtt.schemas.keys import PAIR_ROW_IDS, InvalidKeyError, check_pair_row_ids, split_pair_id
 from pvtt.schemas.manifest import ManifestError
 from pvtt.schemas.masks import decode_masks
 from pvtt.schemas.tables import MEDIA_COLUMNS, TABLE_KEYS
@@ -98,9 +99,14 @@ def _verify_lance(dataset: BuiltDataset, report: VerifyReport, media: bool) -> s
                     except (MediaDecodeError, ValueError) as exc:
                         report.problems.append(f"{what}: {exc}")
     if "pairs" in keys:
-        pairs = dataset.table("pairs").to_table(columns=["pair_id", "clip_id", "target_id", "target_image"])
+        pairs = dataset.table("pairs").to_table(columns=list(PAIR_ROW_IDS))
         clips, products = keys.get("clips", set()), keys.get("products", set())
         for row in pairs.to_pylist():
+            try:
+                check_pair_row_ids(row)
+            except InvalidKeyError as exc:
+                report.problems.append(f"lance/pairs row {row['pair_id']!r}: {exc}")
+                continue
             if row["clip_id"] not in clips:
                 report.problems.append(f"lance/pairs {row['pair_id']}: clip {row['clip_id']} missing")
             image = row["pair_id"].split("__", 2)[2]
@@ -130,6 +136,10 @@ def _verify_tar(dataset: BuiltDataset, report: VerifyReport, media: bool) -> set
         with dataset.storage.open(shard.path) as fh:
             for entry in entries:
                 key = entry["key"]
+                try:
+                    split_pair_id(key)
+                except InvalidKeyError as exc:
+                    report.problems.append(f"{shard.path}: sample key: {exc}")
                 if key in ids:
                     report.problems.append(f"{shard.path}: duplicate pair {key}")
                 ids.add(key)
@@ -155,8 +165,11 @@ def _check_sample(fh, path, entry, media: bool, report: VerifyReport) -> Iterato
             meta = json.loads(fields["json"])
             if meta.get("pair_id") != entry["key"]:
                 yield f"json pair_id {meta.get('pair_id')!r} does not match the key"
+            check_pair_row_ids(meta)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             yield f"json does not parse: {exc}"
+        except InvalidKeyError as exc:
+            yield f"json: {exc}"
     if not media:
         return
     for name, data in fields.items():

@@ -8,6 +8,8 @@ separator inside a pair id, so no part may contain it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 SEPARATOR = "__"
@@ -54,3 +56,32 @@ def split_pair_id(value: str) -> tuple[str, str, str]:
     if len(parts) != 3 or not all(ID_PATTERN.match(p) for p in parts):
         raise InvalidKeyError(f"pair id {value!r} is not '{{clip_id}}__{{target_id}}__{{image}}'")
     return parts[0], parts[1], parts[2]
+
+
+PAIR_ROW_IDS = ("pair_id", "clip_id", "source_id", "target_id")
+"""The ids of a ``pairs`` row that readers turn into file names and keys."""
+
+
+def check_pair_row_ids(row: Mapping[str, Any]) -> None:
+    """Check the ids of a ``pairs`` row read from a dataset, before any is used.
+
+    A dataset is input like any other: ``pvtt export-pairs`` names files after these
+    ids, so an id such as ``../../evil`` from a tampered table or shard would write
+    outside the export folder. Each id must be a valid key part, and the pair id must
+    be ``{clip_id}__{target_id}__{image}`` of this row's own ids.
+    """
+    for name in PAIR_ROW_IDS[1:]:
+        value = row.get(name)
+        if not isinstance(value, str):
+            raise InvalidKeyError(f"{name} {value!r} is not a string")
+        check_id(value, name)
+    pid = row.get("pair_id")
+    if not isinstance(pid, str):
+        raise InvalidKeyError(f"pair_id {pid!r} is not a string")
+    clip, target, image = split_pair_id(pid)
+    check_id(image, "pair_id's image token")
+    if (clip, target) != (row["clip_id"], row["target_id"]):
+        raise InvalidKeyError(
+            f"pair_id {pid!r} does not start with clip_id {row['clip_id']!r} and "
+            f"target_id {row['target_id']!r}"
+        )

@@ -19,6 +19,7 @@ from pvtt.loaders.pair_media import pair_media
 from pvtt.loaders.query import select_pairs
 from pvtt.loaders.stats import dataset_stats
 from pvtt.loaders.store import BuiltDataset
+from pvtt.schemas.keys import InvalidKeyError, check_pair_row_ids
 from pvtt.schemas.manifest import ManifestError
 from pvtt.schemas.masks import decode_masks
 from pvtt.tools.commands._common import add_filter_arguments, fail, filter_from_args, open_built
@@ -51,7 +52,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_rows(dataset: BuiltDataset, rows: list[dict[str, Any]]) -> None:
+    """Refuse rows whose ids cannot be file names: every output path is built from them."""
+    for row in rows:
+        try:
+            check_pair_row_ids(row)
+        except InvalidKeyError as exc:
+            raise InvalidKeyError(
+                f"{dataset.root}: pairs row {row.get('pair_id')!r}: {exc}; nothing exported "
+                "(ids name the files written; run `pvtt verify` on this dataset)"
+            ) from None
+
+
 def export_pairs(dataset: BuiltDataset, rows: list[dict[str, Any]], dest: Path) -> int:
+    check_rows(dataset, rows)  # all of them before the first file is written
     for sub in ("videos/source", "videos/background", "videos/synthesized", "images/source",
                 "images/target", "masks", "annotations"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
