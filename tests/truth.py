@@ -5,6 +5,8 @@ background, the pasted cut-out's alpha is the true mask, and its tight box the t
 The footage (``sam2/04_coffee.mp4``: a static camera over a table) and the cut-out
 (``rembg/car-3.out.png``, the left car) are real, so colours, noise and texture are too.
 Optionally the camera pans (a moving crop window), so that inpainters must align frames.
+The compositing is the pair fidelity benchmark's (:mod:`pvtt.tools.bench.fidelity_truth`),
+whose cases cover many more products, backgrounds and motions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import cv2
 import numpy as np
 
 from pvtt.builder.boxes import masks_to_boxes
+from pvtt.tools.bench.fidelity_truth import composite, premultiplied_rgba
 
 VIDEO = "sam2/04_coffee.mp4"
 CUTOUT = "rembg/car-3.out.png"
@@ -84,8 +87,7 @@ def make_truth_clip(
     background = load_footage(data_dir, num_frames, size, pan)
     cutout = load_cutout(data_dir)
     ch, cw = cutout.shape[:2]
-    premultiplied = cutout[..., :3].astype(np.float32) * (cutout[..., 3:] / 255.0)
-    src = np.dstack([premultiplied, cutout[..., 3:].astype(np.float32)])
+    src = premultiplied_rgba(cutout)
     frames = np.empty_like(background)
     masks = np.empty((num_frames, height, width), dtype=bool)
     for t in range(num_frames):
@@ -96,10 +98,8 @@ def make_truth_clip(
         y0 = y_bottom - ch * scale
         affine = np.array([[scale, 0, x0], [0, scale, y0]], dtype=np.float64)
         warped = cv2.warpAffine(src, affine, (width, height), flags=cv2.INTER_LINEAR)
-        alpha = warped[..., 3:] / 255.0
-        blended = warped[..., :3] + background[t].astype(np.float32) * (1.0 - alpha)
-        frames[t] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-        masks[t] = alpha[..., 0] >= 0.5
+        frames[t], alpha = composite(background[t], warped)
+        masks[t] = alpha >= 0.5
     for array in (background, frames, masks, cutout):
         array.flags.writeable = False
     boxes = masks_to_boxes(masks)
