@@ -93,11 +93,27 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _where_to_set(stage: str, section: BackendConfig, name: str, example: str) -> str:
-    """The build.toml key that names ``name``: a param holding it, else ``model``."""
-    for key, value in section.params.items():
-        if value == name:
-            return f"set [{stage}.params] {key} to where it is"
+    """The build.toml key that names ``name``: a param holding it (also inside a
+    composite's members, ``members[1].params.flow_weights``), else ``model``."""
+    key = _key_holding(section.params, name)
+    if key is not None:
+        return f"set [{stage}.params] {key} to where it is"
     return f'set [{stage}] model = "{example}" in build.toml'
+
+
+def _key_holding(params: Any, name: str, prefix: str = "") -> str | None:
+    """The dotted key under which ``params`` (nested tables and lists) holds ``name``."""
+    if isinstance(params, dict):
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in params.items()]
+    elif isinstance(params, list):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(params)]
+    else:
+        return prefix if params == name and prefix else None
+    for key, value in items:
+        found = _key_holding(value, name, key)
+        if found is not None:
+            return found
+    return None
 
 
 def locate(stage: str, section: BackendConfig, name: str) -> WeightStatus:

@@ -117,7 +117,7 @@ def backend_weights(kind: str, config: BackendConfig) -> list[str]:
     if target is None:
         return [config.model] if config.model else []
     module, _, attr = target.partition(":")
-    if not attr.startswith("create"):
-        return []
     fn = getattr(importlib.import_module(module), "weights", None)
-    return list(fn(config)) if fn is not None else ([config.model] if config.model else [])
+    if fn is not None:  # a CPU backend may need some too (the statistics scorer's RAFT)
+        return list(fn(config))
+    return [config.model] if config.model and attr.startswith("create") else []

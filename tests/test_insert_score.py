@@ -286,11 +286,14 @@ def _has_torchvision() -> bool:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _has_torchvision(), reason="RAFT needs torchvision (absent beside CPU torch)")
-def test_raft_flow_plugs_into_the_temporal_score() -> None:
+def test_raft_flow_plugs_into_the_temporal_score(tmp_path: Path) -> None:
     import torch
+    from torchvision.models.optical_flow import raft_small
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    scorer = StatisticsScorer(flow="raft", flow_device=device)
+    checkpoint = tmp_path / "raft_small.pth"  # random weights: this tests the plumbing
+    torch.save(raft_small(weights=None).state_dict(), checkpoint)
+    scorer = StatisticsScorer(flow="raft", flow_weights=str(checkpoint), flow_device=device)
     rng = np.random.default_rng(0)
     prev = cv2.GaussianBlur(rng.integers(0, 255, (64, 80), dtype=np.uint8), (0, 0), 2)
     nxt = np.roll(prev, 3, axis=1)  # the content moves 3 px right

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from pvtt.builder import registry
+from pvtt.builder.backends.cpu_scorer import StatisticsScorer
 from pvtt.builder.models import check_device, check_weights
-from pvtt.schemas.config import BackendConfig, BuildConfig, ConfigError
+from pvtt.schemas.config import BackendConfig, BuildConfig, ConfigError, load_config
 from pvtt.tools.cli import main
 
 STAGES = ("detector", "segmenter", "inpainter", "matter", "inserter", "scorer")
@@ -145,3 +146,51 @@ def test_bad_config_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[st
     config = _toml(tmp_path, "[inpainter]\nbackend = 3\nmodle = 'x'\n")
     assert main(["models", "check", "--config", config]) == 1
     assert "unknown keys ['modle']" in capsys.readouterr().err
+
+
+# -- RAFT: weights, or no RAFT --------------------------------------------------------------
+RAFT = '[scorer]\nbackend = "cpu"\nparams = { flow = "raft"%s }\n'
+RAFT_MEMBER = (
+    '[scorer]\nbackend = "composite"\n'
+    'params = { members = [ { backend = "cpu", params = { flow = "raft"%s } } ] }\n'
+)
+
+
+@pytest.mark.parametrize("template", [RAFT, RAFT_MEMBER], ids=["cpu", "composite member"])
+def test_raft_without_weights_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], template: str
+) -> None:
+    """torchvision builds raft_small untrained without weights: never score with that."""
+    config = _toml(tmp_path, template % "")
+    assert main(["models", "check", "--config", config]) == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("scorer"))
+    assert "MISSING" in row
+    assert "missing: scorer: " in out and "flow = 'raft' needs flow_weights" in out
+    assert main(["build", str(tmp_path / "catalog"), str(tmp_path / "out"), "--config", config]) == 1
+    err = capsys.readouterr().err
+    assert "flow = 'raft' needs flow_weights" in err and "see `pvtt models check`" in err
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize(
+    ("template", "key"),
+    [(RAFT, "flow_weights"), (RAFT_MEMBER, "members[0].params.flow_weights")],
+    ids=["cpu", "composite member"],
+)
+def test_raft_weights_are_looked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], template: str, key: str
+) -> None:
+    checkpoint = tmp_path / "raft_small.pth"
+    config = _toml(tmp_path, template % f', flow_weights = "{checkpoint}"')
+    assert main(["models", "check", "--config", config]) == 1
+    assert f"set [scorer.params] {key} to where it is" in capsys.readouterr().out
+    checkpoint.write_bytes(b"a state dict")
+    assert main(["models", "check", "--config", config]) == 0
+    (status,) = [s for s in check_weights(load_config(config)) if s.stage == "scorer"]
+    assert status.present and status.weight == str(checkpoint)
+
+
+def test_the_scorer_itself_refuses_raft_without_weights() -> None:
+    with pytest.raises(ValueError, match="flow = 'raft' needs flow_weights"):
+        StatisticsScorer(flow="raft")

@@ -20,6 +20,7 @@ import numpy as np
 
 from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
 from pvtt.builder.stages.protocols import BackendInfo, ScoringInput, StageRejected
+from pvtt.schemas.config import BackendConfig, ConfigError
 
 _SSIM_C2 = (0.03 * 255) ** 2
 _LAB_TOLERANCE = 1.0
@@ -107,21 +108,29 @@ def farneback_flow(gray_next: np.ndarray, gray_prev: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(gray_next, gray_prev, None, 0.5, 3, 9, 3, 5, 1.2, 0)
 
 
-def raft_flow(weights: str | None = None, device: str = "cpu") -> FlowFn:
+RAFT_WEIGHTS_NEEDED = (
+    "flow = 'raft' needs flow_weights, a local state dict of torchvision's raft_small "
+    "(Raft_Small_Weights.C_T_V2): an untrained RAFT gives a meaningless temporal score"
+)
+
+
+def raft_flow(weights: str | None, device: str = "cpu") -> FlowFn:
     """RAFT (torchvision's ``raft_small``) as the flow of the temporal score.
 
     Same definition as with Farneback, only a better flow, so scores stay comparable.
     It needs torchvision (not importable beside this machine's CPU torch; present on
-    GPU nodes). ``weights``: a local state dict, loaded with ``weights_only=True``.
+    GPU nodes). ``weights``: a local state dict, loaded with ``weights_only=True``;
+    required, since torchvision would build the network untrained without it.
     """
+    if not weights:
+        raise ValueError(RAFT_WEIGHTS_NEEDED)
     try:
         import torch
         from torchvision.models.optical_flow import raft_small
     except (ImportError, RuntimeError) as exc:
         raise ValueError(f"flow = 'raft' needs torchvision: {exc}") from None
     model = raft_small(weights=None)
-    if weights is not None:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model = model.to(device).eval()
 
     def flow(gray_next: np.ndarray, gray_prev: np.ndarray) -> np.ndarray:
@@ -213,9 +222,12 @@ class StatisticsScorer:
     ) -> None:
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
-        self.flow_fn: FlowFn = flow_fn or (
-            raft_flow(flow_weights, flow_device) if flow == "raft" else farneback_flow
-        )
+        if flow_fn is not None:
+            self.flow_fn: FlowFn = flow_fn
+        elif flow == "raft":
+            self.flow_fn = raft_flow(flow_weights, flow_device)
+        else:
+            self.flow_fn = farneback_flow
         self.frames = frames
         self.compare_size = compare_size
         self.flow_size = flow_size
@@ -417,3 +429,17 @@ def _robust_stats(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([median, 1.4826 * np.median(np.abs(lab - median), axis=0)]).astype(
         np.float64
     )
+
+
+def weights(config: BackendConfig) -> list[str]:
+    """The RAFT checkpoint with ``flow = "raft"`` (none with Farneback).
+
+    ``pvtt models check`` and the build's pre-flight check refuse RAFT without
+    ``flow_weights`` like any missing weights, rather than score with a random network.
+    """
+    if config.params.get("flow", "farneback") != "raft":
+        return []
+    path = config.params.get("flow_weights")
+    if not path:
+        raise ConfigError(f"scorer.params: {RAFT_WEIGHTS_NEEDED}")
+    return [str(path)]
