@@ -33,9 +33,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from pvtt.builder.backends.composite_scorer import member_configs
 from pvtt.builder.stages.shots import Shot
 from pvtt.builder.video import VideoInfo, output_size, target_rate
-from pvtt.schemas.config import BackendConfig, BuildConfig
+from pvtt.schemas.config import BackendConfig, BuildConfig, ConfigError
 
 RATES_NAME = "rates.json"
 RATES_FORMAT = "pvtt-rates/1"
@@ -325,10 +326,9 @@ def _scorer_seconds(section: BackendConfig, gpu: bool) -> float | None:
             seconds += 1.0 / CPU_DEFAULTS["score"]
         return seconds
     if section.backend == "composite":
-        members = params.get("members", [])
-        try:
-            parts = [_scorer_seconds(BackendConfig(**m), gpu) for m in members]
-        except TypeError:  # not a list of backend tables: the build will say so
+        try:  # as built: the statistics scorer in one member only
+            parts = [_scorer_seconds(m, gpu) for m in member_configs(section)]
+        except ConfigError:  # the build will say what is wrong
             return None
         if not parts or None in parts:
             return None

@@ -2,7 +2,10 @@
 
 Members run in order; a later member's score replaces an earlier one's for the
 same name unless it is ``None`` (a VLM that could not answer does not erase the
-statistics scorer's lighting score). Configured as::
+statistics scorer's lighting score). The statistics scorer (temporal and lighting)
+runs in one member only: the embedding scorer includes it by default, so beside a
+``cpu`` member an ``embedding`` member leaves it out (see :func:`member_configs`).
+Configured as::
 
     [scorer]
     backend = "composite"
@@ -63,12 +66,45 @@ def _member_config(raw: Any, index: int) -> BackendConfig:
 
 
 def member_configs(config: BackendConfig) -> list[BackendConfig]:
-    """The members' own configs (``pvtt models check`` lists their weights)."""
+    """The members' own configs, as they are built (``pvtt models check`` lists their
+    weights, ``pvtt plan`` prices them)."""
     members = config.params.get("members", [{"backend": "cpu"}])
     extra = set(config.params) - {"members"}
     if extra:
         raise ConfigError(f"scorer.params: unknown keys {sorted(extra)} for the composite scorer")
-    return [_member_config(raw, i) for i, raw in enumerate(members)]
+    if not isinstance(members, list):
+        raise ConfigError(f"scorer.params.members must be a list of backend tables, got {members!r}")
+    return _statistics_once([_member_config(raw, i) for i, raw in enumerate(members)])
+
+
+def _statistics_once(members: list[BackendConfig]) -> list[BackendConfig]:
+    """Members with the statistics scorer in one of them only.
+
+    Both the ``cpu`` scorer and, unless ``with_statistics`` is false, the ``embedding``
+    scorer compute the statistics; together they computed them twice per pair, and the
+    embedding member's Farneback temporal score replaced a cpu member's RAFT one. So an
+    embedding member's ``with_statistics`` defaults to false beside a cpu member, and to
+    true only in the first embedding member when there is none. Asking for the
+    statistics in two members is an error.
+    """
+    owners = [i for i, m in enumerate(members) if m.backend == "cpu"]
+    out = []
+    for i, member in enumerate(members):
+        if member.backend == "embedding":
+            params = dict(member.params)
+            params.setdefault("with_statistics", not owners)
+            if params["with_statistics"]:
+                owners.append(i)
+            member = BackendConfig(backend=member.backend, model=member.model, params=params)
+        out.append(member)
+    if len(owners) > 1:
+        listed = ", ".join(f"members[{i}] ({members[i].backend})" for i in sorted(owners))
+        raise ConfigError(
+            f"scorer.params: {listed} would each compute the statistics scores (temporal, "
+            "lighting) for every pair; keep one (with_statistics = false in an embedding "
+            "member's params leaves them to the others)"
+        )
+    return out
 
 
 def create(config: BackendConfig, device: str) -> CompositeScorer:
