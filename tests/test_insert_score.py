@@ -8,12 +8,15 @@ ranks the undamaged clip first.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvtt.builder.backends.cpu_inserter import AlphaCompositeInserter
 from pvtt.builder.backends.cpu_scorer import StatisticsScorer
@@ -258,11 +261,31 @@ def test_judge_names_the_weakest_scores() -> None:
     verdict = judge({"identity": 0.8, "temporal": 0.41, "lighting": 0.66, "overall": None})
     assert not verdict.passed
     assert verdict.quality_score == pytest.approx((0.24 + 0.082 + 0.132) / 0.7)
-    assert verdict.reject_reason == "quality 0.65 < 0.70 (lowest: temporal 0.41, lighting 0.66)"
+    assert verdict.reject_reason == (
+        "quality 0.648 < 0.700 (lowest: temporal 0.410, lighting 0.660)"
+    )
     kept = judge({"identity": 0.8, "temporal": 0.75, "lighting": 0.7, "overall": None})
     assert kept.passed and kept.reject_reason is None
-    close = judge({"identity": 0.7, "temporal": 0.6996, "lighting": 0.7})
-    assert not close.passed and close.reject_reason.startswith("quality 0.69989 < 0.70000")
+    close = judge({"identity": 0.7, "temporal": 0.6996, "lighting": 0.7})  # quality 0.69989
+    assert close.reject_reason == "quality 0.699 < 0.700 (lowest: temporal 0.699)"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4),
+    st.floats(0.01, 1.0),
+)
+def test_reject_reasons_have_one_format_and_hold(values: list[float], threshold: float) -> None:
+    """Every number of every reason has three decimals, and the printed quality is below
+    the printed threshold (0.69996 against 0.7 never reads 0.700 < 0.700)."""
+    names = ("identity", "temporal", "lighting", "overall")
+    verdict = judge(dict(zip(names, values, strict=False)), threshold=threshold)
+    if verdict.passed:
+        return
+    numbers = re.findall(r"\d+\.\d+|\d+", verdict.reject_reason)
+    assert all(re.fullmatch(r"\d\.\d{3}", n) for n in numbers), verdict.reject_reason
+    shown, limit = (float(n) for n in numbers[:2])
+    assert shown < limit and shown <= verdict.quality_score
 
 
 def test_quality_rejects_bad_scores() -> None:

@@ -8,10 +8,10 @@ present: a missing score neither counts as zero nor as a pass.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 DEFAULT_WEIGHTS: dict[str, float] = {
     "identity": 0.3,
@@ -65,8 +65,9 @@ def judge(
     """Keep the pair when its quality score reaches ``threshold``.
 
     A rejected pair's reason names every score below the threshold, weakest first
-    (or the weakest score, if none is below on its own), e.g.
-    ``"quality 0.62 < 0.70 (lowest: temporal 0.41, identity 0.66)"``.
+    (or the weakest score, if none is below on its own), every number with
+    :data:`REASON_DECIMALS` decimals, e.g.
+    ``"quality 0.623 < 0.700 (lowest: temporal 0.412, identity 0.669)"``.
     """
     present = _present(scores, weights)
     quality = quality_score(present, weights)
@@ -74,18 +75,23 @@ def judge(
         return Verdict(quality, True, None)
     ranked = sorted(present.items(), key=lambda item: item[1])
     weak = [item for item in ranked if item[1] < threshold] or ranked[:1]
-    digits = _digits_below(quality, threshold)
-    lowest = ", ".join(
-        f"{name} {value:.{_digits_below(value, threshold)}f}" for name, value in weak
-    )
-    reason = f"quality {quality:.{digits}f} < {threshold:.{digits}f} (lowest: {lowest})"
+    lowest = ", ".join(f"{name} {_down(value)}" for name, value in weak)
+    reason = f"quality {_down(quality)} < {_up(threshold)} (lowest: {lowest})"
     return Verdict(quality, False, reason)
 
 
-def _digits_below(value: float, threshold: float) -> int:
-    """Decimals that show ``value`` below ``threshold``: 2, or more when they round alike
-    (0.6996 against 0.70 needs 5)."""
-    gap = threshold - value
-    if gap <= 0 or round(value, 2) < round(threshold, 2):
-        return 2
-    return min(6, max(2, 1 - math.floor(math.log10(gap))))
+REASON_DECIMALS = 3
+"""One precision for every number of every reject reason, so reasons read and compare
+alike. Scores are cut down and the threshold rounded up to it, never to the nearest:
+0.69996 against 0.7 reads ``0.699 < 0.700``, never ``0.700 < 0.700``. Both start from
+the shortest decimal that is the float (``0.41``, not its binary ``0.40999...``), and
+of two different floats the smaller has the smaller one, so the ``<`` always holds."""
+_STEP = Decimal(1).scaleb(-REASON_DECIMALS)
+
+
+def _down(value: float) -> str:
+    return str(Decimal(repr(value)).quantize(_STEP, rounding=ROUND_FLOOR))
+
+
+def _up(value: float) -> str:
+    return str(Decimal(repr(value)).quantize(_STEP, rounding=ROUND_CEILING))
