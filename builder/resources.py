@@ -181,6 +181,11 @@ class StageCost:
     """``measured``, ``default`` or ``none``."""
     note: str
     hours: float | None
+    rate_here: float | None = None
+    """In ``unit`` per second at these clips' frame size: ``hours`` is ``work`` over it.
+    Differs from ``rate`` for the stages scaled by pixel count (CPU frame stages)."""
+    frame_pixels: float | None = None
+    """The mean frame size ``rate`` holds at, for those stages; else None."""
 
 
 @dataclass(frozen=True)
@@ -439,10 +444,11 @@ def price_stages(
         rate = stage_rate(stage, config, measured)
         unit = rate.unit if rate else stage_unit(stage, backend)
         work, pixel_frames = _work(stage, unit, worked, images, pairs, by_clip)
-        hours = None
+        hours = rate_here = None
         if rate is not None:
             scaled = pixel_frames / rate.frame_pixels if rate.frame_pixels else work
             hours = scaled / rate.value / 3600
+            rate_here = rate.value * work / scaled if scaled else rate.value
         out.append(
             StageCost(
                 stage=stage,
@@ -457,6 +463,8 @@ def price_stages(
                 else "no default for this backend and device: "
                 "pass --rates from a build that used it",
                 hours=hours,
+                rate_here=rate_here,
+                frame_pixels=rate.frame_pixels if rate else None,
             )
         )
     return out

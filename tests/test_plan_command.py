@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -126,6 +127,30 @@ def test_plan_text_names_sources(catalog: Path, capsys: pytest.CaptureFixture[st
     text = capsys.readouterr().out
     assert "6 clips" in text and "12 pairs" in text
     assert "rates: defaults" in text and "CPU-hours" in text
+
+
+def test_plan_table_reads_without_a_footnote(
+    catalog: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each row's time is its work over the rate beside it; the rate as measured (at
+    another frame size, for the stages scaled by pixel count) has its own column."""
+    assert main(["plan", str(catalog), "--strategy", "single", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("stage "))
+    head = lines[start]
+    assert "rate on these clips" in head and "time = work / rate" in head
+    assert "rate as measured, frame size" in head
+    seconds = {"s": 1.0, "min": 60.0, "h": 3600.0}
+    rows = lines[start + 1 : next(i for i, line in enumerate(lines) if line.startswith("total"))]
+    assert len(rows) >= 8
+    for row in rows:
+        cells = re.split(r"\s{2,}", row)
+        work, rate, time = (cells[i].split() for i in (3, 4, 5))
+        assert rate[1] == f"{work[1]}/s", row
+        expected = float(work[0].replace(",", "")) / float(rate[0].replace(",", ""))
+        shown = float(time[0]) * seconds[time[1]]
+        assert abs(expected - shown) <= 0.05 * seconds[time[1]] + 0.01 * shown, row
+        assert cells[6].endswith(("MP", "at any size")), row
 
 
 def test_bad_rates_file_names_it(

@@ -27,6 +27,7 @@ from pvtt.builder.resources import (
     ImageSize,
     PairSize,
     RatesError,
+    StageCost,
     clip_size,
     estimate,
     human_bytes,
@@ -114,6 +115,15 @@ def _rate(value: float | None, unit: str) -> str:
     return f"{value:,.3g} {unit}/s" if value < 100 else f"{value:,.0f} {unit}/s"
 
 
+def _measured(stage: StageCost) -> str:
+    """The rate as measured and, for stages scaled by pixel count, at what frame size."""
+    if stage.rate is None:
+        return "?"
+    if stage.frame_pixels is None:
+        return f"{_rate(stage.rate, stage.unit)} at any size"
+    return f"{_rate(stage.rate, stage.unit)} at {stage.frame_pixels / 1e6:.2f} MP"
+
+
 def print_plan(est: Estimate, videos: int, report: BuildReport, rates: str | None) -> None:
     clips_used = max(est.clips, 1)
     print(
@@ -136,16 +146,18 @@ def print_plan(est: Estimate, videos: int, report: BuildReport, rates: str | Non
         + ", ".join(f"{d} {n:,} ({n / total:.0%})" for d, n in est.difficulty.items())
     )
     print(f"\nrates: {rates or 'defaults (no --rates)'}")
-    head = ("stage", "backend", "on", "work", "rate", "source", "time")
+    head = ("stage", "backend", "on", "work", "rate on these clips", "time = work / rate",
+            "rate as measured, frame size", "source")  # fmt: skip
     rows = [
         (
             s.stage,
             s.backend,
             s.processor,
             f"{s.work:,.0f} {s.unit}",
-            _rate(s.rate, s.unit),
-            s.source,
+            _rate(s.rate_here, s.unit),
             human_hours(s.hours),
+            _measured(s),
+            s.source,
         )
         for s in est.stages
     ]
@@ -154,8 +166,7 @@ def print_plan(est: Estimate, videos: int, report: BuildReport, rates: str | Non
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(
         f"total: {est.gpu_hours:,.2f} GPU-hours ({human_hours(est.gpu_hours)}), "
-        f"{est.cpu_hours:,.2f} CPU-hours ({human_hours(est.cpu_hours)}); CPU frame rates "
-        "scaled by pixel count to these clips"
+        f"{est.cpu_hours:,.2f} CPU-hours ({human_hours(est.cpu_hours)})"
     )
     if est.unpriced:
         print(
