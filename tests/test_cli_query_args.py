@@ -36,11 +36,17 @@ def test_difficulty_in_any_case(demo_like: Path, capsys: pytest.CaptureFixture[s
     assert _query([ds, "--difficulty", "Expert,HARD"], capsys) == lower
 
 
-@pytest.mark.parametrize("command", ["query", "stats", "verify"])
+@pytest.mark.parametrize(
+    "command",
+    [["query"], ["stats"], ["verify"], ["report"], ["export-pairs", "{tmp}/x"],
+     ["preview", "--n", "1", "-o", "{tmp}/x.png"]],
+    ids=lambda argv: argv[0],
+)
 def test_the_dataset_inside_out_is_suggested(
-    demo_like: Path, capsys: pytest.CaptureFixture[str], command: str
+    demo_like: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
-    assert main([command, str(demo_like)]) == 1
+    name, *rest = (arg.format(tmp=tmp_path) for arg in command)
+    assert main([name, str(demo_like), *rest]) == 1
     err = capsys.readouterr().err
     assert "no manifest" in err and f"did you mean {demo_like / 'dataset'}?" in err
 

@@ -22,10 +22,15 @@ from pvtt.loaders.decode import MediaDecodeError
 from pvtt.loaders.frames import decode_frames, decode_masks_at, decode_rgba, frame_count
 from pvtt.loaders.pair_media import LancePairMedia, TarPairMedia, pair_media
 from pvtt.loaders.query import PairFilter, select_pairs
-from pvtt.loaders.store import BuiltDataset, open_dataset
+from pvtt.loaders.store import BuiltDataset
 from pvtt.schemas.manifest import ManifestError
 from pvtt.tools import preview
-from pvtt.tools.commands._common import add_filter_arguments, fail, filter_from_args
+from pvtt.tools.commands._common import (
+    add_filter_arguments,
+    fail,
+    filter_from_args,
+    open_built,
+)
 
 FORMATS = (".mp4", ".gif", ".png")
 GIF_MAX_FPS = 10.0
@@ -60,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         output = _output_path(args)
-        dataset = open_dataset(args.out)
+        dataset = open_built(args.out)
         rows = _select(dataset, args)
         height = args.height or (160 if output.suffix == ".gif" else 240)
         if height < 16 or args.frames < 1:
