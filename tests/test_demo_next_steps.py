@@ -67,3 +67,14 @@ def test_paths_with_spaces_are_quoted(monkeypatch: pytest.MonkeyPatch, tmp_path:
     line = next(c for c in _commands(next_steps(Path("my demo"))) if " stats " in c)
     words = shlex.split(line)
     assert Path(words[0]) == SCRIPT and words[2] == "my demo/dataset"
+
+
+def test_without_a_console_script_python_runs_the_module(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", BARE_PATH)
+    monkeypatch.setattr(sys, "argv", ["-m"])  # what `python -m pvtt.tools.cli` shows
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "env" / "bin" / "python"))
+    line = next(c for c in _commands(next_steps(Path("demo"))) if " stats " in c)
+    assert line.startswith("env/bin/python -m pvtt.tools.cli stats ")  # relative: below cwd

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 def next_steps(out: Path) -> str:
     """The commands to try on the demo dataset, written so that they run as shown."""
     script = _pvtt_script()
-    pvtt, python = runnable("pvtt", script), runnable("python", Path(sys.executable))
+    python = runnable("python", Path(sys.executable))
+    pvtt = runnable("pvtt", script) if script.is_file() else f"{python} -m pvtt.tools.cli"
     ds = shlex.quote(str(out / "dataset"))
     lines = [
         f"{pvtt} query {ds} --difficulty hard,expert --min-score 0.7",
@@ -69,13 +70,14 @@ def next_steps(out: Path) -> str:
     ]
     text = "next, try:\n" + "".join(f"  {line}\n" for line in lines)
     activate = script.parent / "activate"
-    if pvtt != "pvtt" and activate.is_file():
+    if pvtt != "pvtt" and script.is_file() and activate.is_file():
         text += f"(to type plain `pvtt`, put it on the PATH: source {shell_path(activate)})\n"
     return text
 
 
 def _pvtt_script() -> Path:
-    """The ``pvtt`` console script running now, else the one beside this Python."""
+    """The ``pvtt`` console script running now, else the one beside this Python (which
+    may not exist: ``python -m pvtt.tools.cli`` from a checkout)."""
     argv0 = Path(sys.argv[0])
     if argv0.name in ("pvtt", "pvtt.exe") and argv0.is_file():
         return argv0
