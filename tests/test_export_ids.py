@@ -108,3 +108,24 @@ def test_row_id_check_says_what_is_wrong(row: dict, message: str) -> None:
     check_pair_row_ids(
         {"pair_id": "c_s000__t__i", "clip_id": "c_s000", "source_id": "c", "target_id": "t"}
     )
+
+
+def test_verify_reports_a_tampered_tar_sample(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sample JSON of a tar-only dataset, rewritten in place (same length, so the
+    shard and its index stay well-formed) to name a target outside any folder."""
+    out = tmp_path / "tar-only"
+    with DatasetWriter(out, formats=("tar",)) as writer:
+        for sample in make_samples(shared_data, 4):
+            writer.write(sample)
+    (shard,) = (out / "tar").glob("*.tar")
+    data = shard.read_bytes()
+    assert b'"target_id": "P001"' in data
+    shard.write_bytes(data.replace(b'"target_id": "P001"', b'"target_id": "../x"', 1))
+    assert main(["verify", str(out), "--no-media"]) == 1
+    printed = capsys.readouterr().out
+    assert "json: target_id '../x' may hold only letters" in printed
+    assert main(["export-pairs", str(out), str(tmp_path / "export"), "--all"]) == 1
+    assert "nothing exported" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
