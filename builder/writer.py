@@ -217,9 +217,11 @@ class DatasetWriter:
                 write()
             except SampleError as exc:
                 if written:
-                    self._broken = f"the {sink.name} sink refused pair {key} after {written} wrote it"
+                    done = ", ".join(written)
+                    self._broken = f"the {sink.name} sink refused pair {key} that {done} wrote"
                     raise self._broken_error() from exc
-                raise SampleError(f"the {sink.name} sink cannot write it: {exc.reason}", key) from exc
+                reason = f"the {sink.name} sink cannot write it: {exc.reason}"
+                raise SampleError(reason, key) from exc
             except BaseException as exc:
                 self._broken = f"writing pair {key} to the {sink.name} sink failed: {exc!r}"
                 raise

@@ -277,3 +277,21 @@ def test_written_files_are_readable_by_others(tmp_path: Path, shared_data: Path)
         os.umask(old)
     for path in (out / "manifest.json", *(out / "tar").iterdir()):
         assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
+
+
+def test_short_keys_stay_plain_ustar_byte_for_byte(tmp_path: Path, shared_data: Path) -> None:
+    """PAX headers are for names over 100 bytes only: shards of short keys are unchanged."""
+    import io
+    import tarfile
+
+    out = tmp_path / "out"
+    _build(out, make_samples(shared_data, 5), formats=["tar"], include_masks=True)
+    shard = next((out / "tar").glob("*.tar"))
+    expected = io.BytesIO()
+    with tarfile.open(shard) as source, tarfile.open(
+        fileobj=expected, mode="w", format=tarfile.USTAR_FORMAT
+    ) as copy:
+        for member in source.getmembers():
+            assert member.type == tarfile.REGTYPE and not member.pax_headers
+            copy.addfile(member, source.extractfile(member))
+    assert shard.read_bytes() == expected.getvalue()
