@@ -12,17 +12,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pvtt.loaders.curriculum import CurriculumSchedule
     from pvtt.loaders.dataset import PairDataset
+    from pvtt.loaders.forking import LanceForkError
     from pvtt.loaders.query import PairFilter
     from pvtt.loaders.split import split
 
 _EXPORTS = {
     "CurriculumSchedule": "pvtt.loaders.curriculum",
+    "LanceForkError": "pvtt.loaders.forking",
     "PairDataset": "pvtt.loaders.dataset",
     "PairFilter": "pvtt.loaders.query",
     "split": "pvtt.loaders.split",
 }
 
-__all__ = ["CurriculumSchedule", "PairDataset", "PairFilter", "split"]
+__all__ = ["CurriculumSchedule", "LanceForkError", "PairDataset", "PairFilter", "split"]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,8 +7,13 @@ of their rank's list, so the loader's output order is the rank's list order and
 "samples seen" is always a prefix of it. Resuming skips the consumed positions
 without reading them; a different world size continues the same epoch.
 
-Lance is not fork-safe once its runtime has started, so nothing here touches
-Lance until iteration starts inside the process (worker) that iterates.
+Lance is not fork-safe once its runtime has started, so Lance only plans: the
+selection and where each blob lies (:mod:`pvtt.loaders.lance_blobs`), made in the first
+process that needs them, and inherited by DataLoader workers forked after that, which read
+with plain file reads and never run Lance. A process that has started Lance plans every
+live dataset just before it forks (:mod:`pvtt.loaders.forking`), so ``len(ds)`` or a look
+at a sample in the main process is fine with the default ``fork`` start method; spawned
+workers plan again for themselves.
 
 ``on_error="skip"`` skips a pair that cannot be read or decoded (a truncated or
 deleted shard, a missing Lance data file, media that does not decode), logs it and
@@ -37,7 +42,19 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pvtt.loaders.curriculum import CurriculumSchedule, curriculum_order
 from pvtt.loaders.decode import MediaDecodeError
-from pvtt.loaders.frames import FrameSampler, decode_frames, decode_masks_at, decode_rgba
+from pvtt.loaders.forking import (
+    LanceForkError,
+    forked_from_lance,
+    note_lance_used,
+    prepare_before_fork,
+)
+from pvtt.loaders.frames import (
+    FrameSampler,
+    check_size,
+    decode_frames,
+    decode_masks_at,
+    decode_rgba,
+)
 from pvtt.loaders.plan import SamplePlan
 from pvtt.loaders.query import PairFilter
 from pvtt.loaders.readers import FIELDS, LanceReader, MissingFieldError, TarReader
@@ -64,11 +81,15 @@ class SampleError(RuntimeError):
 
 @dataclass
 class _Context:
-    """Per-process state: the opened dataset, its selection and a reader."""
+    """The plan (selection, where the media lie) and a reader, made in process ``pid``."""
 
     pid: int
     selection: Selection
     reader: LanceReader | TarReader
+
+    def forked(self, dataset: BuiltDataset) -> _Context:
+        """The same plan for this process, forked from ``pid``: no Lance, its own files."""
+        return _Context(os.getpid(), self.selection, self.reader.forked(dataset))
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -115,6 +136,12 @@ class PairDataset(IterableDataset):
     never read. Videos come as uint8 ``T x C x H x W``, masks as bool ``T x H x W``
     on the same frames, the target cut-out as uint8 RGBA ``4 x H x W``.
 
+    ``size=(height, width)`` resizes video frames and masks (stretching). The cut-out is
+    letterboxed into ``target_size`` (an int for a square; default ``size``): scaled to
+    fit, aspect ratio kept, centred on transparent padding (RGBA 0), so a batch of
+    cut-outs has one shape; with neither set it comes at its own size, which batches
+    only when every cut-out has the same.
+
     ``batch_size`` must equal the DataLoader's (1 when it batches nothing) so that
     workers' chunks come back in plan order; ``state_dict(samples_seen=k)`` then
     resumes after the ``k`` samples this rank took from the loader.
@@ -139,6 +166,7 @@ class PairDataset(IterableDataset):
         frame_stride: int = 1,
         frame_start: Literal["random", "first", "centre"] = "random",
         size: tuple[int, int] | None = None,
+        target_size: int | tuple[int, int] | None = None,
         decoder: Literal["pyav", "decord", "torchcodec"] = "pyav",
         shuffle: bool = True,
         seed: int = 0,
@@ -162,7 +190,10 @@ class PairDataset(IterableDataset):
         if unknown or not self.fields:
             raise ValueError(f"unknown fields {sorted(unknown)}; choose from {FIELDS}")
         self.sampler = FrameSampler(num_frames, frame_stride, frame_start)
-        self.size = size
+        self.size = check_size(size)
+        if isinstance(target_size, int):
+            target_size = (target_size, target_size)
+        self.target_size = check_size(target_size) or self.size
         self.decoder = decoder
         self.shuffle = shuffle
         self.seed = seed
@@ -191,6 +222,8 @@ class PairDataset(IterableDataset):
         self._done = 0
         self._skips = torch.zeros(SKIP_SLOTS, dtype=torch.int64).share_memory_()
         self._context: _Context | None = None
+        self._fork_error: Exception | None = None
+        prepare_before_fork(self)
 
     @property
     def skipped(self) -> int:
@@ -202,24 +235,71 @@ class PairDataset(IterableDataset):
         self._skips.zero_()
         self._skips[0] = int(value)
 
-    # -- per-process context -------------------------------------------------
+    # -- the plan and this process's reader ----------------------------------
     def _ctx(self) -> _Context:
-        if self._context is None or self._context.pid != os.getpid():
-            dataset = BuiltDataset(self.out, self.storage_options)
-            selection = select(
-                dataset, self.filter, self.format, skip_unreadable=self.on_error == "skip"
+        ctx = self._context
+        if ctx is not None and ctx.pid == os.getpid():
+            return ctx
+        if ctx is not None:  # planned in the process this one was forked from
+            self._context = ctx.forked(BuiltDataset(self.out, self.storage_options))
+        elif self._plans_with_lance and forked_from_lance():
+            why = (
+                f"opening it there failed: {self._fork_error}"
+                if self._fork_error
+                else "it was made after the fork"
             )
-            for what, count in selection.unreadable:
-                log.warning("left out %d pairs that cannot be read: %s", count, what)
-            if selection.fingerprint != self.fingerprint:
-                raise LoaderStateError(f"{self.out}: the dataset changed since this loader was made")
-            reader: LanceReader | TarReader = (
-                LanceReader(dataset, selection, self.cache_bytes)
-                if self.format == "lance"
-                else TarReader(dataset, selection)
-            )
-            self._context = _Context(os.getpid(), selection, reader)
+            raise LanceForkError(
+                f"{self.out}: this process was forked from one that had started Lance, which "
+                f"is not fork-safe, and the dataset was not opened before the fork ({why}). "
+                "Open it in the parent first (e.g. len(ds)), or give the DataLoader "
+                "multiprocessing_context='spawn' (with an `if __name__ == \"__main__\":` guard)"
+            ) from self._fork_error
+        else:
+            self._context = self._open()
         return self._context
+
+    @property
+    def _plans_with_lance(self) -> bool:
+        return self.format == "lance" or self.filter.where is not None
+
+    def _open(self) -> _Context:
+        if self._plans_with_lance:
+            note_lance_used()
+        dataset = BuiltDataset(self.out, self.storage_options)
+        selection = select(
+            dataset, self.filter, self.format, skip_unreadable=self.on_error == "skip"
+        )
+        for what, count in selection.unreadable:
+            log.warning("left out %d pairs that cannot be read: %s", count, what)
+        if selection.fingerprint != self.fingerprint:
+            raise LoaderStateError(f"{self.out}: the dataset changed since this loader was made")
+        reader: LanceReader | TarReader = (
+            LanceReader(dataset, selection, self.cache_bytes, self.fields)
+            if self.format == "lance"
+            else TarReader(dataset, selection)
+        )
+        return _Context(os.getpid(), selection, reader)
+
+    def prepare_for_fork(self) -> None:
+        """Plan here, before this process (which has started Lance) forks, if planning needs
+        Lance: the child then reads without Lance. An error is kept for the child to report:
+        Python ignores errors raised while forking."""
+        if self._context is not None or not self._plans_with_lance:
+            return
+        try:
+            self._context = self._open()
+        except Exception as exc:  # noqa: BLE001 - reported by the child that needs the plan
+            self._fork_error = exc
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for a spawned worker without the plan, which that worker makes again."""
+        state = self.__dict__.copy()
+        state["_context"] = state["_fork_error"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        prepare_before_fork(self)
 
     def __len__(self) -> int:
         """Samples this rank yields in a full epoch (opens the dataset in this process)."""
@@ -320,7 +400,7 @@ class PairDataset(IterableDataset):
             elif name == "masks":
                 out[name] = decode_masks_at(media[name], frame_idx, size=self.size)
             elif name == "target_image":
-                out[name] = decode_rgba(media[name], what=name)
+                out[name] = decode_rgba(media[name], size=self.target_size, what=name)
             elif name == "meta":
                 out[name] = _plain_meta(meta)
         return out

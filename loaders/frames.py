@@ -127,7 +127,7 @@ def decode_frames(
     only when asked for).
     """
     wanted = _check_indices(indices)
-    size = _check_size(size)
+    size = check_size(size)
     if backend not in _BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(_BACKENDS)}")
     unique, inverse = np.unique(wanted, return_inverse=True)
@@ -155,7 +155,7 @@ def decode_masks_at(
     alignment swscale's resize of the video frames also uses.
     """
     wanted = _check_indices(indices)
-    size = _check_size(size)
+    size = check_size(size)
     try:
         picked = decode_masks(data, frames=wanted)  # expands only the frames asked for
     except IndexError as exc:
@@ -174,18 +174,35 @@ def decode_rgba(
 ) -> torch.Tensor:
     """An encoded image as uint8 RGBA ``4 x H x W`` (opaque alpha when it has none).
 
-    ``size=(height, width)`` resizes bilinearly; Pillow premultiplies alpha while it
-    resamples, so transparent pixels do not bleed their colour into the edges.
+    ``size=(height, width)`` letterboxes it (:func:`letterbox`): every image comes out in
+    that shape, so cut-outs batch, and none is stretched.
     """
-    size = _check_size(size)
+    size = check_size(size)
     rgba = decode_image(data, mode="RGBA", what=what)
     if size is not None and size != rgba.shape[:2]:
-        rgba = np.asarray(
-            Image.fromarray(rgba).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        )
+        rgba = letterbox(rgba, size)
     if not rgba.flags.writeable:
         rgba = rgba.copy()
     return torch.from_numpy(rgba).permute(2, 0, 1)
+
+
+def letterbox(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGBA ``H x W x 4`` scaled to fit ``size=(height, width)``, centred on transparent padding.
+
+    The image keeps its aspect ratio and is scaled up or down until it touches two sides of
+    the box (bilinear; Pillow premultiplies alpha while it resamples, so transparent pixels
+    do not bleed their colour into the edges). The padding is RGBA 0: alpha still tells
+    the product from what is not the product.
+    """
+    height, width = rgba.shape[:2]
+    scale = min(size[0] / height, size[1] / width)
+    fit_height = min(size[0], max(1, round(height * scale)))
+    fit_width = min(size[1], max(1, round(width * scale)))
+    resized = Image.fromarray(rgba).resize((fit_width, fit_height), Image.Resampling.BILINEAR)
+    out = np.zeros((*size, 4), dtype=np.uint8)
+    top, left = (size[0] - fit_height) // 2, (size[1] - fit_width) // 2
+    out[top : top + fit_height, left : left + fit_width] = np.asarray(resized)
+    return out
 
 
 def _check_indices(indices: np.ndarray) -> np.ndarray:
@@ -199,7 +216,8 @@ def _check_indices(indices: np.ndarray) -> np.ndarray:
     return wanted.astype(np.int64, copy=False)
 
 
-def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
+def check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``size`` as ``(height, width)`` of positive ints, or None; a ValueError otherwise."""
     if size is None:
         return None
     height, width = size

@@ -3,17 +3,23 @@
 Only requested fields are read. Clip-level media (source, background, masks)
 and product cut-outs are shared by many pairs: a bounded LRU cache keeps the
 recent ones so consecutive pairs of one clip read its media once. A clip's or a
-cut-out's row is found in a key -> row id map of its table, made on first use from
-the key column alone: a filtered Lance query per lookup cost ~0.7 ms, as much as
-reading the cut-out itself (``tools/bench/compare.py``).
+cut-out's bytes are found in a key -> location map of its table, made with the reader
+from one scan of the key and blob descriptor columns: a filtered Lance query per lookup
+cost ~0.7 ms, as much as reading the cut-out itself (``tools/bench/compare.py``).
+
+Readers are made where an epoch is planned and serve a forked child too, through
+``forked()``: the plan is inherited, files are the child's own.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
+from pvtt.loaders.forking import LanceForkError
+from pvtt.loaders.lance_blobs import BlobTable, RangeFiles, locate
 from pvtt.loaders.selection import Selection
 from pvtt.loaders.store import BuiltDataset
 from pvtt.loaders.tar_reader import RangeBuffer, entry_range, iter_members, parse_sample_json
@@ -22,11 +28,15 @@ from pvtt.schemas.masks import MASKS_FILE_EXTENSION
 MEDIA_FIELDS = ("synth_video", "source_video", "background_video", "masks", "target_image")
 FIELDS = (*MEDIA_FIELDS, "meta")
 
-_CLIP_COLUMNS = {
-    "source_video": "source_video",
-    "background_video": "background_video",
-    "masks": "masks",
+_LANCE_COLUMNS: dict[str, tuple[str, dict[str, str]]] = {
+    "pairs": ("pair_id", {"synth_video": "synth_video"}),
+    "clips": (
+        "clip_id",
+        {"source_video": "source_video", "background_video": "background_video", "masks": "masks"},
+    ),
+    "products": ("image_id", {"target_image": "image_rgba"}),
 }
+"""Table -> (key column, {field: blob column}) of the media read from Lance."""
 _TAR_MEMBERS = {
     "synth_video": "synth.mp4",
     "source_video": "source.mp4",
@@ -72,63 +82,116 @@ class ByteLRU:
 
 
 class LanceReader:
-    """Media of selected pairs from the ``pairs``, ``clips`` and ``products`` tables."""
+    """Media of selected pairs from the ``pairs``, ``clips`` and ``products`` tables.
 
-    def __init__(self, dataset: BuiltDataset, selection: Selection, cache_bytes: int) -> None:
+    Made where the epoch is planned: Lance locates every blob the requested fields need
+    (:func:`~pvtt.loaders.lance_blobs.locate`; a clip's or cut-out's by its key), then the
+    bytes are read with plain reads, also in a process forked later (:meth:`forked`),
+    which never runs Lance. A column Lance would not let us locate is read through Lance,
+    in this process only.
+    """
+
+    def __init__(
+        self,
+        dataset: BuiltDataset,
+        selection: Selection,
+        cache_bytes: int,
+        fields: tuple[str, ...] = MEDIA_FIELDS,
+    ) -> None:
+        assert selection.row_ids is not None
+        self.dataset = dataset
         self.selection = selection
-        self.pairs = dataset.pairs  # the handle the selection opened
-        self.clips = dataset.table("clips")
-        self.products = dataset.table("products")
+        self.pid = os.getpid()
         self.cache = ByteLRU(cache_bytes)
         self.bytes_read = 0
-        self._row_ids: dict[str, dict[str, int]] = {}
+        self.files = RangeFiles(dataset.storage.fs)
+        self._tables: dict[str, Any] = {}
+        self.blobs: dict[str, BlobTable] = {}
+        for table, (key, columns) in _LANCE_COLUMNS.items():
+            wanted = [column for name, column in columns.items() if name in fields]
+            if not wanted:
+                continue
+            handle = dataset.pairs if table == "pairs" else dataset.table(table)
+            uri = dataset.storage.lance_uri(dataset.manifest.tables[table].path)
+            self._tables[table] = handle
+            self.blobs[table] = locate(
+                handle, uri, wanted, None if table == "pairs" else key, fs=dataset.storage.fs
+            )
+        self._pair_slots = (
+            self.blobs["pairs"].slots(selection.row_ids) if "pairs" in self.blobs else None
+        )
+        self._parent: LanceReader | None = None
+
+    def lance_only(self) -> list[str]:
+        """Why each column that cannot be read without Lance cannot (empty: none)."""
+        return [
+            spans.why_not or column
+            for table in self.blobs.values()
+            for column, spans in table.columns.items()
+            if not spans.plain
+        ]
+
+    def forked(self, dataset: BuiltDataset) -> LanceReader:
+        """This reader for a process forked from the one that made it: the same plan, its
+        own files and cache, and no Lance (``dataset`` is that process's own handle)."""
+        if self.lance_only():
+            raise LanceForkError(
+                f"{self.dataset.root}: this process was forked from one running Lance, which "
+                "is not fork-safe, and some media can only be read through Lance ("
+                + "; ".join(self.lance_only())
+                + "): give the DataLoader multiprocessing_context='spawn' "
+                '(with an `if __name__ == "__main__":` guard)'
+            )
+        child = copy.copy(self)
+        child.dataset, child.pid = dataset, os.getpid()
+        child.cache = ByteLRU(self.cache.max_bytes)
+        child.files = RangeFiles(dataset.storage.fs)
+        child.bytes_read = 0
+        child._tables = {}
+        # the parent's Lance handles stay referenced: releasing them would run Lance code here
+        child._parent = self
+        return child
 
     def read(self, index: int, fields: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, Any]]:
-        assert self.selection.meta is not None and self.selection.row_ids is not None
         meta = self.selection.row(index)
         out: dict[str, bytes] = {}
         if "synth_video" in fields:
-            row_id = int(self.selection.row_ids[index])
-            ((_addr, data),) = self.pairs.read_blobs("synth_video", ids=[row_id])
-            out["synth_video"] = self._need(data, "synth_video", meta["pair_id"])
-        for name, column in _CLIP_COLUMNS.items():
+            assert self._pair_slots is not None
+            slot = int(self._pair_slots[index])
+            out["synth_video"] = self._blob("pairs", "synth_video", slot, meta["pair_id"])
+        for name, column in _LANCE_COLUMNS["clips"][1].items():
             if name in fields:
-                out[name] = self._shared(self.clips, column, "clip_id", meta["clip_id"])
+                out[name] = self._shared("clips", column, meta["clip_id"])
         if "target_image" in fields:
             image = f"{meta['target_id']}__{meta['pair_id'].split('__', 2)[2]}"
-            out["target_image"] = self._shared(self.products, "image_rgba", "image_id", image)
+            out["target_image"] = self._shared("products", "image_rgba", image)
         return out, meta
 
-    def _shared(self, table: Any, column: str, key_column: str, key: str) -> bytes:
+    def _shared(self, table: str, column: str, key: str) -> bytes:
         cached = self.cache.get((column, key))
         if cached is not None:
             return cached
-        row_id = self._row_id(table, key_column, key)
-        data = None
-        if row_id is not None:
-            ((_addr, data),) = table.read_blobs(column, ids=[row_id])
-        data = self._need(data, column, key)
+        slot = self.blobs[table].keys.get(key)  # type: ignore[union-attr]
+        if slot is None:
+            raise MissingFieldError(f"{key}: {column} is not stored in this dataset")
+        data = self._blob(table, column, slot, key)
         self.cache.put((column, key), data)
         return data
 
-    def _row_id(self, table: Any, key_column: str, key: str) -> int | None:
-        """The row id of ``key`` in ``table``; the map is one scan of the key column."""
-        ids = self._row_ids.get(key_column)
-        if ids is None:
-            keys = table.to_table(columns=[key_column], with_row_id=True)
-            ids = dict(
-                zip(
-                    keys.column(key_column).to_pylist(),
-                    keys.column("_rowid").to_pylist(),
-                    strict=True,
-                )
-            )
-            self._row_ids[key_column] = ids
-        return ids.get(key)
-
-    def _need(self, data: bytes | None, column: str, key: str) -> bytes:
-        if data is None:
+    def _blob(self, table: str, column: str, slot: int, key: str) -> bytes:
+        located = self.blobs[table]
+        if slot < 0:
+            raise located.missing(f"{column} of {key}")
+        spans = located.columns[column]
+        if spans.is_null(slot):
             raise MissingFieldError(f"{key}: {column} is not stored in this dataset")
+        if spans.plain:
+            data = self.files.read(*spans.span(slot))
+        else:
+            row_id = int(located.row_ids[slot])
+            ((_address, data),) = self._tables[table].read_blobs(column, ids=[row_id])
+            if data is None:
+                raise MissingFieldError(f"{key}: {column} is not stored in this dataset")
         self.bytes_read += len(data)
         return data
 
@@ -148,6 +211,11 @@ class TarReader:
         self.selection = selection
         self.bytes_read = 0
         self._files: OrderedDict[str, BinaryIO] = OrderedDict()
+
+    def forked(self, dataset: BuiltDataset) -> TarReader:
+        """This reader for a forked process: the same selection, its own open files (a file
+        offset shared with the parent would make their seeks and reads race)."""
+        return TarReader(dataset, self.selection)
 
     def read(self, index: int, fields: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, Any]]:
         assert self.selection.shard_entries is not None

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from records_factory import make_samples
 from torch.utils.data import DataLoader
 
 from pvtt.builder.writer import DatasetWriter
 from pvtt.loaders import CurriculumSchedule, PairDataset, split
 from pvtt.loaders.dataset import LoaderStateError, SampleError
+from pvtt.loaders.frames import decode_rgba
 from pvtt.loaders.query import PairFilter, select_pairs
 from pvtt.loaders.store import open_dataset
 
@@ -24,6 +28,12 @@ def built(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
         for sample in make_samples(shared_data, 60):
             writer.write(sample)
     return out
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _ids(ds) -> list[str]:
@@ -57,6 +67,36 @@ def test_fields_decode_aligned_and_unrequested_media_unread(built: Path) -> None
     meta_only = PairDataset(built, fields=("meta",), passed=None)
     assert len(_ids(meta_only)) == 60
     assert meta_only._ctx().reader.bytes_read == 0  # Lance: metadata never touches blobs
+
+
+def test_cutouts_are_letterboxed_into_target_size(built: Path) -> None:
+    """``target_size`` (default ``size``) fits the cut-out into one shape: aspect ratio kept,
+    centred, transparent padding; before, ``size`` left the cut-out alone and batches of
+    cut-outs of different sizes failed to collate."""
+    opaque = np.zeros((20, 40, 4), dtype=np.uint8)
+    opaque[..., 0] = opaque[..., 3] = 255
+    boxed = decode_rgba(_png(opaque), size=(30, 30))
+    assert boxed.shape == (4, 30, 30)
+    alpha = boxed[3].numpy()
+    assert (alpha[7:22] == 255).all() and (alpha[:7] == 0).all() and (alpha[22:] == 0).all()
+    assert (boxed[0].numpy()[7:22] == 255).all() and (boxed[:, :7] == 0).all()  # red, not stretched
+
+    def first(**kwargs) -> torch.Tensor:
+        ds = PairDataset(built, fields=("target_image", "meta"), passed=None, shuffle=False, **kwargs)
+        return next(iter(ds))["target_image"]
+
+    native = first()
+    height, width = native.shape[1:]
+    assert first(size=(24, 40)).shape == first(target_size=(24, 40)).shape == (4, 24, 40)
+    square = first(size=(24, 40), target_size=64)
+    assert square.shape == (4, 64, 64)
+    with pytest.raises(ValueError, match="size must be"):
+        PairDataset(built, fields=("target_image",), target_size=0)
+    long, short = max(height, width), min(height, width)
+    assert round(short * 64 / long) < 64  # so the padding below exists
+    pad = (64 - round(short * 64 / long)) // 2
+    edge = square[3, :pad] if height < width else square[3, :, :pad]
+    assert bool((edge == 0).all())
 
 
 def test_tar_reads_only_requested_members(built: Path) -> None:
