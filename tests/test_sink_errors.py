@@ -9,6 +9,8 @@ the writer from committing, so no half-written pair becomes visible.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import errno
 import json
 from pathlib import Path
@@ -18,13 +20,28 @@ from records_factory import make_samples
 from shop_catalog import write_shop_catalog
 
 from pvtt.builder.pipeline import Build
-from pvtt.builder.sinks.base import SampleError
+from pvtt.builder.sinks.base import PairSample, SampleError
 from pvtt.builder.sinks.lance import LanceSink
 from pvtt.builder.sinks.tar import TarSink
 from pvtt.builder.writer import DatasetWriter
 from pvtt.loaders.store import open_dataset
 from pvtt.loaders.verify import verify_dataset
 from pvtt.tools.cli import main
+
+
+class _LanceWithoutPrepare(LanceSink):
+    """The Lance sink as one that checks nothing up front: it can refuse only as it writes."""
+
+    prepare = None
+
+    def __init__(self, refuse: str | None = None) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    def write(self, sample: PairSample) -> None:
+        if sample.pair.pair_id == self.refuse:
+            raise SampleError("a value Lance cannot hold")
+        LanceSink.prepare(self, sample)()
 
 
 def _ids(out: Path) -> tuple[set[str], set[str]]:
@@ -66,6 +83,73 @@ def test_build_rejects_a_pair_the_tar_json_cannot_hold(
     lance_ids, tar_ids = _ids(out)
     assert lance_ids == tar_ids and not set(poisoned) & lance_ids
     assert lance_ids, "the other pair is written"
+
+
+def test_build_rejects_a_pair_lance_cannot_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog, config = write_shop_catalog(tmp_path / "catalog", ("neck-gold", "mug-blue"))
+    made = Build._make
+    poisoned: list[str] = []
+
+    def make(self, plan, *args):  # noqa: ANN001, ANN202 - wraps Build._make
+        pair = made(self, plan, *args)
+        if plan.pair_id.startswith("neck-gold_") and not isinstance(pair, Exception):
+            pair.shot_index = 2**40  # JSON takes it; Lance's int32 column cannot
+            poisoned.append(plan.pair_id)
+        return pair
+
+    monkeypatch.setattr(Build, "_make", make)
+    out = tmp_path / "out"
+    assert main(["build", str(catalog), str(out), "--config", str(config), "--no-progress"]) == 0
+    assert poisoned, "the neck-gold clip made no pair to poison"
+    rejects = [
+        json.loads(line) for line in (out / "report" / "rejects.jsonl").read_text().splitlines()
+    ]
+    written = [r for r in rejects if r["stage"] == "write"]
+    assert [r["item"] for r in written] == poisoned
+    assert written[0]["reason"] == (
+        "the lance sink cannot write it: column shot_index (int32) cannot hold 1099511627776: "
+        "Value 1099511627776 too large to fit in C integer type"
+    )
+    lance_ids, tar_ids = _ids(out)
+    assert lance_ids == tar_ids and not set(poisoned) & lance_ids
+    assert lance_ids, "the other pair is written"
+
+
+def test_rows_lance_cannot_store_reach_no_sink(tmp_path: Path, shared_data: Path) -> None:
+    """Wrong types, a null where the schema has none, and bad values in a new clip or
+    image row are each one pair's rejection; the same clip and image go in with the next."""
+    samples = make_samples(shared_data, 10)
+    samples[1].pair.width = "wide"  # type: ignore[assignment]
+    samples[2].pair.target_image = None  # type: ignore[assignment]
+    clip, product = copy.copy(samples[3].clip), copy.copy(samples[6].product)
+    clip.frame_count = product.width = 2**40
+    samples[3] = dataclasses.replace(samples[3], clip=clip)  # the first pair of its clip
+    samples[6] = dataclasses.replace(samples[6], product=product)  # the first of its image
+    assert samples[4].clip.key == clip.key and samples[9].product.key == product.key
+    reasons = {
+        1: "column width (int32) cannot hold 'wide': Could not convert 'wide' with type str: "
+        "tried to convert to int32",
+        2: "no value for non-nullable target_image",
+        3: f"clips row {clip.key}, column frame_count (int32) cannot hold 1099511627776",
+        6: f"products row {product.key}, column width (int32) cannot hold 1099511627776",
+    }
+    out = tmp_path / "out"
+    with DatasetWriter(out, max_samples=4) as writer:
+        for i, sample in enumerate(samples):
+            if i not in reasons:
+                writer.write(sample)
+                continue
+            with pytest.raises(SampleError) as caught:
+                writer.write(sample)
+            assert caught.value.key == sample.pair.pair_id
+            assert caught.value.reason.startswith(f"the lance sink cannot write it: {reasons[i]}")
+    lance_ids, tar_ids = _ids(out)
+    assert lance_ids == tar_ids == {s.pair.pair_id for i, s in enumerate(samples) if i not in reasons}
+    dataset = open_dataset(out)
+    clips = dataset.table("clips").to_table(columns=["clip_id", "frame_count"]).to_pylist()
+    assert {"clip_id": clip.key, "frame_count": samples[4].clip.frame_count} in clips
 
 
 def test_a_value_a_sink_cannot_encode_reaches_no_sink(tmp_path: Path, shared_data: Path) -> None:
@@ -110,20 +194,12 @@ def test_an_encode_error_in_prepare_is_a_rejection(
 
 
 def test_a_sink_without_prepare_refuses_before_the_others_write(
-    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, shared_data: Path
 ) -> None:
     samples = make_samples(shared_data, 3)
     bad = samples[1].pair.pair_id
-    write = LanceSink.write
-
-    def refuse(self, sample):  # noqa: ANN001, ANN202
-        if sample.pair.pair_id == bad:
-            raise SampleError("a value Lance cannot hold")
-        write(self, sample)
-
-    monkeypatch.setattr(LanceSink, "write", refuse)
     out = tmp_path / "out"
-    with DatasetWriter(out) as writer:
+    with DatasetWriter(out, sinks=[_LanceWithoutPrepare(refuse=bad), TarSink()]) as writer:
         for sample in samples:
             if sample.pair.pair_id == bad:
                 with pytest.raises(SampleError, match="the lance sink cannot write it"):
@@ -184,7 +260,7 @@ def test_a_refusal_after_another_sink_wrote_stops_the_writer(
             TarSink.prepare(self, sample)()
 
     out = tmp_path / "out"
-    writer = DatasetWriter(out, sinks=[LanceSink(), LateTar()])
+    writer = DatasetWriter(out, sinks=[_LanceWithoutPrepare(), LateTar()])
     writer.open()
     writer.write(samples[0])
     with pytest.raises(RuntimeError, match=f"refused pair {bad} that lance wrote"):

@@ -4,6 +4,12 @@ Rows are buffered and written as uncommitted fragments (durable, invisible);
 a flush commits each table's pending fragments as one Lance ``Append``, and the
 manifest then names the new versions. Media columns are Lance blobs, so scans
 of the metadata columns never read them.
+
+Each row is converted to Arrow against its table's schema when the sink takes it
+(``prepare``), not when the buffer is written: a value the table cannot store
+(an int32 column given 2**40, a string where a number belongs, a null in a required
+column) is then refused as that pair's :class:`SampleError`, where at write or
+commit time it would fail a whole buffer of pairs with no pair to blame.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import logging
 import os
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +29,9 @@ import lance
 import pyarrow as pa
 from lance.fragment import FragmentMetadata, write_fragments
 
-from pvtt.builder.sinks.base import PairSample
+from pvtt.builder.sinks.base import PairSample, SampleError
 from pvtt.schemas.manifest import Manifest, TableInfo, fsync_dir
-from pvtt.schemas.records import ClipRecord, ProductRecord, to_row
+from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord, to_row
 from pvtt.schemas.tables import MEDIA_COLUMNS, TABLE_KEYS, TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -47,22 +54,43 @@ SCALAR_INDEXES: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 class _Table:
-    """Pending rows and fragments of one table."""
+    """Pending rows (one-row Arrow batches) and fragments of one table."""
 
     def __init__(self, uri: Path, name: str, fragment_bytes: int) -> None:
         self.uri = uri
+        self.name = name
         self.schema = TABLE_SCHEMAS[name]
         self.media = frozenset(MEDIA_COLUMNS[name])
+        self.scalars = pa.struct([f for f in self.schema if f.name not in self.media])
+        self.required = tuple(f.name for f in self.schema if not f.nullable)
         self.fragment_bytes = fragment_bytes
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[pa.RecordBatch] = []
         self.row_bytes = 0
         self.fragments: list[FragmentMetadata] = []
         self.keys: set[str] = set()
         self.pending_keys: list[str] = []
         self.durable = DurableTree(uri, durable=True)
 
-    def add(self, row: dict[str, Any], key: str, size: int) -> None:
-        self.rows.append(row)
+    def encode(self, record: ProductRecord | ClipRecord | PairRecord) -> _Row:
+        """The record as a one-row batch of this table, or :class:`SampleError` saying why not.
+
+        Arrow checks each value against the column type here; Lance refuses a null in a
+        non-nullable column only when it writes, so that is checked here too.
+        """
+        row = to_row(record)
+        # the pair's own row needs no name: the writer's SampleError carries the pair id
+        where = "" if isinstance(record, PairRecord) else f"{self.name} row {record.key}, "
+        missing = [name for name in self.required if row.get(name) is None]
+        if missing:
+            raise SampleError(f"{where}no value for non-nullable {', '.join(missing)}")
+        try:
+            batch = arrow_batch(row, self.schema, self.scalars, self.media)
+        except (ValueError, TypeError, OverflowError) as exc:  # ArrowInvalid, ArrowTypeError
+            raise SampleError(f"{where}{_bad_column(row, self.schema, self.media, exc)}") from None
+        return _Row(self, batch, record.key, _media_bytes(row))
+
+    def add(self, batch: pa.RecordBatch, key: str, size: int) -> None:
+        self.rows.append(batch)
         self.keys.add(key)
         self.pending_keys.append(key)
         self.row_bytes += size
@@ -72,7 +100,8 @@ class _Table:
     def write_pending_rows(self) -> None:
         if not self.rows:
             return
-        table = arrow_table(self.rows, self.schema, self.media)
+        # one chunk a row: Lance reads the batches ``to_reader`` cuts there, media zero-copy
+        table = pa.Table.from_batches(self.rows, schema=self.schema)
         self.fragments.extend(write_fragments(table.to_reader(), str(self.uri), schema=self.schema))
         self.rows, self.row_bytes = [], 0
 
@@ -94,6 +123,20 @@ class _Table:
         manifest.keys.setdefault(name, []).extend(self.pending_keys)
         self.fragments = []
         self.pending_keys = []
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A row encoded for its table, not yet added (see :meth:`LanceSink.prepare`)."""
+
+    table: _Table
+    batch: pa.RecordBatch
+    key: str
+    size: int
+
+    def add(self) -> None:
+        if self.key not in self.table.keys:  # a clip or image row goes in once
+            self.table.add(self.batch, self.key, self.size)
 
 
 class LanceSink:
@@ -161,22 +204,30 @@ class LanceSink:
             )
         return committed["pairs"]
 
-    def write(self, sample: PairSample) -> None:
+    def prepare(self, sample: PairSample) -> Callable[[], None]:
+        """Encode the pair's row, and its clip and product rows if new, and return what adds them.
+
+        A value a table cannot store raises :class:`SampleError` naming the row, with
+        nothing buffered; the returned call only buffers the encoded rows (and writes a
+        fragment when the buffer is full: its errors are the machine's).
+        """
+        rows: list[_Row] = []
         if self.commit:  # a rank writes product rows only through write_product (rank 0)
-            self._add_once("products", sample.product)
-        self._add_once("clips", sample.clip)
-        row = to_row(sample.pair)
-        self._tables["pairs"].add(row, sample.pair.pair_id, _media_bytes(row))
+            rows += self._new_row("products", sample.product)
+        rows += self._new_row("clips", sample.clip)
+        rows.append(self._tables["pairs"].encode(sample.pair))
+        return lambda: _add_all(rows)
+
+    def write(self, sample: PairSample) -> None:
+        self.prepare(sample)()
 
     def write_product(self, record: ProductRecord) -> None:
         """A product image row, once, whether or not a pair uses it."""
-        self._add_once("products", record)
+        _add_all(self._new_row("products", record))
 
-    def _add_once(self, name: str, record: ProductRecord | ClipRecord) -> None:
+    def _new_row(self, name: str, record: ProductRecord | ClipRecord) -> list[_Row]:
         table = self._tables[name]
-        if record.key not in table.keys:
-            row = to_row(record)
-            table.add(row, record.key, _media_bytes(row))
+        return [] if record.key in table.keys else [table.encode(record)]
 
     def wants_commit(self) -> bool:
         return False
@@ -331,25 +382,43 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
-def arrow_table(rows: list[dict[str, Any]], schema: pa.Schema, media: frozenset[str]) -> pa.Table:
-    """The rows as a table whose media columns wrap the rows' bytes objects, one chunk a row.
+def _add_all(rows: list[_Row]) -> None:
+    for row in rows:
+        row.add()
 
-    ``Table.from_pylist`` copies every media byte into one fresh buffer, and the page
-    faults of that new memory cost more than Lance's write: the compare bench's 110 MB
-    ``pairs`` fragment took 0.36 s to convert and write that way, 0.04 s this way. Lance
-    reads the batches ``to_reader`` cuts at the chunk edges: one row each, media zero-copy.
+
+def arrow_batch(
+    row: dict[str, Any], schema: pa.Schema, scalars: pa.StructType, media: frozenset[str]
+) -> pa.RecordBatch:
+    """One row as a batch of ``schema`` whose media columns wrap the row's bytes objects.
+
+    Arrow raises on a value its column's type cannot hold. The scalar columns are
+    converted as one struct value (``scalars``: the schema less its media columns),
+    which takes a third of the time ``RecordBatch.from_pylist`` does for one row.
+    ``from_pylist`` of the media would copy every byte into one fresh buffer, and the
+    page faults of that new memory cost more than Lance's write: the compare bench's
+    110 MB ``pairs`` fragment took 0.36 s to convert and write that way, 0.04 s this way.
     """
-    scalar_schema = pa.schema([f for f in schema if f.name not in media])
-    scalars = pa.Table.from_pylist(
-        [{k: v for k, v in row.items() if k not in media} for row in rows], schema=scalar_schema
-    )
-    columns = []
+    values = pa.array([row], type=scalars)
+    columns = [
+        _blob(row[f.name], f.type) if f.name in media else values.field(f.name) for f in schema
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _bad_column(
+    row: dict[str, Any], schema: pa.Schema, media: frozenset[str], exc: Exception
+) -> str:
+    """Which column made ``arrow_batch`` fail, and Arrow's words (which name no column)."""
     for f in schema:
-        if f.name in media:
-            columns.append(pa.chunked_array([_blob(row[f.name], f.type) for row in rows], f.type))
-        else:
-            columns.append(scalars.column(f.name))
-    return pa.Table.from_arrays(columns, schema=schema)
+        try:
+            if f.name in media:
+                _blob(row[f.name], f.type)
+            else:
+                pa.array([row[f.name]], f.type)
+        except (ValueError, TypeError, OverflowError) as column_exc:
+            return f"column {f.name} ({f.type}) cannot hold {row[f.name]!r:.80}: {column_exc}"
+    return f"the row does not fit the Lance table: {exc}"
 
 
 def _blob(data: bytes | None, type_: pa.DataType) -> pa.Array:
