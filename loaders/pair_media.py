@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pvtt.loaders.store import BuiltDataset, read_blobs_by_key
+from pvtt.loaders.where_tree import sql_literal
 
 
 class LancePairMedia:
@@ -46,9 +47,10 @@ class LancePairMedia:
 
     def source_image(self, row: dict[str, Any]) -> tuple[bytes | None, str]:
         """The source product's first photo (its original bytes) and file extension."""
-        source = row["source_id"].replace("'", "''")
         keys = self.products.to_table(
-            columns=["image_id", "image_path"], filter=f"product_id = '{source}'", limit=1
+            columns=["image_id", "image_path"],
+            filter=f"product_id = {sql_literal(row['source_id'])}",
+            limit=1,
         ).to_pylist()
         if not keys:
             return None, ""

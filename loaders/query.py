@@ -1,60 +1,47 @@
-"""Filters over pairs, pushed down to Lance as SQL or applied to shard indexes.
+"""Filters over pairs: one predicate tree, printed as SQL for Lance or evaluated on tar indexes.
 
-One :class:`PairFilter` serves ``pvtt query``, ``pvtt export-pairs`` and the
-loaders. Its structured parts (difficulty, score range, category, passed) are
-turned into a SQL predicate with quoted literals; a user's ``where`` text is
-only ever handed to Lance's own filter parser, never evaluated by pvtt.
+One :class:`PairFilter` serves ``pvtt query``, ``pvtt export-pairs`` and the loaders.
+Its structured parts (difficulty, score range, category, passed) and the user's
+``where`` (parsed and checked by :mod:`pvtt.loaders.where`) are combined as tree nodes,
+never by pasting strings: Lance receives SQL printed from the tree, and a tar dataset
+evaluates the same tree on its shard indexes, reading a sample's json only when the
+where names a column the indexes lack and the dataset has no ``pairs`` table to ask.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lance
 import pyarrow as pa
 
 from pvtt.loaders.store import BuiltDataset
+from pvtt.loaders.where import (
+    Column,
+    Compare,
+    In,
+    Logic,
+    Node,
+    columns,
+    conjunction,
+    conjuncts,
+    evaluate,
+    literal,
+    parse_where,
+    to_sql,
+    typed_table,
+)
+from pvtt.schemas.shards import FILTER_COLUMNS
 from pvtt.schemas.tables import scalar_columns
 
 DIFFICULTIES = ("easy", "medium", "hard", "expert")
+INDEX_COLUMNS = frozenset(FILTER_COLUMNS)
+"""Columns every shard index entry carries: a predicate over these reads no sample."""
 
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def check_where(where: str) -> str:
-    """A user's SQL predicate, checked to be one expression before Lance parses it.
-
-    ``to_sql`` puts it in parentheses after the structured filters; a text that closes
-    them (``true) OR (true``), ends the statement (``;``) or comments out the rest
-    (``--``, ``/*``) would change what the other filters mean, so it is refused.
-    """
-    depth, quote, i = 0, "", 0
-    while i < len(where):
-        char = where[i]
-        if quote:
-            if char == quote and where[i + 1 : i + 2] == quote:
-                i += 1  # a doubled quote is the quote character itself
-            elif char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth < 0:
-                raise ValueError(f"where {where!r}: a ')' closes a parenthesis it did not open")
-        elif char == ";" or where.startswith(("--", "/*"), i):
-            raise ValueError(f"where {where!r}: one expression only, without ';' or comments")
-        i += 1
-    if quote or depth:
-        raise ValueError(f"where {where!r}: an unclosed {'quote' if quote else 'parenthesis'}")
-    return where
+Entry = tuple[str, dict[str, Any]]
+"""``(shard path in the manifest, index entry)`` of one tar sample."""
 
 
 def lance_table(dataset: lance.LanceDataset, **kwargs: Any) -> pa.Table:
@@ -77,6 +64,7 @@ class PairFilter:
     category: frozenset[str] | None = None
     passed: bool | None = True
     where: str | None = None
+    _where: Node | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.difficulty is not None:
@@ -86,7 +74,7 @@ class PairFilter:
                     f"unknown difficulty {sorted(unknown)}; choose from {DIFFICULTIES}"
                 )
         if self.where is not None:
-            check_where(self.where)
+            object.__setattr__(self, "_where", parse_where(self.where))
         for name in ("min_score", "max_score"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
@@ -112,45 +100,50 @@ class PairFilter:
             where=where or None,
         )
 
-    def to_sql(self) -> str | None:
-        """The filter as a Lance SQL predicate (None selects everything)."""
-        parts: list[str] = []
+    def predicate(self) -> Node | None:
+        """The whole filter as one checked tree (None selects everything)."""
+        parts: list[Node] = []
         if self.difficulty is not None:
-            parts.append(f"difficulty IN ({', '.join(_quote(d) for d in sorted(self.difficulty))})")
+            parts.append(_one_of("difficulty", self.difficulty))
         if self.min_score is not None:
-            parts.append(f"quality_score >= {float(self.min_score)!r}")
+            parts.append(Compare(">=", Column("quality_score"), literal(float(self.min_score))))
         if self.max_score is not None:
-            parts.append(f"quality_score <= {float(self.max_score)!r}")
+            parts.append(Compare("<=", Column("quality_score"), literal(float(self.max_score))))
         if self.category is not None:
-            values = ", ".join(_quote(c) for c in sorted(self.category))
-            parts.append(f"(source_category IN ({values}) OR target_category IN ({values}))")
+            sides = ("source_category", "target_category")
+            parts.append(Logic("OR", tuple(_one_of(side, self.category) for side in sides)))
         if self.passed is not None:
-            parts.append(f"passed = {'true' if self.passed else 'false'}")
-        if self.where:
-            parts.append(f"({self.where})")
-        return " AND ".join(parts) if parts else None
+            parts.append(Compare("=", Column("passed"), literal(bool(self.passed))))
+        if self._where is not None:
+            parts.append(self._where)
+        return conjunction(parts)
+
+    def to_sql(self) -> str | None:
+        """The filter as a Lance SQL predicate, printed from :meth:`predicate`."""
+        node = self.predicate()
+        return None if node is None else to_sql(node)
 
     @property
     def index_only(self) -> bool:
-        """True when shard indexes alone can evaluate the filter (no ``where``)."""
-        return self.where is None
+        """True when shard indexes alone evaluate the filter (no sample json is read)."""
+        node = self.predicate()
+        return node is None or columns(node) <= INDEX_COLUMNS
 
     def matches(self, row: dict[str, Any]) -> bool:
-        """Evaluate the structured part on a row dict (shard index entries, tar json)."""
-        if self.where is not None:
-            raise ValueError("a `where` filter needs Lance; use select_rows()")
-        if self.difficulty is not None and row["difficulty"] not in self.difficulty:
-            return False
-        score = row.get("quality_score")
-        if self.min_score is not None and (score is None or score < self.min_score):
-            return False
-        if self.max_score is not None and (score is None or score > self.max_score):
-            return False
-        if self.category is not None and not (
-            row["source_category"] in self.category or row["target_category"] in self.category
-        ):
-            return False
-        return self.passed is None or bool(row["passed"]) == self.passed
+        """Evaluate the filter on one row dict (a shard index entry, a sample's json)."""
+        node = self.predicate()
+        if node is None:
+            return True
+        return bool(evaluate(node, typed_table([row], _names(node)))[0])
+
+
+def _one_of(column: str, values: frozenset[str]) -> In:
+    return In(Column(column), tuple(literal(v) for v in sorted(values)))
+
+
+def _names(node: Node) -> list[str]:
+    """Columns to type for evaluating ``node`` (pair_id always: it fixes the row count)."""
+    return sorted(columns(node) | {"pair_id"})
 
 
 def _as_set(value: Iterable[str] | str | None) -> frozenset[str] | None:
@@ -168,11 +161,10 @@ def select_pairs(
     columns: Sequence[str] | None = None,
     limit: int | None = None,
 ) -> pa.Table:
-    """The selected pairs' scalar columns; media bytes are never read.
+    """The selected pairs' scalar columns, typed by the schema; media bytes are never read.
 
-    Lance datasets are filtered by Lance (scalar indexes); tar-only datasets are
-    filtered on their shard indexes, or, for ``where``, through a temporary Lance
-    table of their ``json`` members so the same SQL applies.
+    Lance datasets are filtered by Lance (scalar indexes). Tar-only datasets are filtered
+    on their shard indexes; a sample's json is read only for a column the indexes lack.
     """
     allowed = scalar_columns("pairs")
     cols = list(columns) if columns else list(allowed)
@@ -181,24 +173,46 @@ def select_pairs(
         raise ValueError(f"unknown or media columns {bad}; scalar columns are {list(allowed)}")
     if dataset.has_lance:
         return lance_table(dataset.pairs, columns=cols, filter=flt.to_sql(), limit=limit)
-    rows = _tar_rows(dataset, flt)
-    if flt.where is not None:
-        with tempfile.TemporaryDirectory(prefix="pvtt-query-") as tmp:
-            table = pa.Table.from_pylist(rows) if rows else None
-            if table is None:
-                return pa.table({c: [] for c in cols})
-            tmp_ds = lance.write_dataset(table, f"{tmp}/q.lance")
-            return lance_table(tmp_ds, columns=cols, filter=flt.to_sql(), limit=limit)
-    rows = rows[:limit] if limit is not None else rows
-    return pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows])
+    entries = [(s.path, e) for s in dataset.shards for e in dataset.shard_index(s)]
+    entries, rows = select_entries(dataset, flt, entries)
+    if limit is not None:
+        entries = entries[: max(limit, 0)]
+        rows = rows[: max(limit, 0)] if rows is not None else None
+    if rows is None:
+        if set(cols) <= INDEX_COLUMNS:
+            rows = [entry for _, entry in entries]
+        else:
+            rows = [dataset.read_sample_json(path, entry) for path, entry in entries]
+    return typed_table(rows, cols)
 
 
-def _tar_rows(dataset: BuiltDataset, flt: PairFilter) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for shard in dataset.shards:
-        entries = dataset.shard_index(shard)
-        if flt.index_only:
-            entries = [e for e in entries if flt.matches(e)]
-        for entry in entries:
-            rows.append(dataset.read_sample_json(shard.path, entry))
-    return rows
+def select_entries(
+    dataset: BuiltDataset, flt: PairFilter, entries: list[Entry]
+) -> tuple[list[Entry], list[dict[str, Any]] | None]:
+    """The tar samples ``flt`` selects, and the json it had to read of them (or None).
+
+    The conjuncts over index columns run on the index entries. The rest, if any, is
+    answered by the ``pairs`` Lance table when the dataset has one, else from the json of
+    the samples the index part kept: an unselected sample's json is read only when the
+    index cannot rule it out.
+    """
+    node = flt.predicate()
+    if node is None or not entries:
+        return entries, None
+    on_index = [c for c in conjuncts(node) if columns(c) <= INDEX_COLUMNS]
+    rest = [c for c in conjuncts(node) if not columns(c) <= INDEX_COLUMNS]
+    part = conjunction(on_index)
+    if part is not None:
+        mask = evaluate(part, typed_table([e for _, e in entries], _names(part)))
+        entries = [e for e, keep in zip(entries, mask, strict=True) if keep]
+    remaining = conjunction(rest)
+    if remaining is None or not entries:
+        return entries, None
+    if dataset.has_lance:
+        table = lance_table(dataset.pairs, columns=["pair_id"], filter=to_sql(node))
+        keys = set(table.column("pair_id").to_pylist())
+        return [e for e in entries if e[1]["key"] in keys], None
+    rows = [dataset.read_sample_json(path, entry) for path, entry in entries]
+    mask = evaluate(remaining, typed_table(rows, _names(remaining)))
+    kept = [i for i, keep in enumerate(mask) if keep]
+    return [entries[i] for i in kept], [rows[i] for i in kept]

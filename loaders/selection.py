@@ -5,7 +5,8 @@ A :class:`Selection` is the filtered list of pairs in canonical order (sorted by
 quality score) and to read (a Lance row id, or a tar shard and byte range). It
 is computed from metadata only: Lance pushes the filter down to its scalar
 indexes; a tar dataset is planned from its shard indexes, so shards without a
-selected sample are never opened.
+selected sample are never opened, and a ``where`` over a column the indexes lack
+is answered by the ``pairs`` table when there is one (sample json otherwise).
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-import lance
 import numpy as np
 import pyarrow as pa
 
-from pvtt.loaders.query import DIFFICULTIES, PairFilter, lance_table
+from pvtt.loaders.query import DIFFICULTIES, Entry, PairFilter, lance_table, select_entries
 from pvtt.loaders.store import BuiltDataset
 from pvtt.schemas.manifest import ManifestError
 from pvtt.schemas.tables import scalar_columns
@@ -127,9 +126,8 @@ def _select_lance(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool)
 
 
 def _select_tar(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool) -> Selection:
-    entries: list[tuple[str, dict[str, Any]]] = []
+    entries: list[Entry] = []
     unreadable: list[tuple[str, int]] = []
-    structured = PairFilter(flt.difficulty, flt.min_score, flt.max_score, flt.category, flt.passed)
     for shard in dataset.shards:
         try:
             index = dataset.shard_index(shard)
@@ -138,11 +136,8 @@ def _select_tar(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool) -
                 raise
             unreadable.append((str(exc), shard.samples))
             continue
-        for entry in index:
-            if structured.matches(entry):
-                entries.append((shard.path, entry))
-    if flt.where is not None:
-        entries = _where_on_json(dataset, entries, flt.where)
+        entries.extend((shard.path, entry) for entry in index)
+    entries, _ = select_entries(dataset, flt, entries)
     entries.sort(key=lambda e: e[1]["key"])
     return Selection(
         pair_ids=[e["key"] for _, e in entries],
@@ -154,17 +149,3 @@ def _select_tar(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool) -
         fingerprint=fingerprint(dataset, flt, "tar"),
         unreadable=unreadable,
     )
-
-
-def _where_on_json(
-    dataset: BuiltDataset, entries: list[tuple[str, dict[str, Any]]], where: str
-) -> list[tuple[str, dict[str, Any]]]:
-    """Apply a SQL ``where`` to tar samples through Lance's own filter parser."""
-    if not entries:
-        return entries
-    rows = [dataset.read_sample_json(path, e) for path, e in entries]
-    with tempfile.TemporaryDirectory(prefix="pvtt-where-") as tmp:
-        tmp_ds = lance.write_dataset(pa.Table.from_pylist(rows), f"{tmp}/w.lance")
-        kept = lance_table(tmp_ds, columns=["pair_id"], filter=f"({where})")
-        keep = set(kept.column("pair_id").to_pylist())
-    return [(p, e) for p, e in entries if e["key"] in keep]

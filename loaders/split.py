@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from pvtt.loaders.query import PairFilter, select_pairs
 from pvtt.loaders.store import open_dataset
+from pvtt.loaders.where_tree import sql_in
 
 GROUPINGS = ("source_id", "product")
 
@@ -32,13 +33,6 @@ def assign(product_id: str, fractions: Mapping[str, float], seed: int) -> str:
         if u < edge:
             return name
     return next(reversed(list(fractions)))
-
-
-def _in(column: str, values: list[str]) -> str:
-    if not values:
-        return "false"
-    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(values))
-    return f"{column} IN ({quoted})"
 
 
 def split(
@@ -62,7 +56,8 @@ def split(
     clauses: dict[str, str] = {}
     for name, members in groups.items():
         if by == "source_id":
-            clauses[name] = _in("source_id", members)
+            clauses[name] = sql_in("source_id", sorted(members))
         else:
-            clauses[name] = f"({_in('source_id', members)} AND {_in('target_id', members)})"
+            both = (sql_in(c, sorted(members)) for c in ("source_id", "target_id"))
+            clauses[name] = " AND ".join(f"({clause})" for clause in both)
     return clauses

@@ -19,6 +19,7 @@ import lance
 
 from pvtt.loaders.fs import Storage
 from pvtt.loaders.tar_reader import read_sample, read_sample_json
+from pvtt.loaders.where_tree import sql_in
 from pvtt.schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, parse_manifest
 from pvtt.schemas.version import SCHEMA_VERSION_KEY, check_schema_version
 
@@ -111,10 +112,7 @@ def read_blobs_by_key(
     """Media bytes of ``column`` for the rows whose ``key_column`` is in ``keys``."""
     if not keys:
         return {}
-    quoted = ", ".join("'" + k.replace("'", "''") + "'" for k in keys)
-    rows = table.to_table(
-        columns=[key_column], filter=f"{key_column} IN ({quoted})", with_row_id=True
-    )
+    rows = table.to_table(columns=[key_column], filter=sql_in(key_column, keys), with_row_id=True)
     ids = rows.column("_rowid").to_pylist()
     names = rows.column(key_column).to_pylist()
     blobs = table.read_blobs(column, ids=ids, preserve_order=True)

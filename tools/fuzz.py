@@ -42,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
@@ -54,11 +55,13 @@ from pvtt.loaders.plan import SamplePlan
 from pvtt.loaders.query import PairFilter, select_pairs
 from pvtt.loaders.store import BuiltDataset, open_dataset
 from pvtt.loaders.tar_reader import ShardFormatError, read_sample, read_sample_json
+from pvtt.loaders.where import WhereError, evaluate, parse_where, to_sql
 from pvtt.schemas.config import BuildConfig, ConfigError, load_config
 from pvtt.schemas.keys import clip_id, image_id, pair_id
 from pvtt.schemas.manifest import Manifest, ManifestError, ShardInfo, TableInfo, parse_manifest
 from pvtt.schemas.masks import MAGIC, MASK_CODECS, decode_masks, encode_masks
 from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord
+from pvtt.schemas.tables import scalar_columns
 from pvtt.schemas.version import SchemaVersionError
 
 CASE_TIMEOUT_S = 10.0
@@ -918,9 +921,61 @@ _WHERE_TOKENS = st.sampled_from(
     ["passed", "difficulty", "quality_score", "pair_id", "shot_index", "=", "<>", ">=", "AND",
      "OR", "NOT", "(", ")", "'easy'", "'hard'", "''", "'", "\"", "true", "false", "1", "0.5",
      "NULL", "IS", "IN", ";", "--", "/*", "*/", "SELECT", "FROM", "pairs", "UNION", "DROP",
-     "TABLE", "regexp_match(pair_id, 'a')", "read_file('/etc/passwd')", "\\", "%", ",", "LIKE"]
+     "TABLE", "regexp_match(pair_id, 'a')", "read_file('/etc/passwd')", "\\", "%", ",", "LIKE",
+     # backtick identifiers, dollar quotes, comments, double quotes: the dialect's corners
+     "`", "`passed`", "`c'`", "`'`", "$$", "$$a'$$", "$$'$$", "#", "\n", "'it''s'", "'\\'",
+     "\"easy\"", "E'x'", "x'00'", "::", "==", "!=", "||",
+     # the rest of the language, so that accepted texts are varied too
+     "score_overall", "score_identity", "difficulty_level", "created_at", "BETWEEN", "ILIKE",
+     "-", "+", "*", "/", "-1", "2.5", "1e-3", "300", "'%a%'", "'_'", "lower(pair_id)",
+     "length(pair_id)", "abs(quality_score)", "TIMESTAMP '2026-01-01 00:00:00'"]
 )  # fmt: skip
-where_texts = st.lists(_WHERE_TOKENS, min_size=1, max_size=10).map(" ".join) | st.text(max_size=20)
+_NUMBER_COLUMNS = st.sampled_from(
+    ["quality_score", "score_overall", "score_identity", "shot_index", "difficulty_level",
+     "QUALITY_SCORE", "`shot_index`", "fps", "frame_count"]
+)  # fmt: skip
+_STRING_COLUMNS = st.sampled_from(["pair_id", "difficulty", "`target_id`", "reject_reason"])
+_NUMBERS = st.sampled_from(["0", "1", "-1", "2", "0.5", "0.1", "-0.25", "1e-3", "300", "2.5"])
+_STRINGS = st.sampled_from(
+    ["'easy'", "'hard'", "''", "'it''s'", "'\\'", "'%'", "'t%'", "'%0__%'", "'--'", "'/*'"]
+)
+_numbers = st.recursive(
+    _NUMBER_COLUMNS | _NUMBERS,
+    lambda inner: st.tuples(inner, st.sampled_from(["+", "-", "*", "/"]), inner).map(" ".join)
+    | inner.map(lambda x: f"-({x})")
+    | inner.map(lambda x: f"abs({x})"),
+    max_leaves=4,
+)
+_strings = _STRING_COLUMNS | _STRINGS | _STRING_COLUMNS.map(lambda c: f"lower({c})")
+_compare = st.sampled_from(["=", "<>", "<", "<=", ">", ">=", "!="])
+_predicates = st.recursive(
+    st.sampled_from(["passed", "NOT passed", "true", "false", "passed = NULL"])
+    | st.tuples(_numbers, _compare, _numbers).map(" ".join)
+    | st.tuples(_strings, _compare, _strings).map(" ".join)
+    | st.tuples(_numbers, st.sampled_from(["IS NULL", "IS NOT NULL"])).map(" ".join)
+    | st.tuples(_strings, st.sampled_from(["LIKE", "NOT LIKE", "ILIKE"]), _STRINGS).map(" ".join)
+    | st.tuples(_STRING_COLUMNS, st.lists(_STRINGS, min_size=1, max_size=3)).map(
+        lambda t: f"{t[0]} IN ({', '.join(t[1])})"
+    )
+    | st.tuples(_numbers, _numbers, _numbers).map(lambda t: f"{t[0]} BETWEEN {t[1]} AND {t[2]}"),
+    lambda inner: st.tuples(inner, st.sampled_from(["AND", "OR"]), inner).map(" ".join)
+    | inner.map(lambda p: f"NOT ({p})")
+    | inner.map(lambda p: f"({p})"),
+    max_leaves=5,
+)
+"""Well-formed predicates over the language: most are accepted, so the properties about
+accepted text (printed SQL, Lance = Arrow) get exercised, not only the refusals."""
+_spliced = st.tuples(_predicates, _WHERE_TOKENS, st.integers(0, 1000)).map(
+    lambda t: " ".join(t[0].split(" ")[: t[2] % (t[0].count(" ") + 2)] + [t[1]])
+    + " "
+    + " ".join(t[0].split(" ")[t[2] % (t[0].count(" ") + 2) :])
+)
+where_texts = (
+    st.lists(_WHERE_TOKENS, min_size=1, max_size=10).map(" ".join)
+    | st.text(max_size=20)
+    | _predicates
+    | _spliced
+)
 
 
 @cache
@@ -958,16 +1013,42 @@ def _where_dataset() -> BuiltDataset:
     return open_dataset(out)
 
 
+@cache
+def _where_table() -> pa.Table:
+    """Every scalar column of the fuzz dataset, as Lance stores them (typed by the schema)."""
+    names = [c for c in scalar_columns("pairs") if c != "target_boxes"]
+    return select_pairs(_where_dataset(), PairFilter(passed=None), columns=names)
+
+
 def check_where(text: str) -> None:
-    """A ``where`` reaches Lance's parser only, and cannot undo the structured filters."""
+    """A ``where`` is refused by pvtt's parser, or it is one checked expression that
+    cannot undo the structured filters, that Lance receives as printed from the checked
+    tree (which parses back to itself), and that selects the same rows on Arrow (the tar
+    path) as on Lance."""
     try:
         flt = PairFilter.make(difficulty="easy", passed=True, where=text)
-        table = select_pairs(_where_dataset(), flt, columns=["passed", "difficulty"])
-    except ValueError:  # pvtt's check, or Lance's parser or planner, refused it
+    except WhereError:
+        return
+    if flt.where is not None:  # "" means no where
+        tree = parse_where(flt.where)
+        assert parse_where(to_sql(tree)) == tree, f"{to_sql(tree)!r} does not parse back"
+    predicate = flt.predicate()
+    assert predicate is not None
+    try:
+        table = select_pairs(_where_dataset(), flt, columns=["pair_id", "passed", "difficulty"])
+    except ValueError as exc:  # Lance failed while evaluating (a division by zero)
+        with contextlib.suppress(ValueError):
+            evaluate(predicate, _where_table())
+            raise AssertionError(f"Lance refused {flt.to_sql()!r} ({exc}); Arrow did not") from exc
         return
     rows = table.to_pylist()
     assert all(r["passed"] and r["difficulty"] == "easy" for r in rows), (
         f"where {text!r} escaped the other filters: {flt.to_sql()}"
+    )
+    arrow = _where_table().filter(pa.array(evaluate(predicate, _where_table())))
+    on_arrow = sorted(arrow.column("pair_id").to_pylist())
+    assert on_arrow == sorted(r["pair_id"] for r in rows), (
+        f"{flt.to_sql()!r}: Lance and Arrow disagree"
     )
 
 
@@ -1038,7 +1119,12 @@ TARGETS: dict[str, Target] = {
             "SQL-looking --where text against the structured filters",
             where_texts,
             check_where,
-            examples=("true) OR (true",),
+            examples=(
+                "true) OR (true",
+                "`c'` = 'a' ) OR true OR ( `'` = 'x'",
+                "$$a'$$ ) OR true OR ( c = $$'$$",
+                "passed = false OR true",
+            ),
         ),
     )  # fmt: skip
 }

@@ -23,6 +23,7 @@ from pvtt.loaders.frames import decode_frames, decode_masks_at, decode_rgba, fra
 from pvtt.loaders.pair_media import LancePairMedia, TarPairMedia, pair_media
 from pvtt.loaders.query import PairFilter, select_pairs
 from pvtt.loaders.store import BuiltDataset
+from pvtt.loaders.where_tree import sql_literal
 from pvtt.schemas.manifest import ManifestError
 from pvtt.tools import preview
 from pvtt.tools.commands._common import (
@@ -99,8 +100,7 @@ def _select(dataset: BuiltDataset, args: argparse.Namespace) -> list[dict[str, A
         filters = ("difficulty", "min_score", "max_score", "category", "where")
         if any(getattr(args, name) is not None for name in filters):
             raise ValueError("give PAIR_ID or filters (--difficulty, --where, ...), not both")
-        quoted = args.pair_id.replace("'", "''")
-        flt = PairFilter.make(passed=None, where=f"pair_id = '{quoted}'")
+        flt = PairFilter.make(passed=None, where=f"pair_id = {sql_literal(args.pair_id)}")
         rows = select_pairs(dataset, flt, limit=1).to_pylist()
         if not rows:
             raise ValueError(f"{args.out}: no pair {args.pair_id!r}")
