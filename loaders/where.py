@@ -115,14 +115,14 @@ def parse_where(text: str) -> Node:
     try:
         node = _convert(trees[0])
         kind = kind_of(node)
+        if kind != "boolean":
+            raise WhereError(f"not a true/false condition (it is {kind})")
         node = _fold(node)
         kind_of(node)  # again: a folded literal must fit the column it faces
     except WhereError as exc:
         raise WhereError(f"where {shown}: {exc}") from None
     except RecursionError:
         raise WhereError(f"where {shown}: nested too deeply") from None
-    if kind not in ("boolean",):
-        raise WhereError(f"where {shown}: not a true/false condition (it is {kind})")
     return node
 
 
