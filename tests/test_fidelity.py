@@ -15,8 +15,8 @@ from pvtt.builder.stages.cutout import trim_to_alpha
 from pvtt.tools.bench import fidelity
 from pvtt.tools.bench.fidelity import (
     PSNR_CAP,
-    box_ious,
     boundary_f,
+    box_ious,
     frame_ious,
     ideal_composite,
     label,

@@ -44,7 +44,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -411,8 +411,8 @@ def build_pair(case: TruthCase, stages: Stages, workdir: Path, cache: ArtifactCa
             built.verdict = {
                 "passed": bool(record.passed), "quality_score": float(record.quality_score),
                 "reject_reason": record.reject_reason,
-                "scores": {name: getattr(record, f"score_{name}")
-                           for name in ("identity", "temporal", "lighting", "overall")},
+                "scores": {f.name.removeprefix("score_"): getattr(record, f.name)
+                           for f in fields(record) if f.name.startswith("score_")},
             }
     built.seconds = {k: round(v, 3) for k, v in report.seconds.items()}
     return built

@@ -281,10 +281,12 @@ def _alpha(mask: np.ndarray) -> np.ndarray:
 
 def _paint(shape: tuple[int, int], rng: np.random.Generator, base: tuple[int, int, int],
            metal: bool, texture: float = 7.0, gradient: float = 0.18) -> np.ndarray:
-    """Straight RGB float32 of a product surface: base colour, gradient, highlight, texture.
+    """Straight RGB float32 of a product surface: base colour, gradient, highlight, grain,
+    and (not on metal) a print half the time: a label with text-like strokes, stripes or dots.
 
-    Real products are shaded and catch the light; a flat colour would make every tracker's
-    job artificially hard (no corners) or easy (no texture to confuse).
+    Real products are shaded, catch the light and carry prints and logos; a flat colour
+    would leave a tracker no corners (and real products seldom do). The grain is coarse
+    enough (1 % of the product) to survive shrinking the product into a clip.
     """
     h, w = shape
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -298,10 +300,41 @@ def _paint(shape: tuple[int, int], rng: np.random.Generator, base: tuple[int, in
     hx, hy = rng.uniform(-0.5, 0.5, 2)
     highlight = np.exp(-((nx - hx) ** 2 + (ny - hy) ** 2) / (2 * 0.25**2)) * (0.5 if metal else 0.3)
     colour = np.asarray(base, np.float32) * shade[..., None]
+    if not metal and rng.random() < 0.5:
+        _print(colour, rng, np.asarray(base, np.float32))
     colour = colour + highlight[..., None] * (255.0 - colour)
-    noise = rng.normal(0, texture, (h, w, 1)).astype(np.float32)
-    colour = colour + cv2.GaussianBlur(noise, (0, 0), 1.2)[..., None]
-    return np.clip(colour, 0, 255)
+    grain = rng.normal(0, 1, (h, w)).astype(np.float32)
+    grain = cv2.GaussianBlur(grain, (0, 0), 0.01 * max(h, w))
+    grain *= texture / max(float(grain.std()), 1e-6)
+    return np.clip(colour + grain[..., None], 0, 255)
+
+
+def _print(colour: np.ndarray, rng: np.random.Generator, base: np.ndarray) -> None:
+    """Draw a print on a product surface in place: a label, stripes or dots."""
+    h, w = colour.shape[:2]
+    ink = np.clip(base * rng.uniform(0.2, 0.5) if base.mean() > 110 else base + rng.uniform(90, 150),
+                  0, 255)
+    kind = ("label", "stripes", "dots")[rng.integers(3)]
+    if kind == "label":
+        top, bottom = sorted(rng.uniform(0.3, 0.7, 2) * h)
+        bottom = max(bottom, top + 0.15 * h)
+        paper = np.clip(base + rng.uniform(60, 120), 0, 255) if base.mean() < 150 else base * 0.75
+        colour[int(top) : int(bottom)] = paper
+        for _ in range(int(rng.integers(3, 8))):
+            x0 = rng.uniform(0.1, 0.8) * w
+            yy = rng.uniform(top + 0.2 * (bottom - top), bottom - 0.2 * (bottom - top))
+            cv2.line(colour, (int(x0), int(yy)), (int(x0 + rng.uniform(0.05, 0.2) * w), int(yy)),
+                     ink.tolist(), max(1, int(0.02 * h)))
+    elif kind == "stripes":
+        period = rng.uniform(0.08, 0.2) * max(h, w)
+        angle = rng.uniform(0, np.pi)
+        y, x = np.mgrid[0:h, 0:w]
+        on = np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period) > 0.3
+        colour[on] = 0.6 * colour[on] + 0.4 * ink
+    else:
+        for _ in range(int(rng.integers(5, 13))):
+            centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+            cv2.circle(colour, centre, int(rng.uniform(0.03, 0.08) * max(h, w)), ink.tolist(), -1)
 
 
 def _finish(mask: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -346,7 +379,7 @@ def draw_ring(rng: np.random.Generator, tone: str = "metal") -> Product:
         gem_mask = np.zeros_like(mask)
         radius = thickness * REF * s * 1.5
         cv2.circle(gem_mask, _pt(cx, cy - ay), round(radius * 16), 255, -1, cv2.LINE_8, 4)
-        gem_colour = _paint((h, w), rng, _colour(rng, "any")[0], metal=False, texture=4)
+        gem_colour = _paint((h, w), rng, _colour(rng, "any")[0], metal=False, texture=5)
         g = _alpha(gem_mask)[..., None]
         colour = colour * (1 - g) + gem_colour * g
         mask = np.maximum(mask, gem_mask)
@@ -696,7 +729,7 @@ def moderate_path(rng: np.random.Generator, layer: np.ndarray, frames: int,
 def fast_path(rng: np.random.Generator, layer: np.ndarray, frames: int,
               size: tuple[int, int]) -> Path2D:
     """Back and forth across the frame, 1-1.5 cycles a clip: 20-30 px a frame at 384 px wide
-    and 40 frames, blurred by a half-open shutter."""
+    and 40 frames, blurred over a quarter of the frame interval."""
     width, height = size
     u = np.linspace(0, 1, frames)
     scale = np.full(frames, _fit_scale(layer, size, rng.uniform(0.2, 0.3)))
@@ -753,8 +786,8 @@ def edge_path(rng: np.random.Generator, layer: np.ndarray, frames: int,
 def render_product(layer: np.ndarray, path: Path2D, size: tuple[int, int]) -> np.ndarray:
     """The product's premultiplied layer on every frame, ``T x H x W x 4`` float32.
 
-    With ``path.blur > 1`` each frame averages that many placements spread over half a
-    frame interval either side (an open shutter), which is exactly a motion-blurred layer.
+    With ``path.blur > 1`` each frame averages that many placements spread over a quarter
+    of the frame interval (shutter open 1/4 of the time), exactly a motion-blurred layer.
     """
     width, height = size
     frames = len(path.centre)
@@ -763,7 +796,7 @@ def render_product(layer: np.ndarray, path: Path2D, size: tuple[int, int]) -> np
         if path.blur == 1:
             out[t] = place(layer, path.scale[t], path.angle[t], tuple(path.centre[t]), size)
             continue
-        for k in np.linspace(-0.25, 0.25, path.blur):
+        for k in np.linspace(-0.125, 0.125, path.blur):
             tt = min(max(t + k, 0), frames - 1)
             lo, hi = int(np.floor(tt)), int(np.ceil(tt))
             f = tt - lo
@@ -945,7 +978,7 @@ def generate_case(spec: CaseSpec, data_dir: Path, size: tuple[int, int] = SIZE,
         source_kinds = ("solid", "holed")
     elif family == "light-on-light":
         source_kinds = ("car", "solid", "holed", "ring")
-    elif family == "baseline":
+    elif family in ("baseline", "fast-motion"):
         source_kinds = ("solid", "car")
     else:
         source_kinds = ("solid", "holed", "car", "ring")
