@@ -9,10 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from records_factory import make_samples
 
 from pvtt.builder.demo import PRODUCTS, make_demo_catalog
-from pvtt.builder.engines.ray_engine import RayOptions, stage_gpus
+from pvtt.builder.engines.ray_engine import RayOptions, _part, _RankWriter, stage_gpus
+from pvtt.builder.merge import merge
+from pvtt.builder.report import BuildReport, Reject
 from pvtt.loaders.store import open_dataset
+from pvtt.loaders.verify import verify_dataset
 from pvtt.schemas.config import ConfigError, load_config
 from pvtt.tools.cli import main
 
@@ -132,6 +136,51 @@ def test_ray_rerun_of_a_finished_build_changes_nothing(
     assert main(["build", str(catalog), str(on_ray), "--engine", "ray", *common]) == 0
     assert f"0 new, {len(before)} already done" in capsys.readouterr().out
     assert _pairs(on_ray) == before
+
+
+def test_a_pair_the_sinks_refuse_is_rejected_on_its_rank(
+    local_ray: None, shared_data: Path, tmp_path: Path
+) -> None:
+    """A pair Lance cannot store used to raise in the rank writer actor and fail the build."""
+    import ray
+
+    samples = make_samples(shared_data, 6)  # clip 0: samples 0-2 (rank 0), clip 1: 3-5 (rank 1)
+    samples[1].pair.shot_index = 2**40
+    bad = samples[1].pair
+    out = tmp_path / "out"
+    writers = [
+        ray.remote(num_cpus=0, max_restarts=0)(_RankWriter).remote(
+            out, load_config(None), rank, 2, "test", {}
+        )
+        for rank in range(2)
+    ]
+    ray.get([w.open.remote() for w in writers])
+    ray.get(writers[0].write_products.remote({s.product.key: s.product for s in samples}))
+    made = BuildReport()  # what the pair stage counts for each pair it hands on
+    for s in samples[:3]:
+        made.count(f"pairs.{'passed' if s.pair.passed else 'rejected'}")
+    calls = [
+        writers[rank].write.remote(group[0].clip.key, group, parts)
+        for rank, group, parts in ((0, samples[:3], [_part(made)]), (1, samples[3:], []))
+    ]
+    assert ray.get(calls) == [2, 3]
+    (part, written), _ = ray.get([w.close.remote() for w in writers])
+    assert written == 2
+    assert part["rejects"] == [
+        Reject(
+            "write",
+            bad.pair_id,
+            "the lance sink cannot write it: column shot_index (int32) cannot hold "
+            "1099511627776: Value 1099511627776 too large to fit in C integer type",
+        )
+    ]
+    assert sum(n for k, n in part["counts"].items() if k.startswith("pairs.")) == 2
+    merge(out)
+    dataset = open_dataset(out)
+    assert verify_dataset(dataset, media=False).ok
+    lance_ids = set(dataset.pairs.to_table(columns=["pair_id"]).column("pair_id").to_pylist())
+    tar_ids = {e["key"] for shard in dataset.shards for e in dataset.shard_index(shard)}
+    assert lance_ids == tar_ids == {s.pair.pair_id for s in samples} - {bad.pair_id}
 
 
 def test_ray_missing_says_how_to_install(

@@ -56,7 +56,7 @@ from pvtt.builder.products import ProductArtefacts
 from pvtt.builder.registry import create_backend
 from pvtt.builder.report import REPORT_DIR, BuildReport
 from pvtt.builder.resources import RATES_NAME, measured_rates
-from pvtt.builder.sinks.base import PairSample
+from pvtt.builder.sinks.base import PairSample, SampleError
 from pvtt.builder.stages.protocols import StageRejected
 from pvtt.builder.video import VideoError, decode_video_bytes
 from pvtt.builder.writer import DatasetWriter
@@ -477,15 +477,37 @@ class _RankWriter:
             self.writer.write_product(record)
 
     def write(self, clip_id: str, samples: list[PairSample], reports: list[dict[str, Any]]) -> int:
+        """Write a clip's pairs; the number written (a pair a sink cannot hold is rejected)."""
         if clip_id in self.clips:  # a write task retried after this call went through
             return 0
         self.clips.add(clip_id)
         _absorb(self.report, reports)
+        written = 0
         for sample in samples:
-            with self.report.timed("write"):
-                self.writer.write(sample)
-        self.written += len(samples)
-        return len(samples)
+            try:
+                with self.report.timed("write"):
+                    self.writer.write(sample)
+            except SampleError as exc:  # data a sink cannot encode: nothing of it was written
+                self._refused(sample, exc.reason)
+                continue
+            written += 1
+        self.written += written
+        return written
+
+    def _refused(self, sample: PairSample, reason: str) -> None:
+        """Reject a pair the sinks refused, as the local engine's ``Build._write_pair`` does.
+
+        The pair stage counted the pair as made when it handed it on; the local engine
+        counts a refused pair nowhere but in the rejects, so that count is taken back.
+        """
+        pair = sample.pair
+        self.report.reject("write", pair.pair_id, reason)
+        self.report.count(f"pairs.{'passed' if pair.passed else 'rejected'}", -1)
+        self.report.count_media(
+            "pairs",
+            -pair.frame_count * pair.width * pair.height,
+            synth_video=-len(pair.synth_video),
+        )
 
     def close(self) -> tuple[dict[str, Any], int]:
         self.writer.close()
