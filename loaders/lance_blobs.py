@@ -14,7 +14,7 @@ lie in ``data/<data file stem>/<blob_id as 32 binary digits, least significant f
 That layout is Lance's, not a documented contract, so :func:`locate` checks it each time,
 one value of every kind in every column against Lance's own read. A column that fails the
 check, or stores blobs some other way (blob v1, external URIs, data files under another
-base), is marked ``plain=False``: it is then read through Lance, in the planning process
+base), gets a ``why_not`` and is read through Lance instead, in the planning process
 only.
 """
 
@@ -40,9 +40,9 @@ OPEN_FILES = 16
 class BlobSpans:
     """Where each value of one blob column lies, by the table's row position (its slot).
 
-    ``data_file[i]`` indexes ``data_files`` (the row's data file). With ``plain`` False
-    nothing but ``null`` was filled in (``why_not`` says why): the values must be read
-    through Lance.
+    ``data_file[i]`` indexes ``data_files`` (the row's data file). When ``why_not`` says
+    why the values cannot be read with plain reads, only ``null`` is filled in: they must
+    be read through Lance.
     """
 
     null: np.ndarray
@@ -52,8 +52,11 @@ class BlobSpans:
     blob_id: np.ndarray
     position: np.ndarray
     size: np.ndarray
-    plain: bool = True
     why_not: str | None = None
+
+    @property
+    def plain(self) -> bool:
+        return self.why_not is None
 
     def is_null(self, slot: int) -> bool:
         return bool(self.null[slot])
@@ -115,16 +118,19 @@ def locate(
     in ``unreadable``, so a read of one of them fails alone.
     """
     names = [*([key_column] if key_column else []), *columns]
-    files = RangeFiles(fs)
     scanned, unreadable = _scan(table, names)
     order = np.argsort(scanned.column("_rowid").to_numpy(), kind="stable")
     scanned = scanned.take(pa.array(order))
     row_ids = scanned.column("_rowid").to_numpy()
     addresses = scanned.column("_rowaddr").to_numpy()
-    spans = {
-        name: _spans(table, uri, name, scanned.column(name), addresses, files) for name in columns
-    }
-    files.close()
+    files = RangeFiles(fs)
+    try:
+        spans = {
+            name: _spans(table, uri, name, scanned.column(name), addresses, files)
+            for name in columns
+        }
+    finally:
+        files.close()
     keys = None
     if key_column is not None:
         keys = {key: slot for slot, key in enumerate(scanned.column(key_column).to_pylist())}
@@ -167,7 +173,7 @@ def _spans(
         nothing = np.zeros(len(values), dtype=np.uint64)
         return BlobSpans(
             null, [], np.full(len(values), -1, np.int32), nothing, nothing, nothing, nothing,
-            plain=False, why_not=str(exc),
+            why_not=str(exc),
         )  # fmt: skip
 
 

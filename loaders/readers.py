@@ -125,10 +125,10 @@ class LanceReader:
     def lance_only(self) -> list[str]:
         """Why each column that cannot be read without Lance cannot (empty: none)."""
         return [
-            spans.why_not or column
+            spans.why_not
             for table in self.blobs.values()
-            for column, spans in table.columns.items()
-            if not spans.plain
+            for spans in table.columns.values()
+            if spans.why_not is not None
         ]
 
     def forked(self, dataset: BuiltDataset) -> LanceReader:
