@@ -50,6 +50,7 @@ from pvtt.loaders.where_tree import (
     conjuncts,
     kind_of,
     literal,
+    logic,
     negate,
     sql_in,
     sql_literal,
@@ -205,11 +206,7 @@ def _convert(e: Any) -> Node:
     if what in _ARITH:
         return Arith(what, _convert(e.this), _divisor(e) if what == "/" else _convert(e.expression))
     if what in ("AND", "OR"):
-        items: list[Node] = []
-        for side in (e.this, e.expression):
-            node = _convert(side)
-            items.extend(node.items if isinstance(node, Logic) and node.op == what else [node])
-        return Logic(what, tuple(items))
+        return logic(what, [_convert(e.this), _convert(e.expression)])
     if what == "not":
         return _not(_convert(e.this))
     if what == "is":
@@ -221,7 +218,7 @@ def _convert(e: Any) -> Node:
     if what == "between":  # two comparisons, each typed as Lance types a comparison
         x = _convert(e.this)
         low, high = _convert(e.args["low"]), _convert(e.args["high"])
-        return Logic("AND", (Compare(">=", x, low), Compare("<=", x, high)))
+        return logic("AND", [Compare(">=", x, low), Compare("<=", x, high)])
     if what in ("like", "ilike"):
         pattern = _convert(e.expression)
         if not (isinstance(pattern, Literal) and pattern.kind == "string"):
@@ -260,7 +257,7 @@ def _fold(node: Node) -> Node:
     if isinstance(node, (Compare, Arith)):
         return type(node)(node.op, _fold(node.left), _fold(node.right))
     if isinstance(node, Logic):
-        return Logic(node.op, tuple(_fold(item) for item in node.items))
+        return logic(node.op, [_fold(item) for item in node.items])
     if isinstance(node, Negate):
         return Negate(_fold(node.operand))
     if isinstance(node, Call):

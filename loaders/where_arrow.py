@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 
 from pvtt.loaders.where_tree import (
     FUNCTIONS,
+    NUMBERS,
     Arith,
     Call,
     Column,
@@ -127,10 +128,61 @@ def _scalar(value: Literal, dtype: pa.DataType | None = None) -> pa.Scalar:
 
 
 def _facing(node: Node, other: Node) -> pc.Expression:
-    """One side of a comparison: a literal facing a column takes the column's type."""
+    """One side of a comparison: a literal facing a column takes the column's type (and
+    the column keeps its own), as Lance converts it; other sides are widened."""
     if isinstance(node, Literal) and isinstance(other, Column):
         return pc.scalar(_scalar(node, column_types()[other.name]))
-    return _expr(node)
+    if isinstance(node, Column) and isinstance(other, Literal):
+        return pc.field(node.name)
+    return _widened(node, other)
+
+
+def _widened(node: Node, other: Node) -> pc.Expression:
+    """``node`` cast to its common numeric type with ``other``, as DataFusion coerces the
+    two sides of an operator. Arrow left to itself casts a literal to the array's type
+    (``float32 * 2.5`` computed in float32, ``int32 * 2**31`` wrapping in int32), where
+    DataFusion widens the array (float64, int64)."""
+    common = _common(arrow_type(node), arrow_type(other))
+    if isinstance(node, Literal) and node.kind in NUMBERS:
+        return pc.scalar(_scalar(node, common))
+    expr = _expr(node)
+    return expr if common == arrow_type(node) else expr.cast(common)
+
+
+def arrow_type(node: Node) -> pa.DataType:
+    """The Arrow type DataFusion gives a value node."""
+    if isinstance(node, Column):
+        return column_types()[node.name]
+    if isinstance(node, Literal):
+        return _LITERAL_TYPES[node.kind]
+    if isinstance(node, Arith):
+        return _common(arrow_type(node.left), arrow_type(node.right))
+    if isinstance(node, Negate):
+        return arrow_type(node.operand)
+    if isinstance(node, Call):
+        return {"lower": pa.string(), "upper": pa.string(), "length": pa.int32()}.get(
+            node.name, arrow_type(node.operand)
+        )
+    return pa.bool_()
+
+
+_LITERAL_TYPES = {
+    "string": pa.string(), "integer": pa.int64(), "float": pa.float64(),
+    "boolean": pa.bool_(), "timestamp": pa.timestamp("us", tz="UTC"), "null": pa.null(),
+}  # fmt: skip
+
+
+def _common(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """DataFusion's numeric coercion: a float type wins over integers (float32 stays
+    float32 beside an int64), else the wider of the two."""
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b) or not (pa.types.is_integer(a) or pa.types.is_floating(a)):
+        return a
+    if not (pa.types.is_integer(b) or pa.types.is_floating(b)):
+        return a
+    floats = [t for t in (a, b) if pa.types.is_floating(t)]
+    return max(floats or [a, b], key=lambda t: t.bit_width)
 
 
 def _expr(node: Node, want: pa.DataType | None = None) -> pc.Expression:
@@ -149,9 +201,10 @@ def _expr(node: Node, want: pa.DataType | None = None) -> pc.Expression:
             return _total_order(node.op, left, right)
         return getattr(pc, _COMPARE[node.op])(left, right)
     if isinstance(node, Arith):
-        left, right = _expr(node.left), _expr(node.right)
+        left, right = _widened(node.left, node.right), _widened(node.right, node.left)
         if node.op == "/":  # a division by zero is NULL, as NULLIF makes it in Lance
-            right = pc.if_else(pc.equal(right, pc.scalar(0)), pc.scalar(pa.scalar(None)), right)
+            null = pc.scalar(pa.scalar(None, arrow_type(node)))
+            right = pc.if_else(pc.equal(right, pc.scalar(0)), null, right)
         return getattr(pc, _ARITH[node.op])(left, right)
     if isinstance(node, Negate):
         return pc.negate(_expr(node.operand))
@@ -167,14 +220,13 @@ def _expr(node: Node, want: pa.DataType | None = None) -> pc.Expression:
     if isinstance(node, IsNull):
         return (pc.is_valid if node.negated else pc.is_null)(_expr(node.operand))
     if isinstance(node, In):
-        out = _in(node)
-    elif isinstance(node, Like):
+        return _in(node)
+    if isinstance(node, Like):
         regex = like_regex(node.pattern)
         operand = _expr(node.operand, pa.string())
         out = pc.match_substring_regex(operand, pattern=regex, ignore_case=node.ignore_case)
-    else:
-        raise TypeError(f"not a where node: {node!r}")
-    return pc.invert(out) if node.negated else out
+        return pc.invert(out) if node.negated else out
+    raise TypeError(f"not a where node: {node!r}")
 
 
 def _total_order(op: str, a: pc.Expression, b: pc.Expression) -> pc.Expression:
@@ -210,7 +262,7 @@ def _negative_zero(x: pc.Expression) -> pc.Expression:
 
 
 def _in(node: In) -> pc.Expression:
-    """SQL IN: NULL for a NULL operand (so that NOT IN drops it too), else membership."""
+    """SQL IN: NULL for a NULL operand, else membership."""
     x = node.operand
     if not isinstance(x, Column) or pa.types.is_floating(column_types()[x.name]):
         # one IEEE comparison per value (Arrow's is_in hashes -0.0 apart from 0.0)

@@ -2,7 +2,7 @@
 
 A tree is built by :func:`pvtt.loaders.where.parse_where` (a user's text) or directly
 (pvtt's structured filters), and is always in the shape Lance evaluates consistently:
-no NOT node (negation is pushed into the comparisons, IN, IS NULL and LIKE), no BETWEEN
+no NOT node (negation is pushed into the comparisons, IS NULL and LIKE), no BETWEEN
 (two comparisons), no sub-expression made of literals only (folded to one literal),
 and conditions combined only by AND and OR. Lance converts a literal that faces a
 column in such a top-level comparison to the column's type, but not one nested under
@@ -78,9 +78,11 @@ class Logic:
 
 @dataclass(frozen=True)
 class In:
+    """``operand IN (values)``. Its negation is ``<>`` per value: DataFusion simplifies
+    ``x NOT IN (a) OR x NOT IN (b)`` to TRUE, also for a NULL ``x`` (measured)."""
+
     operand: Node
     values: tuple[Literal, ...]
-    negated: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,12 +138,16 @@ def utc(value: datetime) -> datetime:
     return value
 
 
+def logic(op: str, items: list[Node]) -> Node:
+    """``a op b op ...`` flattened (an item that is itself an ``op`` gives its items), so
+    that one predicate has one tree however it was written or negated."""
+    flat = [p for i in items for p in (i.items if isinstance(i, Logic) and i.op == op else [i])]
+    return flat[0] if len(flat) == 1 else Logic(op, tuple(flat))
+
+
 def conjunction(items: list[Node]) -> Node | None:
     """``a AND b AND ...`` of the nodes given, flattened (None for none)."""
-    flat = [part for item in items for part in conjuncts(item)]
-    if not flat:
-        return None
-    return flat[0] if len(flat) == 1 else Logic("AND", tuple(flat))
+    return logic("AND", items) if items else None
 
 
 def conjuncts(node: Node) -> list[Node]:
@@ -172,10 +178,12 @@ def columns(node: Node) -> set[str]:
 def negate(node: Node) -> Node:
     """NOT ``node``, pushed down to the comparisons (three-valued: NULL stays NULL)."""
     if isinstance(node, Logic):
-        return Logic("OR" if node.op == "AND" else "AND", tuple(negate(i) for i in node.items))
+        return logic("OR" if node.op == "AND" else "AND", [negate(i) for i in node.items])
     if isinstance(node, Compare):
         return Compare(INVERSE[node.op], node.left, node.right)
-    if isinstance(node, (In, IsNull, Like)):
+    if isinstance(node, In):
+        return logic("AND", [Compare("<>", node.operand, value) for value in node.values])
+    if isinstance(node, (IsNull, Like)):
         return replace(node, negated=not node.negated)
     if isinstance(node, Literal):
         return node if node.value is None else literal(not node.value)
@@ -350,9 +358,9 @@ def to_sql(node: Node) -> str:
         return f"-({to_sql(node.operand)})"  # never "--": that would start a comment
     if isinstance(node, Logic):
         return f" {node.op} ".join(_sub(item) for item in node.items)
-    neg = "NOT " if node.negated else ""
     if isinstance(node, In):
-        return f"{_sub(node.operand)} {neg}IN ({', '.join(to_sql(v) for v in node.values)})"
+        return f"{_sub(node.operand)} IN ({', '.join(to_sql(v) for v in node.values)})"
+    neg = "NOT " if node.negated else ""
     if isinstance(node, IsNull):
         return f"{_sub(node.operand)} IS {neg}NULL"
     if isinstance(node, Like):

@@ -32,7 +32,7 @@ ISSUE_ATTACKS = [
 ]
 STRINGS = ["a", "it's", "b\\", "50%_off", "--x", "/*y*/", "$$", "`t`", "ünï", 'say "hi"', ""]
 COLUMNS = ["pair_id", "shot_index", "difficulty", "difficulty_level", "quality_score",
-           "score_overall", "passed", "source_id", "created_at"]  # fmt: skip
+           "score_overall", "passed", "source_id", "created_at", "reject_reason"]  # fmt: skip
 
 
 def _rows() -> list[dict]:
@@ -43,6 +43,7 @@ def _rows() -> list[dict]:
             "difficulty_level": (0, 2)[i % 2], "quality_score": (None, 0.6, 0.7, 0.25)[i % 4],
             "score_overall": None, "passed": i % 3 != 0, "source_id": text,
             "created_at": datetime(2026, 1, 1 + i, tzinfo=timezone.utc),
+            "reject_reason": None if i % 3 else "low",
         })  # fmt: skip
     return rows
 
@@ -184,6 +185,12 @@ VALID = [
     ("shot_index = 4 / 2", lambda r: r["shot_index"] == 2),
     ("shot_index / 0 IS NULL AND quality_score / (shot_index - shot_index) IS NULL", lambda r: True),
     ("shot_index / (shot_index - 1) = 0", lambda r: r["shot_index"] == 0),  # 1/0 is NULL
+    # DataFusion widens the column (float64, int64); Arrow alone would narrow the literal
+    ("quality_score * 1.0 = 0.6", lambda r: False),
+    ("shot_index * 4294967296 > 0", lambda r: r["shot_index"] > 0),
+    # DataFusion turns this into TRUE, NULL rows included; pvtt sends <> per value
+    ("reject_reason NOT IN ('a') OR reject_reason NOT IN ('b')", lambda r: r["reject_reason"] is not None),
+    ("NOT (reject_reason IN ('low', 'b') AND reject_reason IN ('b'))", lambda r: r["reject_reason"] is not None),
 ]  # fmt: skip
 
 

@@ -1116,7 +1116,7 @@ TARGETS: dict[str, Target] = {
         ),
         Target(
             "where",
-            "SQL-looking --where text against the structured filters",
+            "--where text: refused, or checked, printed for Lance, and equal on Lance and Arrow",
             where_texts,
             check_where,
             examples=(
