@@ -3,9 +3,11 @@
 Tar shard indexes and sample json are turned into Arrow tables typed by the pairs
 schema (:func:`typed_table`), never typed from their values, and the tree of
 :mod:`pvtt.loaders.where_tree` runs on them with Lance's rules: a literal facing a
-column in a comparison or an IN list takes the column's type; arithmetic promotes as
-DataFusion does (Arrow's rules agree); LIKE reads a pattern as Lance does; a division
-by zero is NULL. The fuzz target ``where`` checks this against Lance itself.
+column in a comparison or an IN list takes the column's type; other operands are
+widened as DataFusion widens them (Arrow alone would narrow the literal); two computed
+float sides compare in IEEE totalOrder as arrow-rs compares them; LIKE reads a pattern
+as Lance does; a division by zero is NULL. The fuzz target ``where`` checks all of this
+against Lance itself, case by case.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A tree is built by :func:`pvtt.loaders.where.parse_where` (a user's text) or directly
 (pvtt's structured filters), and is always in the shape Lance evaluates consistently:
-no NOT node (negation is pushed into the comparisons, IS NULL and LIKE), no BETWEEN
+no NOT node (negation is pushed into the comparisons, IS NULL and LIKE; NOT IN is
+``<>`` per value), no BETWEEN
 (two comparisons), no sub-expression made of literals only (folded to one literal),
 and conditions combined only by AND and OR. Lance converts a literal that faces a
 column in such a top-level comparison to the column's type, but not one nested under
