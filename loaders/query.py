@@ -183,7 +183,7 @@ def select_pairs(
             rows = [entry for _, entry in entries]
         else:
             rows = [dataset.read_sample_json(path, entry) for path, entry in entries]
-    return typed_table(rows, cols)
+    return _typed(rows, cols, entries)
 
 
 def select_entries(
@@ -203,7 +203,7 @@ def select_entries(
     rest = [c for c in conjuncts(node) if not columns(c) <= INDEX_COLUMNS]
     part = conjunction(on_index)
     if part is not None:
-        mask = evaluate(part, typed_table([e for _, e in entries], _names(part)))
+        mask = evaluate(part, _typed([e for _, e in entries], _names(part), entries))
         entries = [e for e, keep in zip(entries, mask, strict=True) if keep]
     remaining = conjunction(rest)
     if remaining is None or not entries:
@@ -213,6 +213,20 @@ def select_entries(
         keys = set(table.column("pair_id").to_pylist())
         return [e for e in entries if e[1]["key"] in keys], None
     rows = [dataset.read_sample_json(path, entry) for path, entry in entries]
-    mask = evaluate(remaining, typed_table(rows, _names(remaining)))
+    mask = evaluate(remaining, _typed(rows, _names(remaining), entries))
     kept = [i for i, keep in enumerate(mask) if keep]
     return [entries[i] for i in kept], [rows[i] for i in kept]
+
+
+def _typed(rows: list[dict[str, Any]], names: list[str], entries: list[Entry]) -> pa.Table:
+    """:func:`typed_table` of the rows of ``entries``; a row that does not fit the schema
+    is named by its shard and sample key."""
+    try:
+        return typed_table(rows, names)
+    except ValueError:
+        for row, (path, entry) in zip(rows, entries, strict=True):
+            try:
+                typed_table([row], names)
+            except ValueError as exc:
+                raise ValueError(f"{path}: sample {entry.get('key')!r}: {exc}") from None
+        raise

@@ -133,3 +133,14 @@ def test_select_pairs_on_tar_is_typed_by_the_schema(built: Path, tar_only: Path)
     for name in names:
         assert on_tar.schema.field(name).type == PAIRS_SCHEMA.field(name).type, name
     assert on_tar.to_pylist() == on_lance.to_pylist()
+
+
+def test_an_index_entry_of_the_wrong_type_is_named(tar_only: Path, tmp_path: Path) -> None:
+    out = Path(shutil.copytree(tar_only, tmp_path / "out"))
+    index = sorted((out / "tar").glob("*.index.json"))[0]
+    data = json.loads(index.read_text())
+    data["samples"][1]["quality_score"] = "high"
+    index.write_text(json.dumps(data))
+    key = data["samples"][1]["key"]
+    with pytest.raises(ValueError, match=rf"pairs-.*\.tar: sample '{key}': .*pairs schema"):
+        select_pairs(open_dataset(out), PairFilter.make(min_score=0.5), columns=["pair_id"])
