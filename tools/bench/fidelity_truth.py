@@ -74,7 +74,7 @@ FAMILIES = (
 frame); ``low-contrast`` a product coloured like the background under it (and a target
 photographed on a similar colour); ``textured`` high-frequency backgrounds (shelves,
 reflections, gravel); ``light-on-light`` a light product over the lightest band of a light
-scene (and a light target on white); ``occlusion`` something passing in front of the
+scene (and a light target on white); ``occlusion`` an arm or stick passing in front of the
 product; ``fast-motion`` 20-30 px/frame with motion blur; ``scale-change`` 2-3x growth or
 shrink; ``frame-edge`` a product cut by the frame's edge."""
 
@@ -807,9 +807,13 @@ def render_product(layer: np.ndarray, path: Path2D, size: tuple[int, int]) -> np
     return out
 
 
-def occluder_layer(data_dir: Path, rng: np.random.Generator, path: Path2D, layer: np.ndarray,
+_OCCLUDERS = ((224, 172, 140), (198, 134, 100), (141, 85, 60), (150, 110, 70), (45, 45, 60))
+"""Colours of what passes in front: three skin tones (a hand or arm), wood, a dark sleeve."""
+
+
+def occluder_layer(rng: np.random.Generator, path: Path2D, layer: np.ndarray,
                    frames: int, size: tuple[int, int]) -> np.ndarray:
-    """A bar-like object (textured from a real photo) sweeping across the product mid-clip,
+    """An arm- or stick-like bar, shaded and grained, sweeping across the product mid-clip,
     30-55 % of its width wide: premultiplied ``T x H x W x 4`` float32, part of the plate."""
     width, height = size
     mid = frames // 2
@@ -821,15 +825,8 @@ def occluder_layer(data_dir: Path, rng: np.random.Generator, path: Path2D, layer
     cv2.rectangle(mask, _pt(0, W / 2), _pt(W, H - W / 2), 255, -1, cv2.LINE_8, 4)
     cv2.circle(mask, _pt(W / 2, W / 2), round(W / 2 * 16), 255, -1, cv2.LINE_8, 4)
     cv2.circle(mask, _pt(W / 2, H - W / 2), round(W / 2 * 16), 255, -1, cv2.LINE_8, 4)
-    texture_path = data_dir / ("rembg/car-2.jpg" if rng.random() < 0.5 else "sam2/truck.jpg")
-    bgr = cv2.imread(str(texture_path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{texture_path}: not a readable image")
-    photo = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    ph, pw = photo.shape[:2]
-    y0, x0 = int(rng.integers(0, ph // 2)), int(rng.integers(0, pw - pw // 4))
-    crop = photo[y0 : y0 + ph // 2, x0 : x0 + pw // 4]
-    colour = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    base = _OCCLUDERS[rng.integers(len(_OCCLUDERS))]
+    colour = _paint((h, w), rng, base, metal=False, gradient=0.3)
     bar = _finish(mask, colour)
     scale = bar_h / bar.shape[0]
     u = np.linspace(-1, 1, frames)
@@ -1012,7 +1009,7 @@ def generate_case(spec: CaseSpec, data_dir: Path, size: tuple[int, int] = SIZE,
         source = _tint_to(source, np.median(plate[under], axis=0), rng)
     layer = render_product(source.layer, path, size)
     if family == "occlusion":
-        occluder = occluder_layer(data_dir, rng, path, source.layer, frames, size)
+        occluder = occluder_layer(rng, path, source.layer, frames, size)
         plate = np.stack([composite(plate[t], occluder[t])[0] for t in range(frames)])
         layer *= 1.0 - occluder[..., 3:] / 255.0
     clip_frames = np.stack([composite(plate[t], layer[t])[0] for t in range(frames)])
