@@ -90,9 +90,14 @@ class PairFilter:
         passed: bool | None = True,
         where: str | None = None,
     ) -> PairFilter:
-        """Build a filter from loose arguments (``"easy,hard"`` or a set)."""
+        """Build a filter from loose arguments (``"easy,hard"`` or a set).
+
+        Difficulty names are case-blind (``"Expert"`` is ``expert``): they are a fixed
+        vocabulary, unlike categories, which stay as the taxonomy spells them.
+        """
+        levels = _as_set(difficulty)
         return cls(
-            difficulty=_as_set(difficulty),
+            difficulty=frozenset(d.lower() for d in levels) if levels else None,
             min_score=min_score,
             max_score=max_score,
             category=_as_set(category),

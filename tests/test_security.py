@@ -23,7 +23,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import lance
 import numpy as np
 import pytest
 from conftest import REPO
@@ -353,22 +352,6 @@ def test_where_only_reaches_lances_parser(built: Path, tmp_path: Path, fmt: str)
     one_shot = select_pairs(dataset, PairFilter.make(where="shot_index = 1", passed=None))
     assert 0 < one_shot.num_rows < everything
     assert not marker.exists() and _fingerprint(out) == before
-
-
-def test_where_text_is_handed_to_lance_unchanged(
-    built: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[str | None] = []
-    original = lance.LanceDataset.to_table
-
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("filter"))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(lance.LanceDataset, "to_table", spy)
-    where = "shot_index = 1 AND pair_id LIKE '%__P00%'"
-    select_pairs(open_dataset(built), PairFilter.make(where=where), columns=["pair_id"])
-    assert seen == [f"passed = true AND ({where})"]
 
 
 def test_where_cannot_undo_the_other_filters(built: Path) -> None:

@@ -254,3 +254,8 @@ def test_float_zero_signs_compare_as_lance_does(tmp_path: Path) -> None:
         node = parse_where(text)
         assert _on_lance(ds, to_sql(node)) == expected, text
         assert _on_arrow(arrow, node) == expected, text
+
+
+def test_difficulty_names_are_case_blind() -> None:
+    assert PairFilter.make(difficulty="Expert,HARD").difficulty == frozenset({"expert", "hard"})
+    assert PairFilter.make(difficulty={"Easy"}).difficulty == frozenset({"easy"})

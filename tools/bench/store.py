@@ -45,6 +45,7 @@ from pvtt.builder.sinks.lance import SCALAR_INDEXES
 from pvtt.builder.writer import DatasetWriter
 from pvtt.loaders.query import DIFFICULTIES, PairFilter, select_pairs
 from pvtt.loaders.store import open_dataset
+from pvtt.loaders.where_tree import sql_literal
 from pvtt.schemas.keys import clip_id, image_id, pair_id
 from pvtt.schemas.manifest import Manifest, TableInfo, fsync_dir, write_manifest
 from pvtt.schemas.masks import DEFAULT_MASK_CODEC
@@ -488,7 +489,7 @@ def query_filters(table: pa.Table) -> list[tuple[str, PairFilter]]:
             "score in [0.800, 0.801], all",
             PairFilter.make(min_score=0.8, max_score=0.801, passed=None),
         ),
-        ("pair_id = one key", PairFilter.make(passed=None, where=f"pair_id = '{key}'")),
+        ("pair_id = one key", PairFilter.make(passed=None, where=f"pair_id = {sql_literal(key)}")),
         ("difficulty=expert, rejected", PairFilter.make(difficulty="expert", passed=False)),
     ]
 
