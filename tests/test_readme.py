@@ -69,8 +69,8 @@ def readme_blocks(text: str) -> list[Block]:
 BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
 
 
-def _ids(blocks: list[Block]) -> list[str]:
-    return [b.name for b in blocks]
+def _ids(block: Block) -> str:
+    return block.name
 
 
 def test_readme_has_the_blocks_this_test_expects() -> None:
