@@ -531,7 +531,11 @@ def run_case(spec: CaseSpec, stages: Stages, workdir: Path, cache: ArtifactCache
     started = time.perf_counter()
     case = generate_case(spec, data_dir, size, frames, photo_size)
     generated = time.perf_counter() - started
-    built = build_pair(case, stages, workdir, cache, prompt_box)
+    try:
+        built = build_pair(case, stages, workdir, cache, prompt_box)
+    finally:  # the lossless clip is large; the build's cache keeps what it made of it
+        for name in (f"{spec.case_id}.mkv", f"{spec.case_id}-photo.png"):
+            (workdir / name).unlink(missing_ok=True)
     if oracle:
         run_oracles(case, built, stages)
     metrics = measure(case, built, stages.config)
