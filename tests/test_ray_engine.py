@@ -206,3 +206,14 @@ def test_gpus_only_for_model_stages_of_a_cuda_build(tmp_path: Path) -> None:
     assert set(stage_gpus(load_config(None), RayOptions()).values()) == {0.0}
     with pytest.raises(ConfigError, match="unknown stages"):
         RayOptions(gpus_per_actor={"insert": 1.0})
+
+
+def test_a_machine_fault_in_a_ray_task_surfaces_as_its_oserror() -> None:
+    from ray.exceptions import RayTaskError
+
+    from pvtt.builder.engines.ray_engine import machine_cause
+
+    full = OSError(28, "No space left on device")
+    assert machine_cause(RayTaskError("write", "traceback", full)) is full
+    assert machine_cause(RayTaskError("write", "traceback", ValueError("bad"))) is None
+    assert machine_cause(KeyboardInterrupt()) is None

@@ -569,10 +569,13 @@ class _Driver:
                 todo = self._plan(jobs, products, done, world)
                 written = self._per_clip(todo, products, records, writers)
                 closed = self.ray.get([w.close.remote() for w in writers])
-            except BaseException:
+            except BaseException as exc:
                 for w in writers:  # uncommitted rows are rolled back by the next open
                     self.ray.kill(w)
                 self._write_report(started)
+                machine = machine_cause(exc)
+                if machine is not None:
+                    raise machine from exc  # `pvtt build` says it in one line, as locally
                 raise
             _absorb(self.report, [part for part, _ in closed])
             manifest = merge(self.out)
@@ -746,3 +749,13 @@ def _identities(config: BuildConfig) -> dict[str, Any]:
         kind: create_backend(kind, getattr(config, kind), config.device).info.as_dict()
         for kind in STAGE_KINDS
     }
+
+
+def machine_cause(exc: BaseException) -> OSError | None:
+    """The ``OSError`` (a full disk, a quota, a lost mount) a Ray task or actor died of.
+
+    Ray wraps a remote exception in ``RayTaskError``; unwrapped, the machine's fault
+    reaches the command line as the local engine's does, one line and no traceback.
+    """
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, OSError) else None
