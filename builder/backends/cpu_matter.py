@@ -15,6 +15,11 @@ import numpy as np
 
 from pvtt.builder.stages.protocols import BackendInfo
 
+_CLEAR_BACKGROUND = 1.0
+"""Distance (robust std units) under which a pixel is background whatever GrabCut says.
+
+GrabCut's smoothness term closes gaps a few pixels wide, such as a chain's links."""
+
 
 class BorderColourMatter:
     """Cut the product out of a photo by modelling its border colours as the background.
@@ -26,8 +31,9 @@ class BorderColourMatter:
     deviations of the nearest background colour, beyond which a pixel is first taken
     for product; ``min_component_frac`` keeps every component at least that fraction of
     the largest (a pair of shoes is two components); ``max_hole_frac`` fills enclosed
-    holes up to that fraction of the product's area (specks and labels that match the
-    background), leaving larger ones such as a mug's handle; ``feather_px`` is the
+    holes up to that fraction of the product's area whatever they show (specks), while
+    larger ones stay open where they show the background (a mug's handle, a chain's
+    links) and are filled where they do not (a label); ``feather_px`` is the
     half-width of the alpha ramp across the edge, in full-resolution pixels.
     """
 
@@ -39,7 +45,7 @@ class BorderColourMatter:
         threshold: float = 4.0,
         grabcut_iters: int = 4,
         min_component_frac: float = 0.15,
-        max_hole_frac: float = 0.02,
+        max_hole_frac: float = 0.002,
         feather_px: float = 1.5,
     ) -> None:
         self.work_size = work_size
@@ -53,7 +59,7 @@ class BorderColourMatter:
         self.info = BackendInfo(
             kind="matter",
             name="cpu-border-grabcut",
-            version="1",
+            version="2",
             params={
                 "work_size": work_size,
                 "border_frac": border_frac,
@@ -103,6 +109,7 @@ class BorderColourMatter:
         cv2.setRNGSeed(0)  # GrabCut seeds its colour models by k-means on OpenCV's global RNG
         cv2.grabCut(small, seed, None, bgd, fgd, self.grabcut_iters, cv2.GC_INIT_WITH_MASK)
         mask = (seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)
+        mask &= distance >= _CLEAR_BACKGROUND
         mask = _main_components(mask, self.min_component_frac)
         return _fill_holes(mask, surface, self.max_hole_frac, self.threshold / 2)
 
@@ -188,7 +195,8 @@ def _fill_holes(
 
     A hole is kept when it is larger than ``max_frac`` of the product's area and its
     pixels match the background surface expected at that place (median distance under
-    ``see_through``): a mug's handle. Anything else enclosed (a white label on a white
+    ``see_through``): a mug's handle, the links of a chain (a few dozen pixels each, so
+    ``max_frac`` is kept to specks). Anything else enclosed (a white label on a white
     product photographed on white, a specular speck) is product.
     """
     _, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
