@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pvtt.builder.stages.checks import DEFAULT_LIMITS, Limit
 from pvtt.schemas.manifest import Manifest, atomic_write_bytes
 from pvtt.schemas.tables import COLUMN_DOCS, PAIRS_SCHEMA
 
@@ -27,6 +28,11 @@ def _webdataset_pattern(manifest: Manifest) -> str | None:
     if len(names) == 1:
         return f"tar/{names[0]}"
     return "tar/{" + ",".join(n.removesuffix(".tar") for n in names) + "}.tar"
+
+
+def _keeps(limit: Limit) -> str:
+    """The side of a check's limit that passes, e.g. ``<= 0.3``."""
+    return f"{'<=' if limit.op == '>' else '>='} {limit.bound:g}"
 
 
 def render_card(manifest: Manifest, stats: dict[str, Any] | None = None) -> str:
@@ -53,6 +59,13 @@ def render_card(manifest: Manifest, stats: dict[str, Any] | None = None) -> str:
         "| column | type | meaning |",
         "|---|---|---|",
         *[f"| `{f.name}` | {f.type} | {COLUMN_DOCS.get(f.name, '')} |" for f in PAIRS_SCHEMA],
+        "",
+        "A pair is `passed` when every hard check is within its limit ("
+        + ", ".join(f"`score_{name}` {_keeps(limit)}" for name, limit in DEFAULT_LIMITS.items())
+        + ") and `quality_score` reaches the build's threshold; a failed check is named in "
+        "`reject_reason`. The checks are statistics of the build's own artefacts, no model. "
+        "Datasets built before the checks lack their columns (same schema version: a reader "
+        "ignores what it does not know).",
         "",
         "`lance/clips.lance` holds each source clip (`source_video`, `background_video`, "
         "`masks` in the codec named by `masks_codec`, `source_boxes`); "

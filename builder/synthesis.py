@@ -7,8 +7,14 @@ import numpy as np
 from pvtt.builder.boxes import adapt_box_to_aspect, interpolate_missing, smooth_boxes
 from pvtt.builder.clips import ClipArtefacts
 from pvtt.builder.pairs import PairPlan
-from pvtt.builder.products import ProductArtefacts
+from pvtt.builder.products import ProductArtefacts, load_rgb
 from pvtt.builder.report import BuildReport
+from pvtt.builder.stages.checks import (
+    cutout_completeness,
+    insert_visibility,
+    mask_completeness,
+    removal,
+)
 from pvtt.builder.stages.protocols import Inserter, InsertionInput, Scorer, ScoringInput
 from pvtt.builder.stages.quality import judge
 from pvtt.builder.video import encode_mp4
@@ -25,6 +31,20 @@ def target_boxes(clip: ClipArtefacts, aspect: float, smoothing: int) -> np.ndarr
         boxes = smooth_boxes(boxes, smoothing)
         boxes = adapt_box_to_aspect(boxes, aspect, (width, height))  # re-clamp after smoothing
     return boxes
+
+
+def run_checks(clip: ClipArtefacts, product: ProductArtefacts, synth: np.ndarray,
+               boxes: np.ndarray) -> dict[str, float]:
+    """The hard checks of :mod:`pvtt.builder.stages.checks` on one pair's artefacts."""
+    prompt = clip.detection.get("box")
+    photo = load_rgb(product.image_bytes, product.ref.path.name)
+    return {
+        "removal": removal(clip.frames, clip.masks, clip.background),
+        "mask": mask_completeness(clip.masks, None if prompt is None else np.asarray(prompt),
+                                  int(clip.detection.get("frame_index", 0))),
+        "insert": insert_visibility(synth, clip.background, product.cutout, boxes),
+        "cutout": cutout_completeness(photo, product.cutout),
+    }
 
 
 def make_pair(
@@ -53,7 +73,9 @@ def make_pair(
             ScoringInput(synth=synth, background=clip.background, cutout=product.cutout,
                          boxes=boxes, fps=clip.fps)
         )
-    verdict = judge(scores, config.quality.threshold, config.quality.weights)
+    with report.timed("check"):
+        checks = run_checks(clip, product, synth, boxes)
+    verdict = judge(scores, config.quality.threshold, config.quality.weights, checks)
     with report.timed("encode"):
         video = encode_mp4(synth, clip.fps, crf=config.clip.crf)
     frames, height, width = synth.shape[:3]
@@ -68,6 +90,8 @@ def make_pair(
         difficulty_level=plan.difficulty.level,
         score_identity=scores.get("identity"), score_temporal=scores.get("temporal"),
         score_lighting=scores.get("lighting"), score_overall=scores.get("overall"),
+        score_removal=checks["removal"], score_mask=checks["mask"],
+        score_insert=checks["insert"], score_cutout=checks["cutout"],
         quality_score=verdict.quality_score, passed=verdict.passed,
         reject_reason=verdict.reject_reason, frame_count=frames, width=width, height=height,
         fps=clip.fps, duration_s=frames / clip.fps,

@@ -161,6 +161,10 @@ class PairRecord(_Provenance):
     score_temporal: float | None = None
     score_lighting: float | None = None
     score_overall: float | None = None
+    score_removal: float | None = None
+    score_mask: float | None = None
+    score_insert: float | None = None
+    score_cutout: float | None = None
     quality_score: float | None = None
     passed: bool = False
     reject_reason: str | None = None
@@ -194,7 +198,8 @@ class PairRecord(_Provenance):
                 f"{self.pair_id}: difficulty_level {self.difficulty_level} does not match "
                 f"difficulty {self.difficulty!r} (level {level})"
             )
-        for name in ("score_identity", "score_temporal", "score_lighting", "score_overall"):
+        for name in ("score_identity", "score_temporal", "score_lighting", "score_overall",
+                     "score_removal", "score_mask", "score_insert", "score_cutout"):
             setattr(self, name, _check_score(name, getattr(self, name)))
         self.quality_score = _check_score("quality_score", self.quality_score)
         if self.passed and self.reject_reason:

@@ -1,4 +1,7 @@
-"""The quality gate: one weighted score per pair, and the reason when it fails.
+"""The quality gate: hard checks first, then one weighted score per pair, and the reason.
+
+A pair that fails any hard check (:mod:`pvtt.builder.stages.checks`) is rejected, the
+checks named in its reason; the weighted mean decides the rest.
 
 The seed weighs identity 0.3, temporal 0.2, lighting 0.2 and overall (a VLM's
 judgement) 0.3, and keeps a pair at 0.7 or more. A scorer may not run every score (the
@@ -12,6 +15,8 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from pvtt.builder.stages.checks import DEFAULT_LIMITS, Limit, failed_checks
 
 DEFAULT_WEIGHTS: dict[str, float] = {
     "identity": 0.3,
@@ -61,8 +66,14 @@ def judge(
     scores: Mapping[str, float | None],
     threshold: float = 0.7,
     weights: Mapping[str, float] = DEFAULT_WEIGHTS,
+    checks: Mapping[str, float | None] | None = None,
+    limits: Mapping[str, Limit] = DEFAULT_LIMITS,
 ) -> Verdict:
-    """Keep the pair when its quality score reaches ``threshold``.
+    """Keep the pair when it passes every hard check and its quality score reaches ``threshold``.
+
+    A failed check rejects the pair whatever its score; the reason names every failed
+    check, e.g. ``"removal 0.412 > 0.300; mask 0.211 < 0.500"`` (a value is rounded away
+    from its limit, so the inequality printed always holds).
 
     A rejected pair's reason names every score below the threshold, weakest first
     (or the weakest score, if none is below on its own), every number with
@@ -71,6 +82,14 @@ def judge(
     """
     present = _present(scores, weights)
     quality = quality_score(present, weights)
+    failed = failed_checks(checks or {}, limits)
+    if failed:
+        reason = "; ".join(
+            f"{name} {_up(value)} > {_down(limit.bound)}" if limit.op == ">"
+            else f"{name} {_down(value)} < {_up(limit.bound)}"
+            for name, value, limit in failed
+        )
+        return Verdict(quality, False, reason)
     if quality >= threshold:
         return Verdict(quality, True, None)
     ranked = sorted(present.items(), key=lambda item: item[1])

@@ -61,6 +61,7 @@ from pvtt.builder.pairs import ImageRef, PairPlan
 from pvtt.builder.products import load_rgb, prepare_image
 from pvtt.builder.registry import create_backend
 from pvtt.builder.report import BuildReport
+from pvtt.builder.stages.checks import CHECK_NAMES
 from pvtt.builder.stages.cutout import cutout_aspect, placement_matrix
 from pvtt.builder.stages.protocols import Backend, InsertionInput, StageRejected
 from pvtt.builder.stages.shots import Shot
@@ -661,13 +662,19 @@ def goals(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def gate(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The build's ``passed`` against the labels, over the pairs the build made: recall and
-    precision of its rejections for defective pairs, and the share of good pairs it keeps."""
+    precision of its rejections for defective pairs, and the share of good pairs it keeps;
+    ``by_check``: per hard check, the pairs whose reject reason names it, and how many of
+    those are defective (``quality``: the pairs the weighted mean alone rejected)."""
     made = [r for r in results if r["lost"] is None]
     bad = [r for r in made if r["defective"]]
     good = [r for r in made if not r["defective"]]
     rejected = [r for r in made if not r["passed"]]
     caught = sum(not r["passed"] for r in bad)
     kept_good = sum(bool(r["passed"]) for r in good)
+    by_check = {}
+    for name in (*CHECK_NAMES, "quality"):
+        named = [r for r in rejected if _named(r["reject_reason"] or "", name)]
+        by_check[name] = {"rejected": len(named), "defective": sum(r["defective"] for r in named)}
     return {
         "pairs": len(made), "defective": len(bad), "good": len(good), "rejected": len(rejected),
         "lost": len(results) - len(made),
@@ -676,7 +683,13 @@ def gate(results: list[dict[str, Any]]) -> dict[str, Any]:
         "good_kept": kept_good / len(good) if good else None,
         "met": bool(bad) and bool(good) and caught / len(bad) >= GOAL_GATE_RECALL
         and kept_good / len(good) >= GOAL_GATE_KEEP,
+        "by_check": by_check,
     }
+
+
+def _named(reason: str, check: str) -> bool:
+    """Whether a reject reason (``"removal 0.412 > 0.300; mask ..."``) names ``check``."""
+    return any(part.strip().startswith(f"{check} ") for part in reason.split(";"))
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -734,6 +747,9 @@ def markdown(summary: dict[str, Any], backends: dict[str, dict[str, Any]]) -> st
                      f"{GOAL_GATE_KEEP} | {gt['pairs']} pairs ({gt['defective']} defective) | "
                      f"recall {_fmt(gt['recall'])}, good kept {_fmt(gt['good_kept'])}, "
                      f"precision {_fmt(gt['precision'])} | {'yes' if gt['met'] else 'no'} |")
+        caught = ", ".join(f"{name} {c['rejected']} ({c['defective']} defective)"
+                           for name, c in gt["by_check"].items())
+        lines.append(f"\nRejected by: {caught}.")
         if gt["lost"]:
             lines.append(f"\n{gt['lost']} case(s) made no pair (a stage rejected the clip or photo).")
         lines.append("")

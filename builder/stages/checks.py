@@ -1,0 +1,246 @@
+"""Hard checks of a pair: four weight-free statistics, each a failure the eye sees at once.
+
+The weighted quality score (:mod:`pvtt.builder.stages.quality`) averages: a pair whose
+background still shows the source product can still score 0.8 on identity, temporal and
+lighting. Each check here looks at one stage's output against what that stage was given,
+and a pair that fails any of them is rejected whatever its mean (issue 14):
+
+- **removal** (:func:`removal`, lower is better): is the source product still visible in
+  the background video? The product's colour model (a histogram of the masked source
+  pixels against one of the ring around them) is back-projected into the background: the
+  mean product likelihood inside the removed region, less that of the surrounding ring.
+  A clean plate reads like its surroundings (about 0); a left-over product reads like the
+  product (up to 1).
+- **mask** (:func:`mask_completeness`): does the mask cover the product, steadily? The
+  IoU of the mask's bounding box with the prompt box on the prompt frame (a mask of only
+  part of the product has a smaller box), times the steadiness of the track (the smallest
+  ratio of consecutive mask areas, and the share of frames with a mask).
+- **insert** (:func:`insert_visibility`): is the inserted product there, opaque and whole?
+  Its realised opacity (how far the synthesized pixels moved from the background toward
+  the cut-out's colour, where the cut-out is opaque and differs from the background),
+  times the share of the target box inside the frame, times a size factor for tiny boxes.
+- **cutout** (:func:`cutout_completeness`): does the cut-out keep the whole product? The
+  photo's foreground is whatever differs from its border colour (shadows, darker copies of
+  the border colour, excluded); the cut-out's area and extent against that foreground's.
+
+All are numbers in [0, 1] computed from a handful of sampled frames, so they cost little
+next to the scorer and run with any backends, model builds included.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pvtt.builder.stages.cutout import placement_matrix
+
+CHECK_NAMES = ("removal", "mask", "insert", "cutout")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A check's hard limit: ``op`` is ``">"`` when a value above ``bound`` fails."""
+
+    op: str
+    bound: float
+
+    def fails(self, value: float) -> bool:
+        return value > self.bound if self.op == ">" else value < self.bound
+
+
+DEFAULT_LIMITS: dict[str, Limit] = {
+    "removal": Limit(">", 0.30),
+    "mask": Limit("<", 0.50),
+    "insert": Limit("<", 0.50),
+    "cutout": Limit("<", 0.60),
+}
+"""Calibrated on the tuning split of :mod:`pvtt.tools.bench.fidelity` (seeds not divisible
+by 5), never on the demo or the held-out split."""
+
+SAMPLED_FRAMES = 8
+_BINS = 16
+_MIN_PIXELS = 16
+
+
+def _sample(count: int, wanted: int = SAMPLED_FRAMES) -> np.ndarray:
+    return np.unique(np.linspace(0, count - 1, min(count, wanted)).round().astype(int))
+
+
+def _colour_index(pixels: np.ndarray) -> np.ndarray:
+    """Each RGB pixel's bin of a ``16 x 16 x 16`` colour histogram."""
+    q = (pixels.astype(np.int32) * _BINS) // 256
+    return (q[..., 0] * _BINS + q[..., 1]) * _BINS + q[..., 2]
+
+
+def _histogram(pixels: np.ndarray) -> np.ndarray:
+    hist = np.bincount(_colour_index(pixels).ravel(), minlength=_BINS**3).astype(np.float64)
+    return hist / max(hist.sum(), 1.0)
+
+
+def removal(frames: np.ndarray, masks: np.ndarray, background: np.ndarray) -> float:
+    """How much of the source product the background still shows, in [0, 1] (0: none).
+
+    ``frames`` and ``background`` are ``T x H x W x 3`` uint8, ``masks`` ``T x H x W``
+    (non-zero: product). The ring is as wide as a quarter of the mask's mean side.
+    """
+    picked = [t for t in _sample(len(frames)) if masks[t].any()]
+    if not picked:
+        return 0.0
+    product, around, regions = [], [], []
+    for t in picked:
+        mask = masks[t] > 0
+        side = math.sqrt(mask.sum())
+        width = max(2, round(0.25 * side))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+        near = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        ring = (cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~near
+        if ring.sum() < _MIN_PIXELS:
+            continue
+        product.append(frames[t][mask])
+        around.append(frames[t][ring])
+        regions.append((t, mask, ring))
+    if not regions:
+        return 0.0
+    p_product = _histogram(np.concatenate(product))
+    p_ring = _histogram(np.concatenate(around))
+    likelihood = p_product / (p_product + p_ring + 1e-4)
+    gaps = []
+    for t, mask, ring in regions:
+        seen = likelihood[_colour_index(background[t])]
+        gaps.append(float(seen[mask].mean() - seen[ring].mean()))
+    return float(np.clip(np.mean(gaps), 0.0, 1.0))
+
+
+def _mask_box(mask: np.ndarray) -> np.ndarray | None:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def mask_completeness(masks: np.ndarray, prompt_box: np.ndarray | None, prompt_frame: int = 0
+                      ) -> float:
+    """How wholly and steadily the masks cover the product, in [0, 1] (1: whole, steady).
+
+    ``prompt_box`` is the detection the track started from (``[x0, y0, x1, y1]`` on
+    ``prompt_frame``); without one only steadiness counts.
+    """
+    areas = (masks > 0).reshape(len(masks), -1).sum(axis=1).astype(np.float64)
+    present = areas > 0
+    if not present.any():
+        return 0.0
+    cover = 1.0
+    if prompt_box is not None and np.isfinite(prompt_box).all():
+        frame = min(max(int(prompt_frame), 0), len(masks) - 1)
+        box = _mask_box(masks[frame] > 0)
+        cover = 0.0 if box is None else _box_iou(box, np.asarray(prompt_box, np.float64))
+    shown = areas[present]
+    steady = float((np.minimum(shown[1:], shown[:-1]) / np.maximum(shown[1:], shown[:-1])).min()
+                   ) if len(shown) > 1 else 1.0
+    return float(cover * steady * present.mean())
+
+
+def _placed_alpha(cutout: np.ndarray, box: np.ndarray, shape: tuple[int, int]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The cut-out's RGB and alpha in [0, 1] placed along ``box`` on an ``H x W`` frame."""
+    height, width = shape
+    size = (max(1, round(box[2] - box[0])), max(1, round(box[3] - box[1])))
+    layer = cv2.resize(cutout.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    warped = cv2.warpAffine(layer, placement_matrix(size[0], size[1], box), (width, height),
+                            flags=cv2.INTER_LINEAR)
+    return warped[..., :3], warped[..., 3] / 255.0
+
+
+def insert_visibility(synth: np.ndarray, background: np.ndarray, cutout: np.ndarray,
+                      boxes: np.ndarray, min_side: float = 12.0) -> float:
+    """How visible the inserted product is, in [0, 1] (1: opaque, whole, in the frame).
+
+    ``cutout`` is straight RGBA uint8; a box whose shorter side is under ``min_side``
+    pixels scores in proportion.
+    """
+    height, width = synth.shape[1:3]
+    values = []
+    for t in _sample(len(synth)):
+        box = np.asarray(boxes[t], np.float64)
+        if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+            values.append(0.0)
+            continue
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        inside = max(0.0, min(box[2], width) - max(box[0], 0.0)) * max(
+            0.0, min(box[3], height) - max(box[1], 0.0))
+        size = min(1.0, min(box[2] - box[0], box[3] - box[1]) / min_side)
+        rgb, alpha = _placed_alpha(cutout, box, (height, width))
+        bg = background[t].astype(np.float32)
+        expected = rgb - bg
+        contrast = np.linalg.norm(expected, axis=-1)
+        where = (alpha >= 0.9) & (contrast >= 30.0)
+        if where.sum() < _MIN_PIXELS:
+            opacity = 1.0  # the cut-out looks like the background here: nothing to tell
+        else:
+            moved = (synth[t].astype(np.float32) - bg)[where]
+            along = (moved * expected[where]).sum(axis=-1) / contrast[where] ** 2
+            opacity = float(np.clip(np.median(np.clip(along, 0.0, 1.0)), 0.0, 1.0))
+        values.append(opacity * (inside / area) * size)
+    return float(np.mean(values))
+
+
+def photo_foreground(photo: np.ndarray, tolerance: float = 30.0) -> np.ndarray:
+    """What differs from the photo's border colour, less shadows: the product, roughly.
+
+    A shadow is a darker copy of the border colour (same hue, 35-95 % of its brightness).
+    """
+    rgb = photo.astype(np.float32)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    colour = np.median(border, axis=0)
+    far = np.linalg.norm(rgb - colour, axis=-1) >= tolerance
+    norm = np.linalg.norm(rgb, axis=-1) * np.linalg.norm(colour) + 1e-6
+    cosine = (rgb @ colour) / norm
+    ratio = np.linalg.norm(rgb, axis=-1) / (np.linalg.norm(colour) + 1e-6)
+    shadow = (cosine > 0.995) & (ratio > 0.35) & (ratio < 0.95)
+    mask = (far & ~shadow).astype(np.uint8)
+    return cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+
+
+def cutout_completeness(photo: np.ndarray, cutout: np.ndarray) -> float:
+    """How much of the photo's product the cut-out keeps, in [0, 1] (1: all of it).
+
+    ``cutout`` is the trimmed RGBA the matter made of ``photo`` (same scale, cropped), so
+    areas and extents compare without aligning: the smallest of the area ratio and the
+    width and height ratios of the two bounding boxes.
+    """
+    foreground = photo_foreground(photo)
+    kept = cutout[..., 3] >= 128
+    fg_box, cut_box = _mask_box(foreground), _mask_box(kept)
+    if fg_box is None or foreground.sum() < _MIN_PIXELS:
+        return 1.0  # nothing stands out of the background: nothing to tell
+    if cut_box is None:
+        return 0.0
+    ratios = (
+        kept.sum() / foreground.sum(),
+        (cut_box[2] - cut_box[0]) / (fg_box[2] - fg_box[0]),
+        (cut_box[3] - cut_box[1]) / (fg_box[3] - fg_box[1]),
+    )
+    return float(np.clip(min(ratios), 0.0, 1.0))
+
+
+def failed_checks(checks: Mapping[str, float | None],
+                  limits: Mapping[str, Limit] = DEFAULT_LIMITS) -> list[tuple[str, float, Limit]]:
+    """The checks that cross their limit, in :data:`CHECK_NAMES` order (None: not run)."""
+    out = []
+    for name in CHECK_NAMES:
+        value = checks.get(name)
+        if value is not None and name in limits and limits[name].fails(value):
+            out.append((name, float(value), limits[name]))
+    return out
