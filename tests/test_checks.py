@@ -77,7 +77,7 @@ def test_a_translucent_or_clipped_insert_fails_visibility() -> None:
     assert insert_visibility(shown, plate, cut, clipped) < DEFAULT_LIMITS["insert"].bound
 
 
-def test_a_cut_out_missing_its_top_half_fails_completeness() -> None:
+def test_a_cut_out_missing_its_top_half_scores_half_and_a_lost_product_fails() -> None:
     photo = np.full((80, 80, 3), 245, np.uint8)
     photo[20:60, 25:55] = (40, 60, 160)
     photo[60:64, 22:58] = (150, 150, 150)  # a contact shadow: not part of the product
@@ -85,7 +85,8 @@ def test_a_cut_out_missing_its_top_half_fails_completeness() -> None:
     whole[..., :3] = (40, 60, 160)
     whole[..., 3] = 255
     assert cutout_completeness(photo, whole) > 0.9
-    assert cutout_completeness(photo, whole[20:]) < DEFAULT_LIMITS["cutout"].bound
+    assert 0.45 < cutout_completeness(photo, whole[20:]) < 0.55
+    assert cutout_completeness(photo, whole[32:]) < DEFAULT_LIMITS["cutout"].bound
 
 
 def test_a_failing_hard_check_names_itself_in_the_reject_reason() -> None:
