@@ -34,7 +34,7 @@ from pvtt.loaders.where import (
     typed_table,
 )
 from pvtt.schemas.shards import FILTER_COLUMNS
-from pvtt.schemas.tables import scalar_columns
+from pvtt.schemas.tables import PAIRS_SCHEMA, scalar_columns
 
 DIFFICULTIES = ("easy", "medium", "hard", "expert")
 INDEX_COLUMNS = frozenset(FILTER_COLUMNS)
@@ -45,13 +45,40 @@ Entry = tuple[str, dict[str, Any]]
 
 
 def lance_table(dataset: lance.LanceDataset, **kwargs: Any) -> pa.Table:
-    """``dataset.to_table(**kwargs)``; a filter Lance fails on (a panic) is a ValueError too."""
+    """``dataset.to_table(**kwargs)``; a filter Lance fails on (a panic) is a ValueError too.
+
+    Requested ``columns`` that the table lacks come back as typed nulls: score columns
+    are additive within schema 1, so a table written before a column existed still reads.
+    """
+    columns = kwargs.get("columns")
+    absent = absent_columns(dataset, columns)
+    if absent:
+        kwargs = {**kwargs, "columns": [c for c in columns if c not in absent]}
     try:
-        return dataset.to_table(**kwargs)
+        table = dataset.to_table(**kwargs)
     except RuntimeError as exc:
         raise ValueError(
             f"Lance could not evaluate the filter {kwargs.get('filter')!r}: {exc}"
         ) from exc
+    return with_null_columns(table, absent, columns) if absent else table
+
+
+def absent_columns(dataset: lance.LanceDataset, columns: Sequence[str] | None) -> list[str]:
+    """Those of ``columns`` that a table written by an earlier pvtt does not have yet."""
+    if not columns:
+        return []
+    have = set(dataset.schema.names)
+    return [c for c in columns if c not in have]
+
+
+def with_null_columns(table: pa.Table, absent: Sequence[str], order: Sequence[str]) -> pa.Table:
+    """``table`` with each ``absent`` column added as nulls of its pairs-schema type, in ``order``."""
+    for name in absent:
+        table = table.append_column(
+            PAIRS_SCHEMA.field(name), pa.nulls(table.num_rows, PAIRS_SCHEMA.field(name).type)
+        )
+    extra = [c for c in table.column_names if c not in order]  # e.g. _rowid
+    return table.select([*order, *extra])
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pvtt.loaders.query import DIFFICULTIES, Entry, PairFilter, lance_table, select_entries
+from pvtt.loaders.query import (
+    DIFFICULTIES,
+    Entry,
+    PairFilter,
+    absent_columns,
+    lance_table,
+    select_entries,
+    with_null_columns,
+)
 from pvtt.loaders.store import BuiltDataset
 from pvtt.schemas.manifest import ManifestError
 from pvtt.schemas.tables import scalar_columns
@@ -91,7 +99,9 @@ def _qualities(values: list[float | None]) -> np.ndarray:
 
 def _select_lance(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool) -> Selection:
     # per-frame boxes are large and the loader does not yield them: leave them out
-    columns = [c for c in scalar_columns("pairs") if c != "target_boxes"]
+    wanted = [c for c in scalar_columns("pairs") if c != "target_boxes"]
+    absent = absent_columns(dataset.pairs, wanted)
+    columns = [c for c in wanted if c not in absent]
     args = {"columns": columns, "filter": flt.to_sql(), "with_row_id": True}
     unreadable: list[tuple[str, int]] = []
     if not skip_unreadable:
@@ -110,7 +120,7 @@ def _select_lance(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool)
             if parts
             else lance_table(dataset.pairs.scanner(**args, fragments=[]))
         )
-    table = table.sort_by("pair_id")
+    table = with_null_columns(table, absent, wanted).sort_by("pair_id")
     row_ids = table.column("_rowid").to_numpy()
     meta = table.drop_columns(["_rowid"])
     return Selection(

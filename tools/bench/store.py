@@ -429,7 +429,7 @@ def pairs_table(rows: int, *, seed: int = 0, per_clip: int = 50) -> pa.Table:
         "created_at": pa.array(created).cast(PAIRS_SCHEMA.field("created_at").type),
     }
     arrays = [
-        columns[f.name] if columns[f.name] is not None else pa.nulls(rows, f.type)
+        columns[f.name] if columns.get(f.name) is not None else pa.nulls(rows, f.type)
         for f in PAIRS_SCHEMA
     ]
     return pa.Table.from_arrays(arrays, schema=PAIRS_SCHEMA)
