@@ -25,7 +25,17 @@ from pvtt.builder.rehearsal_catalog import (
 from pvtt.builder.rehearsal_scenes import SETS, ShotPlan, make_set, render_shot
 from pvtt.builder.rehearsal_shapes import FAMILIES, Look, render_product
 from pvtt.schemas.taxonomy import Difficulty, Taxonomy
-from pvtt.tools.bench.rehearsal import TINY, Rehearsal, Size, Step, growth, markdown, rehearse
+from pvtt.tools.bench.rehearsal import (
+    TINY,
+    Rehearsal,
+    Size,
+    Step,
+    from_json,
+    growth,
+    markdown,
+    rehearse,
+    to_json,
+)
 
 ETSY_ID = re.compile(r"^etsy-\d{10}-[a-z0-9]+(-[a-z0-9]+)+$")
 
@@ -122,6 +132,7 @@ def test_tiny_rehearsal_runs_every_step(tmp_path: Path) -> None:
     assert run.work["pairs"] > 0 and run.streamed == run.exported == run.work["pairs"]
     assert all(s.peak_rss_mb > 0 and s.wall_s > 0 for v in run.steps.values() for s in v)
     assert {"shots", "inpaint", "insert", "score"} <= set(run.stages_s)
+    assert 0 < run.work["clips_built"] <= run.work["clips"] and run.work["clip_frames"] > 0
     # every generated shot was found by shot detection and kept by the shot filter (each
     # rank plans every clip of the catalog, then makes its own share)
     for rank in range(2):
@@ -134,9 +145,10 @@ def test_tiny_rehearsal_runs_every_step(tmp_path: Path) -> None:
 
 
 def _fake(products: int, inpaint: float, insert: float, frames: int, pairs: int) -> Rehearsal:
-    steps = {"build": [Step("build", [], 1.0, inpaint + insert, 100.0, 0, "")],
-             "stream": [Step("stream", [], 1.0, pairs * 0.1, 50.0, 0, "")]}
-    work = {"products": products, "clips": products * 4, "frames": frames, "images": products * 5, "pairs": pairs}
+    steps = {"build": [Step("build", [], 1.0, inpaint + insert, 100.0, 0, 2.0, "")],
+             "stream": [Step("stream", [], 1.0, pairs * 0.1, 50.0, 0, 2.0, "")]}
+    work = {"products": products, "clips": products * 4, "frames": frames, "images": products * 5,
+            "clips_built": products * 4, "clip_frames": frames, "pairs": pairs}
     return Rehearsal(Size(products=products), work, steps, {"inpaint": inpaint, "insert": insert}, pairs, pairs, 0)
 
 
@@ -149,3 +161,4 @@ def test_growth_marks_what_grows_faster_than_its_work() -> None:
     assert g["work"]["pairs"] == 4.0
     table = markdown(runs)
     assert "| insert | 50.0 | 400.0 | 8.00 | 4.00 (pairs) | 2.00 **faster than work** |" in table
+    assert markdown(from_json(json.loads(json.dumps(to_json(runs))))) == table  # --from-json prints it again

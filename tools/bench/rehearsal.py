@@ -47,10 +47,13 @@ from pvtt.builder.rehearsal_catalog import make_rehearsal_catalog, plan_rehearsa
 
 WORLD_SIZE = 2
 STAGE_WORK = {
-    "shots": "frames", "cut": "frames", "decode": "frames", "detect": "clips",
-    "segment": "frames", "inpaint": "frames", "matte": "images",
+    "shots": "frames", "cut": "clip_frames", "decode": "clip_frames", "detect": "clips_built",
+    "segment": "clip_frames", "inpaint": "clip_frames", "matte": "products",
 }
-"""The work each build stage scales with; stages not named here scale with pairs."""
+"""The work each build stage scales with; stages not named here scale with pairs. Every rank
+detects the shots of every video (``frames``: all the catalog's video frames); the clip
+stages see only the frames of the shots the filter kept (``clip_frames``, counted by the
+build); matting sees the photos the pair strategy picks (two a product by default)."""
 STEP_WORK = {"catalog": "frames", "check": "frames", "build": "frames"}
 """The same for whole steps; the steps after the build read pairs."""
 SUPERLINEAR = 1.25
@@ -95,6 +98,9 @@ class Step:
     cpu_s: float
     peak_rss_mb: float
     returncode: int
+    load: float | None
+    """The machine's 1-minute load average when the step ended (None: not recorded): the
+    machine is shared, and wall and stage seconds stretch with it, CPU seconds much less."""
     output: str = field(repr=False)
     """What it printed on standard output (standard error goes to its log only)."""
 
@@ -105,7 +111,8 @@ class Rehearsal:
 
     size: Size
     work: dict[str, int]
-    """products, clips (shots in the catalog), frames, images, pairs (built)."""
+    """The catalog's products, clips (its shots), frames (of its videos) and images (photos);
+    the build's clips_built, clip_frames (frames of the clips it made) and pairs."""
     steps: dict[str, list[Step]]
     stages_s: dict[str, float]
     streamed: int
@@ -140,7 +147,7 @@ def _finish(name: str, argv: list[str], started: tuple[subprocess.Popen, float],
     output = log.with_suffix(".out").read_text(encoding="utf-8", errors="replace")
     # ru_maxrss is in KiB on Linux: the largest of the process and its waited-for children
     return Step(name, argv, round(wall, 3), round(usage.ru_utime + usage.ru_stime, 3),
-                round(usage.ru_maxrss / 1024, 1), proc.returncode, output)
+                round(usage.ru_maxrss / 1024, 1), proc.returncode, round(os.getloadavg()[0], 2), output)
 
 
 def run_steps(name: str, argvs: Sequence[list[str]], logs: Path) -> list[Step]:
@@ -159,17 +166,21 @@ def run_steps(name: str, argvs: Sequence[list[str]], logs: Path) -> list[Step]:
     return steps
 
 
-def _stage_seconds(out: Path) -> dict[str, float]:
-    total: dict[str, float] = {}
+def rank_statistics(out: Path) -> tuple[dict[str, float], dict[str, int]]:
+    """Stage seconds and counts of every rank's ``statistics.json``, summed over the ranks."""
+    seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for rank in range(WORLD_SIZE):
         path = out / "report" / f"r{rank:03d}" / "statistics.json"
         try:
             stats = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RehearsalError(f"{path}: cannot read the rank's statistics: {exc}") from exc
-        for stage, seconds in stats["time_per_stage_s"].items():
-            total[stage] = round(total.get(stage, 0.0) + float(seconds), 3)
-    return dict(sorted(total.items()))
+        for stage, value in stats["time_per_stage_s"].items():
+            seconds[stage] = round(seconds.get(stage, 0.0) + float(value), 3)
+        for name, value in stats["counts"].items():
+            counts[name] = counts.get(name, 0) + int(value)
+    return dict(sorted(seconds.items())), counts
 
 
 def _json(step: Step) -> Any:
@@ -221,11 +232,13 @@ def rehearse(work: str | os.PathLike, size: Size) -> Rehearsal:
             f"{out}: {pairs} pairs in the dataset, {streamed} streamed, {exported} exported: "
             "every pair must be built, streamed and exported once"
         )
+    seconds, built = rank_statistics(out)
     counts = {
         "products": len(plan), "clips": shots, "frames": sum(s.frames for p in plan for s in p.shots),
-        "images": sum(len(p.photos) for p in plan), "pairs": pairs,
+        "images": sum(len(p.photos) for p in plan), "clips_built": built.get("clips.ok", 0),
+        "clip_frames": built.get("frames.clips", 0), "pairs": pairs,
     }
-    return Rehearsal(size, counts, steps, _stage_seconds(out), streamed, exported, queried)
+    return Rehearsal(size, counts, steps, seconds, streamed, exported, queried)
 
 
 def stream(out: Path, size: Size, height: int) -> dict[str, int]:
@@ -284,10 +297,14 @@ def markdown(runs: Sequence[Rehearsal]) -> str:
     """The figures of every size and their growth as markdown tables."""
     g = growth(runs)
     labels = [f"{r.size.products // runs[0].size.products}x" for r in runs]
-    lines = ["| size | products | clips | video frames | photos | pairs |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| size | products | photos | shots | video frames | clips built | clip frames | pairs | load during build |",
+             "|---|" + "---:|" * 8]
     for label, r in zip(labels, runs, strict=True):
         w = r.work
-        lines.append(f"| {label} | {w['products']} | {w['clips']} | {w['frames']:,} | {w['images']} | {w['pairs']} |")
+        loads = [s.load for s in r.steps["build"] if s.load is not None]
+        load = sum(loads) / len(loads) if loads else None
+        lines.append(f"| {label} | {w['products']} | {w['images']} | {w['clips']} | {w['frames']:,} "
+                     f"| {w['clips_built']} | {w['clip_frames']:,} | {w['pairs']} | {_fmt(load)} |")
     span = f"{labels[-1]}/{labels[0]}"
     lines += ["", f"| step | {' | '.join(f'{x} wall s' for x in labels)} | {' | '.join(f'{x} CPU s' for x in labels)} "
               f"| {' | '.join(f'{x} peak MB' for x in labels)} | CPU {span} | work {span} | peak {span} |",
@@ -311,7 +328,8 @@ def markdown(runs: Sequence[Rehearsal]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _as_json(runs: Sequence[Rehearsal]) -> dict[str, Any]:
+def to_json(runs: Sequence[Rehearsal]) -> dict[str, Any]:
+    """Every figure of ``runs`` (what ``--json`` writes; :func:`from_json` reads it back)."""
     return {
         "sizes": [
             {"size": asdict(r.size), "work": r.work, "stages_s": r.stages_s,
@@ -327,11 +345,11 @@ def _size(data: dict[str, Any]) -> Size:
     return Size(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def _from_json(data: dict[str, Any]) -> list[Rehearsal]:
+def from_json(data: dict[str, Any]) -> list[Rehearsal]:
     """The runs a ``--json`` file holds, to print their tables again."""
     return [
         Rehearsal(_size(r["size"]), r["work"],
-                  {k: [Step(**{**s, "output": ""}) for s in v] for k, v in r["steps"].items()},
+                  {k: [Step(**{"load": None, **s, "output": ""}) for s in v] for k, v in r["steps"].items()},
                   r["stages_s"], r["streamed"], r["exported"], r["queried"])
         for r in data["sizes"]
     ]
@@ -370,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(stream(args.target, _size(json.loads(args.size)), args.height)))
         return
     if args.from_json:
-        print(markdown(_from_json(json.loads(args.from_json.read_text(encoding="utf-8")))))
+        print(markdown(from_json(json.loads(args.from_json.read_text(encoding="utf-8")))))
         return
     if args.tiny:
         base = replace(TINY, formats=args.formats)
@@ -391,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {run.work} in {sum(run.step_wall(k) for k in run.steps):.0f} s wall, "
                   f"peak {peak:.0f} MB", flush=True)
             if args.json:  # after every size: a long run leaves its figures behind
-                args.json.write_text(json.dumps(_as_json(runs), indent=2), encoding="utf-8")
+                args.json.write_text(json.dumps(to_json(runs), indent=2), encoding="utf-8")
         table = markdown(runs)
     print()
     print(table)
