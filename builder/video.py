@@ -20,7 +20,7 @@ from fractions import Fraction
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -451,13 +451,19 @@ def encode_mp4(
         stream = out.add_stream(codec, rate=rate, options=options)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = index
-            frame.time_base = 1 / rate
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+        mux_frames(out, stream, frames, rate)
     return buffer.getvalue()
+
+
+def mux_frames(out: Any, stream: Any, frames: np.ndarray, rate: Fraction) -> None:
+    """Encode RGB ``frames`` into ``stream`` of the open container ``out`` at one pts a
+    frame, and flush the encoder: every writer of clips lays frames out alike."""
+    for index, image in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = index
+        frame.time_base = 1 / rate
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
 
 
 def decode_video_bytes(data: bytes) -> tuple[np.ndarray, float]:

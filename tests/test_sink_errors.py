@@ -57,25 +57,8 @@ def _ids(out: Path) -> tuple[set[str], set[str]]:
 def test_build_rejects_a_pair_the_tar_json_cannot_hold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    catalog, config = write_shop_catalog(tmp_path / "catalog", ("neck-gold", "mug-blue"))
-    made = Build._make
-    poisoned: list[str] = []
-
-    def make(self, plan, *args):  # noqa: ANN001, ANN202 - wraps Build._make
-        pair = made(self, plan, *args)
-        if plan.pair_id.startswith("neck-gold_") and not isinstance(pair, Exception):
-            pair.duration_s = float("inf")  # Lance takes it; JSON has no infinity
-            poisoned.append(plan.pair_id)
-        return pair
-
-    monkeypatch.setattr(Build, "_make", make)
-    out = tmp_path / "out"
-    assert main(["build", str(catalog), str(out), "--config", str(config), "--no-progress"]) == 0
-    assert poisoned, "the neck-gold clip made no pair to poison"
-    rejects = [
-        json.loads(line) for line in (out / "report" / "rejects.jsonl").read_text().splitlines()
-    ]
-    written = [r for r in rejects if r["stage"] == "write"]
+    # Lance takes it; JSON has no infinity
+    out, poisoned, written = _build_poisoning(tmp_path, monkeypatch, "duration_s", float("inf"))
     assert [r["item"] for r in written] == poisoned
     assert written[0]["reason"].startswith(
         "the tar sink cannot write it: its columns cannot be written as JSON"
@@ -88,25 +71,8 @@ def test_build_rejects_a_pair_the_tar_json_cannot_hold(
 def test_build_rejects_a_pair_lance_cannot_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    catalog, config = write_shop_catalog(tmp_path / "catalog", ("neck-gold", "mug-blue"))
-    made = Build._make
-    poisoned: list[str] = []
-
-    def make(self, plan, *args):  # noqa: ANN001, ANN202 - wraps Build._make
-        pair = made(self, plan, *args)
-        if plan.pair_id.startswith("neck-gold_") and not isinstance(pair, Exception):
-            pair.shot_index = 2**40  # JSON takes it; Lance's int32 column cannot
-            poisoned.append(plan.pair_id)
-        return pair
-
-    monkeypatch.setattr(Build, "_make", make)
-    out = tmp_path / "out"
-    assert main(["build", str(catalog), str(out), "--config", str(config), "--no-progress"]) == 0
-    assert poisoned, "the neck-gold clip made no pair to poison"
-    rejects = [
-        json.loads(line) for line in (out / "report" / "rejects.jsonl").read_text().splitlines()
-    ]
-    written = [r for r in rejects if r["stage"] == "write"]
+    # JSON takes it; Lance's int32 column cannot
+    out, poisoned, written = _build_poisoning(tmp_path, monkeypatch, "shot_index", 2**40)
     assert [r["item"] for r in written] == poisoned
     assert written[0]["reason"] == (
         "the lance sink cannot write it: column shot_index (int32) cannot hold 1099511627776: "
@@ -272,3 +238,29 @@ def test_a_refusal_after_another_sink_wrote_stops_the_writer(
         assert not again.has(bad) and not again.has(samples[0].pair.pair_id)
     lance_ids, tar_ids = _ids(out)
     assert lance_ids == tar_ids == set()
+
+
+def _build_poisoning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, column: str, value: object
+) -> tuple[Path, list[str], list[dict]]:
+    """Build a two-product catalog with ``column = value`` in every neck-gold pair: the
+    output folder, the poisoned pair ids and the rejects at stage ``write``."""
+    catalog, config = write_shop_catalog(tmp_path / "catalog", ("neck-gold", "mug-blue"))
+    made = Build._make
+    poisoned: list[str] = []
+
+    def make(self, plan, *args):  # noqa: ANN001, ANN202 - wraps Build._make
+        pair = made(self, plan, *args)
+        if plan.pair_id.startswith("neck-gold_") and not isinstance(pair, Exception):
+            setattr(pair, column, value)
+            poisoned.append(plan.pair_id)
+        return pair
+
+    monkeypatch.setattr(Build, "_make", make)
+    out = tmp_path / "out"
+    assert main(["build", str(catalog), str(out), "--config", str(config), "--no-progress"]) == 0
+    assert poisoned, "the neck-gold clip made no pair to poison"
+    rejects = [
+        json.loads(line) for line in (out / "report" / "rejects.jsonl").read_text().splitlines()
+    ]
+    return out, poisoned, [r for r in rejects if r["stage"] == "write"]

@@ -66,7 +66,7 @@ from pvtt.builder.stages.cutout import cutout_aspect, placement_matrix
 from pvtt.builder.stages.protocols import Backend, InsertionInput, StageRejected
 from pvtt.builder.stages.shots import Shot
 from pvtt.builder.synthesis import make_pair, target_boxes
-from pvtt.builder.video import decode_video_bytes, encode_mp4
+from pvtt.builder.video import decode_video_bytes, encode_mp4, mux_frames
 from pvtt.schemas.config import BuildConfig, ConfigError, load_config
 from pvtt.schemas.keys import clip_id as make_clip_id
 from pvtt.schemas.keys import pair_id as make_pair_id
@@ -340,12 +340,7 @@ def write_lossless(path: Path, frames: np.ndarray, fps: float) -> None:
         stream = out.add_stream("ffv1", rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "bgr0"
-        for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = index
-            frame.time_base = 1 / rate
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+        mux_frames(out, stream, frames, rate)
 
 
 def _png(image: np.ndarray) -> bytes:
