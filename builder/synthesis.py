@@ -25,7 +25,14 @@ from pvtt.schemas.records import PairRecord
 def target_boxes(clip: ClipArtefacts, aspect: float, smoothing: int) -> np.ndarray:
     """The source track reshaped to the target's aspect (centre and area kept), smoothed."""
     height, width = clip.frames.shape[1:3]
-    boxes = interpolate_missing(clip.boxes)
+    return track_to_target(clip.boxes, (width, height), aspect, smoothing)
+
+
+def track_to_target(track: np.ndarray, frame_size: tuple[int, int], aspect: float,
+                    smoothing: int) -> np.ndarray:
+    """:func:`target_boxes` of a bare track on frames of ``frame_size = (width, height)``."""
+    width, height = frame_size
+    boxes = interpolate_missing(track)
     boxes = adapt_box_to_aspect(boxes, aspect, (width, height))
     if smoothing > 1:
         boxes = smooth_boxes(boxes, smoothing)

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pvtt.builder.illuminant import angle_deg, luminance, shades_of_grey, srgb_to_linear
 from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
 from pvtt.builder.stages.protocols import BackendInfo, ScoringInput, StageRejected
 from pvtt.schemas.config import BackendConfig, ConfigError
 
 _SSIM_C2 = (0.03 * 255) ** 2
-_LAB_TOLERANCE = 1.0
-"""Lab units a statistic may stray outside its range unpenalised (resampling noise;
-a just-noticeable colour difference is about 2.3)."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +36,6 @@ class _Region:
     """The cut-out at the same size, ``h x w x 3`` float32 RGB."""
     mask: np.ndarray
     """Where the cut-out is opaque (alpha >= 0.5, eroded by a pixel), ``h x w`` bool."""
-    ring: np.ndarray
-    """The clip's pixels in a ring around the box, ``N x 3`` float32 RGB."""
 
 
 def frames_to_score(
@@ -186,22 +182,26 @@ class StatisticsScorer:
     insert is followed by the flow, so it shows as erratic motion in ``jerk`` instead.
     The median keeps the occlusion errors along the insert's edge out of ``e``.
 
-    **lighting**: does the insert's light belong to its surroundings? On the sampled
-    frames, the statistics ``s = (median, MAD-scaled spread) of (L, a, b)`` (robust
-    mean and std) of the insert ``I``, of the ring ``R`` of background around the box
-    (``ring_frac`` of the box's geometric-mean side wide) and of the cut-out photo ``C``
-    are compared in Lab units::
+    **lighting**: is the insert lit by the scene's light? Two estimates of a light are
+    compared (:mod:`pvtt.builder.illuminant`), in linear RGB:
 
-        out_k    = how far s_k(I) lies outside the interval [s_k(C), s_k(R)], less 1
-                   (resampling noise; a just-noticeable difference is about 2.3)
-        D        = Euclidean norm of out over the 6 statistics
-        lighting = exp(-mean over frames of D / lighting_scale)
+        gain     = per channel, mean of the insert over mean of the photo, over the
+                   cut-out's opaque, unsaturated pixels of the sampled frames (the
+                   light the inserter put on the product: 1 when pasted as is)
+        scene    = shades of grey (p = ``grey_norm``) over the background's sampled frames
+        angle    = degrees between gain and scene (colour of the light)
+        stops    = log2 lum(gain) - (log2 lum(scene) - ``white_stops``)  (its level)
+        lighting = exp(-(max(0, angle - angle_tolerance) / angle_scale
+                         + max(0, |stops| - stop_tolerance) / stop_scale))
 
-    Any statistic between the photo's and the surroundings' is a plausible relighting
-    (from pasted as is to fully harmonised), so a red product on a white table is not
-    penalised for being red; a colour cast or exposure change that moves the insert
-    away from both is. The flip side: a photo taken in the wrong light and pasted as is
-    scores 1, since statistics cannot tell a product's colour from its light.
+    A daylight photo pasted as is into a warm, dim room keeps gain 1 against a warm, low
+    scene light and scores low; the same photo relit to the room scores high, however
+    unlike the room's colours the product is. Where over 1 % of the background has clipped,
+    the scene's level is only a lower bound, and a brighter insert is not penalised.
+    ``white_stops`` is where shades of grey puts
+    a scene under white light at normal exposure (-0.4 to -0.9 stops on the benchmark's
+    white-lit scenes). What it cannot see: a scene whose own colours dominate (a red wall
+    reads as red light), and light that varies over the frame.
 
     ``overall`` is ``None``: judging realism as a whole needs a model.
     """
@@ -213,8 +213,12 @@ class StatisticsScorer:
         flow_size: int = 128,
         warp_scale: float = 0.06,
         jerk_scale: float = 0.02,
-        lighting_scale: float = 5.0,
-        ring_frac: float = 0.25,
+        angle_tolerance: float = 3.0,
+        angle_scale: float = 6.0,
+        stop_tolerance: float = 0.35,
+        stop_scale: float = 0.7,
+        white_stops: float = -0.65,
+        grey_norm: float = 8.0,
         flow: str = "farneback",
         flow_weights: str | None = None,
         flow_device: str = "cpu",
@@ -233,20 +237,28 @@ class StatisticsScorer:
         self.flow_size = flow_size
         self.warp_scale = warp_scale
         self.jerk_scale = jerk_scale
-        self.lighting_scale = lighting_scale
-        self.ring_frac = ring_frac
+        self.angle_tolerance = angle_tolerance
+        self.angle_scale = angle_scale
+        self.stop_tolerance = stop_tolerance
+        self.stop_scale = stop_scale
+        self.white_stops = white_stops
+        self.grey_norm = grey_norm
         self.info = BackendInfo(
             kind="scorer",
             name="cpu-statistics",
-            version="1",
+            version="2",
             params={
                 "frames": frames,
                 "compare_size": compare_size,
                 "flow_size": flow_size,
                 "warp_scale": warp_scale,
                 "jerk_scale": jerk_scale,
-                "lighting_scale": lighting_scale,
-                "ring_frac": ring_frac,
+                "angle_tolerance": angle_tolerance,
+                "angle_scale": angle_scale,
+                "stop_tolerance": stop_tolerance,
+                "stop_scale": stop_scale,
+                "white_stops": white_stops,
+                "grey_norm": grey_norm,
                 **({"flow": flow, "flow_weights": flow_weights} if flow != "farneback" else {}),
             },
         )
@@ -267,37 +279,48 @@ class StatisticsScorer:
         return {
             "identity": float(np.mean([_identity(r) for r in regions])),
             "temporal": self._temporal(synth, boxes, valid, cutout),
-            "lighting": float(
-                math.exp(-np.mean([_lighting_gap(r) for r in regions]) / self.lighting_scale)
-            ),
+            "lighting": self._lighting(regions, sample.background, picked),
             "overall": None,
         }
 
+    def _lighting(
+        self, regions: list[_Region], background: np.ndarray, picked: np.ndarray
+    ) -> float | None:
+        """``exp(-(angle term + stops term))``; None when no pixel tells the insert's light."""
+        gain = _insert_gain(regions)
+        if gain is None:
+            return None
+        scene, clipped = scene_light(background[picked[picked < len(background)]], self.grey_norm)
+        angle = angle_deg(gain, scene)
+        stops = math.log2(max(float(luminance(gain)), 1e-6)) - (
+            math.log2(max(float(luminance(scene)), 1e-6)) - self.white_stops
+        )
+        if clipped > _CLIPPED_SHARE:  # the scene may be brighter than its unclipped pixels say
+            stops = min(stops, 0.0)
+        penalty = max(0.0, angle - self.angle_tolerance) / self.angle_scale + max(
+            0.0, abs(stops) - self.stop_tolerance
+        ) / self.stop_scale
+        return float(math.exp(-penalty))
+
     def _region(self, frame: np.ndarray, box: np.ndarray, cutout: np.ndarray) -> _Region | None:
-        """The box's content, the cut-out and the ring on one frame (None if off the frame)."""
+        """The box's content and the cut-out on one frame (None if off the frame)."""
         h, w = frame.shape[:2]
         x0, y0, x1, y1 = box
         bw, bh = x1 - x0, y1 - y0
         fit = min(1.0, self.compare_size / max(bw, bh))
         cw, ch = max(8, round(bw * fit)), max(8, round(bh * fit))
-        margin = self.ring_frac * math.sqrt(bw * bh)
+        margin = 2.0  # resampling reads a pixel past the box
         ex0, ey0 = max(0, math.floor(x0 - margin)), max(0, math.floor(y0 - margin))
         ex1, ey1 = min(w, math.ceil(x1 + margin)), min(h, math.ceil(y1 + margin))
         if ex1 - ex0 < 2 or ey1 - ey0 < 2 or x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
             return None
         area = frame[ey0:ey1, ex0:ex1].astype(np.float32)
-        outside_box = np.ones(area.shape[:2], bool)
-        outside_box[
-            max(0, math.floor(y0) - ey0) : max(0, math.ceil(y1) - ey0),
-            max(0, math.floor(x0) - ex0) : max(0, math.ceil(x1) - ex0),
-        ] = False
-        ring = area[outside_box]
         synth = box_on_grid(area, box, (ex0, ey0), (cw, ch))
         target, a = cutout_on_grid(cutout, (cw, ch))
         mask = cv2.erode((a >= 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if mask.sum() < 16:
             mask = a >= 0.5
-        return _Region(synth=synth, target=target, mask=mask, ring=ring)
+        return _Region(synth=synth, target=target, mask=mask)
 
     def _temporal(
         self, synth: np.ndarray, boxes: np.ndarray, valid: np.ndarray, cutout: np.ndarray
@@ -406,29 +429,45 @@ def _structure_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (2 * cov + _SSIM_C2) / (var_a + var_b + _SSIM_C2)
 
 
-def _lighting_gap(region: _Region) -> float:
-    """The lighting disagreement ``D`` of one frame, in Lab units (see :class:`StatisticsScorer`)."""
-    if len(region.ring) == 0:
-        return 0.0
-    insert, photo, ring = (
-        _robust_stats(region.synth[region.mask]),
-        _robust_stats(region.target[region.mask]),
-        _robust_stats(region.ring),
-    )
-    beyond = np.maximum(np.minimum(photo, ring) - insert, insert - np.maximum(photo, ring))
-    outside = np.maximum(0.0, beyond - _LAB_TOLERANCE)
-    return float(np.linalg.norm(outside))
+_SATURATED = 0.95
+"""Linear level above which a channel may have clipped: its ratio says nothing of light."""
 
 
-def _robust_stats(rgb: np.ndarray) -> np.ndarray:
-    """Median and MAD-scaled spread of L, a, b: a mug caught in the ring does not move them."""
-    lab = cv2.cvtColor(np.clip(rgb, 0, 255).reshape(-1, 1, 3) / 255.0, cv2.COLOR_RGB2Lab).reshape(
-        -1, 3
-    )
-    median = np.median(lab, axis=0)
-    return np.concatenate([median, 1.4826 * np.median(np.abs(lab - median), axis=0)]).astype(
-        np.float64
-    )
+def _insert_gain(regions: list[_Region]) -> np.ndarray | None:
+    """Per-channel linear gain from the photo to the insert over all sampled frames."""
+    insert_sum, photo_sum, count = np.zeros(3), np.zeros(3), 0
+    for region in regions:
+        insert = srgb_to_linear(region.synth[region.mask])
+        photo = srgb_to_linear(region.target[region.mask])
+        keep = (insert.max(axis=1) < _SATURATED) & (photo.max(axis=1) < _SATURATED)
+        insert_sum += insert[keep].sum(axis=0)
+        photo_sum += photo[keep].sum(axis=0)
+        count += int(keep.sum())
+    if count < 16 or (photo_sum <= 0).any():
+        return None
+    return insert_sum / photo_sum
+
+
+_CLIPPED_SHARE = 0.01
+"""Share of clipped background pixels above which the scene's level is only a lower bound."""
+
+
+def scene_light(
+    frames: np.ndarray, grey_norm: float, long_side: int = 128
+) -> tuple[np.ndarray, float]:
+    """Shades of grey over ``frames`` (``T x H x W x 3`` uint8), each shrunk to
+    ``long_side`` px first (the colour of light is a low-frequency fact), leaving out
+    pixels with a clipped channel: a white wall clipped to 255 reads as white light.
+    Also the share of pixels left out."""
+    small = []
+    for frame in frames:
+        fit = min(1.0, long_side / max(frame.shape[:2]))
+        size = (max(1, round(frame.shape[1] * fit)), max(1, round(frame.shape[0] * fit)))
+        small.append(cv2.resize(frame, size, interpolation=cv2.INTER_AREA).reshape(-1, 3))
+    pixels = srgb_to_linear(np.concatenate(small))
+    unclipped = pixels[pixels.max(axis=1) < _SATURATED]
+    clipped = 1.0 - len(unclipped) / len(pixels)
+    return shades_of_grey(unclipped if len(unclipped) >= 64 else pixels, grey_norm), clipped
 
 
 def weights(config: BackendConfig) -> list[str]:

@@ -21,7 +21,10 @@ Metrics, per case (definitions in the functions below):
 - **cut-out**: alpha IoU against the true alpha (alpha >= 0.5 both), missed and extra area;
 - **insertion**: the synthesized clip against the ideal pair (the true cut-out pasted onto
   the true plate along the boxes the build derives from the true masks), PSNR and SSIM
-  in the union of the ideal and the built boxes, and the IoU of those boxes.
+  in the union of the ideal and the built boxes, and the IoU of those boxes (in the
+  ``relit`` family the ideal pair's cut-out is under the scene's light);
+- **lighting**: the scorer's lighting score of a matched and a mismatched insert
+  (:mod:`pvtt.tools.bench.fidelity_lighting`), and the AUC between them.
 
 Stages are also judged alone (``*_oracle`` metrics, unless ``--no-oracle``): the inpainter
 on the true masks, and the inserter on the true plate, cut-out and boxes, so that a weak
@@ -62,7 +65,7 @@ from pvtt.builder.products import load_rgb, prepare_image
 from pvtt.builder.registry import create_backend
 from pvtt.builder.report import BuildReport
 from pvtt.builder.stages.checks import CHECK_NAMES
-from pvtt.builder.stages.cutout import cutout_aspect, placement_matrix
+from pvtt.builder.stages.cutout import cutout_aspect
 from pvtt.builder.stages.protocols import Backend, InsertionInput, StageRejected
 from pvtt.builder.stages.shots import Shot
 from pvtt.builder.synthesis import make_pair, target_boxes
@@ -71,6 +74,7 @@ from pvtt.schemas.config import BuildConfig, ConfigError, load_config
 from pvtt.schemas.keys import clip_id as make_clip_id
 from pvtt.schemas.keys import pair_id as make_pair_id
 from pvtt.schemas.taxonomy import Taxonomy
+from pvtt.tools.bench.fidelity_lighting import lighting_line, lighting_probe, separation
 from pvtt.tools.bench.fidelity_truth import (
     FAMILIES,
     FRAMES,
@@ -80,9 +84,9 @@ from pvtt.tools.bench.fidelity_truth import (
     CaseSpec,
     TruthCase,
     case_specs,
-    composite,
     generate_case,
-    premultiplied_rgba,
+    ideal_composite,
+    relit_cutout,
 )
 from pvtt.tools.bench.media import test_media_dir
 
@@ -268,26 +272,6 @@ def boxes_region(boxes: Sequence[np.ndarray], shape: tuple[int, int, int],
     return region
 
 
-def ideal_composite(plate: np.ndarray, cutout: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """The ideal pair: ``cutout`` (straight RGBA) pasted onto ``plate`` along ``boxes`` by
-    plain alpha compositing, resized and placed as the inserters place it
-    (:func:`~pvtt.builder.stages.cutout.placement_matrix`); frames without a box are
-    the plate."""
-    layer = premultiplied_rgba(cutout).astype(np.float32)
-    height, width = plate.shape[1:3]
-    out = plate.copy()
-    for t, box in enumerate(np.asarray(boxes, np.float64)):
-        if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
-            continue
-        size = (max(1, round(box[2] - box[0])), max(1, round(box[3] - box[1])))
-        shrink = size[0] < layer.shape[1] or size[1] < layer.shape[0]
-        resized = cv2.resize(layer, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        warped = cv2.warpAffine(resized, placement_matrix(size[0], size[1], box), (width, height),
-                                flags=cv2.INTER_LINEAR)
-        out[t] = composite(plate[t], warped)[0]
-    return out
-
-
 # -- running the build's stages -------------------------------------------------------
 
 STAGE_KINDS = ("detector", "segmenter", "inpainter", "matter", "inserter", "scorer")
@@ -443,6 +427,13 @@ def ideal_boxes(case: TruthCase, clip: ClipArtefacts, smoothing: int) -> np.ndar
     return target_boxes(truth, cutout_aspect(case.photo.cutout), smoothing)
 
 
+def ideal_pair(case: TruthCase, boxes: np.ndarray) -> np.ndarray:
+    """The perfect synthesized clip: the true cut-out, under the scene's light, on the true
+    plate along ``boxes``."""
+    cutout = relit_cutout(case.photo.cutout, case.clip.light)
+    return ideal_composite(case.clip.plate, cutout, boxes)
+
+
 def measure(case: TruthCase, built: BuiltPair, config: BuildConfig) -> dict[str, Any]:
     """Every metric of one case; a stage that did not run leaves its metrics ``None``."""
     truth = case.clip
@@ -483,7 +474,7 @@ def measure(case: TruthCase, built: BuiltPair, config: BuildConfig) -> dict[str,
         metrics["plate_ssim_oracle"] = ssim(built.oracle_plate, truth.plate, region)
         metrics["residue_oracle"] = residue(built.oracle_plate, truth.frames, truth.plate, masks)
     ideal_track = ideal_boxes(case, clip, config.pairs.box_smoothing)
-    ideal = ideal_composite(truth.plate, case.photo.cutout, ideal_track)
+    ideal = ideal_pair(case, ideal_track)
     if built.oracle_synth is not None:
         where = boxes_region([ideal_track], masks.shape)
         metrics["insert_psnr_oracle"] = psnr(built.oracle_synth, ideal, where)
@@ -535,6 +526,7 @@ def run_case(spec: CaseSpec, stages: Stages, workdir: Path, cache: ArtifactCache
     if oracle:
         run_oracles(case, built, stages)
     metrics = measure(case, built, stages.config)
+    metrics.update(lighting_probe(case, stages.backends["scorer"], stages.config.pairs.box_smoothing))
     defective, reasons = label(metrics, built.lost)
     if sheets is not None:
         sheets.mkdir(parents=True, exist_ok=True)
@@ -562,8 +554,7 @@ def contact_sheet(case: TruthCase, built: BuiltPair, config: BuildConfig) -> np.
         picks.append(int(np.argmin(frame_ious(clip.masks, truth.masks))))
     ideal = None
     if clip is not None and built.synth is not None:
-        ideal = ideal_composite(truth.plate, case.photo.cutout,
-                                ideal_boxes(case, clip, config.pairs.box_smoothing))
+        ideal = ideal_pair(case, ideal_boxes(case, clip, config.pairs.box_smoothing))
     rows = []
     for t in picks:
         overlay = blank.copy()
@@ -700,6 +691,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             "all": family_row(chosen),
             "goals": goals(chosen),
             "gate": gate(chosen),
+            "lighting": separation(chosen),
         }
     return out
 
@@ -747,6 +739,7 @@ def markdown(summary: dict[str, Any], backends: dict[str, dict[str, Any]]) -> st
         lines.append(f"\nRejected by: {caught}.")
         if gt["lost"]:
             lines.append(f"\n{gt['lost']} case(s) made no pair (a stage rejected the clip or photo).")
+        lines += ["", lighting_line(part["lighting"])]
         lines.append("")
     return "\n".join(lines)
 

@@ -37,7 +37,8 @@ import cv2
 import numpy as np
 
 from pvtt.builder.boxes import masks_to_boxes
-from pvtt.builder.stages.cutout import trim_to_alpha
+from pvtt.builder.illuminant import light_gains, relight
+from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
 from pvtt.builder.video import read_frames
 
 SIZE = (384, 216)
@@ -68,6 +69,7 @@ FAMILIES = (
     "fast-motion",
     "scale-change",
     "frame-edge",
+    "relit",
 )
 """What each family stresses: ``baseline`` a solid product at moderate motion (control);
 ``ring``, ``chain`` thin products; ``holed`` shapes with holes (mug handle, key fob, bead,
@@ -76,7 +78,9 @@ photographed on a similar colour); ``textured`` high-frequency backgrounds (shel
 reflections, gravel); ``light-on-light`` a light product over the lightest band of a light
 scene (and a light target on white); ``occlusion`` an arm or stick passing in front of the
 product; ``fast-motion`` 20-30 px/frame with motion blur; ``scale-change`` 2-3x growth or
-shrink; ``frame-edge`` a product cut by the frame's edge."""
+shrink; ``frame-edge`` a product cut by the frame's edge; ``relit`` a scene filmed under a coloured,
+dimmed or brightened light (the product in it too), while the target photo stays under
+the studio's white light: the lighting score's test."""
 
 
 def split_of(seed: int) -> str:
@@ -208,6 +212,9 @@ class TruthClip:
     layer: np.ndarray
     """The product as seen, premultiplied RGBA ``T x H x W x 4`` float32 (0..255)."""
     fps: float
+    light: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
+    """The scene's light relative to the studio's (per-channel linear gains): what a
+    perfect inserter puts on the target; ones except in the ``relit`` family."""
 
     @property
     def alpha(self) -> np.ndarray:
@@ -538,13 +545,15 @@ class Scene:
 
 SCENES = (
     Scene("coffee", "sam2/04_coffee.mp4", True, frozenset({"light"}), 0, 287),
-    # shots of the BBC footage as `pvtt shots` finds them
-    Scene("bbc-hands", _BBC, True, frozenset({"dark"}), 0, 70),
+    # shots of the BBC footage as `pvtt shots` finds them; "warm-lit": filmed under warm
+    # light (shades of grey, p = 8, puts its light 10-22 degrees from white), so what
+    # light a product should have in it is not known exactly
+    Scene("bbc-hands", _BBC, True, frozenset({"dark", "warm-lit"}), 0, 70),
     Scene("bbc-bowl", _BBC, True, frozenset({"textured", "light"}), 70, 170),
-    Scene("bbc-shelves", _BBC, True, frozenset({"textured"}), 170, 301),
-    Scene("bbc-cup", _BBC, True, frozenset({"textured"}), 301, 421),
-    Scene("bbc-desk", _BBC, True, frozenset({"light"}), 421, 484),
-    Scene("bbc-cube", _BBC, True, frozenset({"dark"}), 484, 628),
+    Scene("bbc-shelves", _BBC, True, frozenset({"textured", "warm-lit"}), 170, 301),
+    Scene("bbc-cup", _BBC, True, frozenset({"textured", "warm-lit"}), 301, 421),
+    Scene("bbc-desk", _BBC, True, frozenset({"light", "warm-lit"}), 421, 484),
+    Scene("bbc-cube", _BBC, True, frozenset({"dark", "warm-lit"}), 484, 628),
     Scene("truck", "sam2/truck.jpg", False, frozenset({"textured"})),
     Scene("car-2", "rembg/car-2.jpg", False, frozenset({"textured"})),
     Scene("car-3", "rembg/car-3.jpg", False, frozenset({"light"})),
@@ -953,6 +962,31 @@ def _tint_to(product: Product, target: np.ndarray, rng: np.random.Generator) -> 
     return replace(product, layer=layer)
 
 
+def draw_light(rng: np.random.Generator) -> np.ndarray:
+    """A scene light unlike the studio's: 7-16 degrees of warm or cool cast and a little
+    tint, at -1.3 to -0.4 stops (most) or +0.3 to +0.6 stops."""
+    warmth = rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.35)
+    stops = rng.uniform(-1.3, -0.4) if rng.random() < 0.75 else rng.uniform(0.3, 0.6)
+    return light_gains(warmth, rng.normal(0.0, 0.04), stops).astype(np.float32)
+
+
+def relit_layer(layer: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """A premultiplied layer under ``gains``: its straight colour relit, alpha kept."""
+    alpha = layer[..., 3:] / 255.0
+    straight = layer[..., :3] / np.maximum(alpha, 1e-6)
+    return np.dstack([relight(straight, gains) * alpha, layer[..., 3:]]).astype(np.float32)
+
+
+def relit_cutout(cutout: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """A straight RGBA uint8 cut-out under ``gains`` (alpha kept): the target as it would
+    look filmed in the scene."""
+    if np.allclose(gains, 1.0):
+        return cutout
+    out = cutout.copy()
+    out[..., :3] = np.clip(relight(cutout[..., :3], gains) + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 def generate_case(spec: CaseSpec, data_dir: Path, size: tuple[int, int] = SIZE,
                   frames: int = FRAMES, photo_size: int = PHOTO_SIZE) -> TruthCase:
     """The case ``spec``, drawn from its seed alone: same spec, same arrays."""
@@ -975,7 +1009,7 @@ def generate_case(spec: CaseSpec, data_dir: Path, size: tuple[int, int] = SIZE,
         source_kinds = ("solid", "holed")
     elif family == "light-on-light":
         source_kinds = ("car", "solid", "holed", "ring")
-    elif family in ("baseline", "fast-motion"):
+    elif family in ("baseline", "fast-motion", "relit"):
         source_kinds = ("solid", "car")
     else:
         source_kinds = ("solid", "holed", "car", "ring")
@@ -984,12 +1018,20 @@ def generate_case(spec: CaseSpec, data_dir: Path, size: tuple[int, int] = SIZE,
         pool = [s for s in SCENES if "textured" in s.tags]
     elif family == "light-on-light":
         pool = [s for s in SCENES if "light" in s.tags]
+    elif family == "relit":  # a known light on top of a white one
+        pool = [s for s in SCENES if "warm-lit" not in s.tags]
     else:
         pool = list(SCENES)
     pool = [s for s in pool if s.path != source.origin]
     scene = pool[rng.integers(len(pool))]
     plate, fps, scene_notes = render_scene(data_dir, scene, rng, frames, size)
-    notes.update(scene_notes)
+    notes.update(scene_notes, scene_light="warm" if "warm-lit" in scene.tags else "white")
+    light = np.ones(3, np.float32)
+    if family == "relit":
+        light = draw_light(rng)
+        plate = np.clip(relight(plate, light) + 0.5, 0, 255).astype(np.uint8)
+        source = replace(source, layer=relit_layer(source.layer, light))
+        notes["light"] = [round(float(g), 3) for g in light]
 
     if family == "fast-motion":
         path = fast_path(rng, source.layer, frames, size)
@@ -1037,5 +1079,25 @@ def generate_case(spec: CaseSpec, data_dir: Path, size: tuple[int, int] = SIZE,
         style = PHOTO_STYLES[rng.integers(4)]
     photo, photo_notes = compose_photo(rng, target, style, photo_size)
     notes.update(target=target.name, **photo_notes)
-    clip = TruthClip(frames=clip_frames, plate=plate, layer=layer, fps=float(fps))
+    clip = TruthClip(frames=clip_frames, plate=plate, layer=layer, fps=float(fps), light=light)
     return TruthCase(spec=spec, clip=clip, photo=photo, source=source, target=target, notes=notes)
+
+
+def ideal_composite(plate: np.ndarray, cutout: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The ideal pair: ``cutout`` (straight RGBA) pasted onto ``plate`` along ``boxes`` by
+    plain alpha compositing, resized and placed as the inserters place it
+    (:func:`~pvtt.builder.stages.cutout.placement_matrix`); frames without a box are
+    the plate."""
+    layer = premultiplied_rgba(cutout).astype(np.float32)
+    height, width = plate.shape[1:3]
+    out = plate.copy()
+    for t, box in enumerate(np.asarray(boxes, np.float64)):
+        if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        size = (max(1, round(box[2] - box[0])), max(1, round(box[3] - box[1])))
+        shrink = size[0] < layer.shape[1] or size[1] < layer.shape[0]
+        resized = cv2.resize(layer, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        warped = cv2.warpAffine(resized, placement_matrix(size[0], size[1], box), (width, height),
+                                flags=cv2.INTER_LINEAR)
+        out[t] = composite(plate[t], warped)[0]
+    return out
