@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import re
 import shutil
 import socketserver
 import subprocess
 import sys
 import threading
 from collections import Counter
+from dataclasses import replace
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,10 +26,19 @@ from PIL import Image
 from records_factory import make_samples
 
 from pvtt.builder.report import BuildReport
+from pvtt.builder.sinks.base import PairSample
+from pvtt.builder.stages.checks import CHECK_NAMES
 from pvtt.builder.writer import DatasetWriter
 from pvtt.loaders.query import DIFFICULTIES
+from pvtt.tools.bench import fidelity
 from pvtt.tools.cli import main
-from pvtt.tools.html_report import sum_rank_statistics
+from pvtt.tools.html_report import (
+    CHECKS,
+    Failure,
+    pick_best_worst,
+    rejected_by,
+    sum_rank_statistics,
+)
 
 pytest.importorskip("matplotlib")
 
@@ -101,9 +114,42 @@ class Page(HTMLParser):
         return {r[0]: r[1:] for r in self.tables[table][1:]}
 
 
+GOOD_CHECKS = {"score_removal": 0.01, "score_mask": 0.95, "score_insert": 0.9, "score_cutout": 0.8}
+CHECK_FAILURES = (
+    ("removal 0.412 > 0.040", {"score_removal": 0.412}),
+    ("mask 0.611 < 0.850; insert 0.500 < 0.650", {"score_mask": 0.611, "score_insert": 0.5}),
+    (None, {}),  # left to the threshold: "quality 0.52 < 0.70"
+)
+TOP_FAILURE = ("cutout 0.100 < 0.300", {"score_cutout": 0.1})
+
+
+def _fail_checks(samples: list[PairSample]) -> list[PairSample]:
+    """The gate's hard checks on the factory's pairs: the best-scored pair of each difficulty
+    fails one (a high score does not save it), the pairs under the threshold fail removal,
+    mask and insert, or the threshold alone, in turn."""
+    top: dict[str, PairSample] = {}
+    for s in samples:
+        best = top.get(s.pair.difficulty)
+        if s.pair.passed and (best is None or s.pair.quality_score > best.pair.quality_score):
+            top[s.pair.difficulty] = s
+    out, rejected = [], 0
+    for s in samples:
+        reason, scores = None, {}
+        if s is top.get(s.pair.difficulty):
+            reason, scores = TOP_FAILURE
+        elif not s.pair.passed:
+            reason, scores = CHECK_FAILURES[rejected % len(CHECK_FAILURES)]
+            rejected += 1
+        pair = replace(s.pair, **{**GOOD_CHECKS, **scores})
+        if reason:
+            pair = replace(pair, passed=False, reject_reason=reason)
+        out.append(replace(s, pair=pair))
+    return out
+
+
 def _write_samples(out: Path, shared: Path, count: int, **kwargs) -> None:
     with DatasetWriter(out, max_samples=10, config=CONFIG, **kwargs) as writer:
-        for sample in make_samples(shared, count):
+        for sample in _fail_checks(make_samples(shared, count)):
             writer.write(sample)
 
 
@@ -147,7 +193,14 @@ def page(report_file: Path) -> Page:
 
 @pytest.fixture(scope="module")
 def pairs(built: Path) -> list[dict]:
-    columns = ["pair_id", "difficulty", "source_category", "quality_score", "passed"]
+    columns = [
+        "pair_id",
+        "difficulty",
+        "source_category",
+        "quality_score",
+        "passed",
+        "reject_reason",
+    ]
     return lance.dataset(built / "lance" / "pairs.lance").to_table(columns=columns).to_pylist()
 
 
@@ -181,10 +234,10 @@ def test_every_image_is_an_inline_image_that_decodes(page: Page, pairs: list[dic
             assert mime == "image/png" and image.size[0] >= 600
             pixels = np.asarray(image.convert("L"))
             assert pixels.std() > 10  # a drawn figure, not a blank canvas
-    per = Counter(p["difficulty"] for p in pairs if p["quality_score"] is not None)
+    kept = Counter(p["difficulty"] for p in pairs if p["passed"])
+    thrown = Counter(p["difficulty"] for p in pairs if not p["passed"])
     expected = sum(
-        min(PER_DIFFICULTY, n) + min(PER_DIFFICULTY, max(0, n - PER_DIFFICULTY))
-        for n in per.values()
+        min(PER_DIFFICULTY, kept[d]) + min(PER_DIFFICULTY, thrown[d]) for d in DIFFICULTIES
     )
     assert kinds["image/webp"] == expected
     assert kinds["image/png"] == 7  # counts, scores, scorers, pass rate, rejects, time, storage
@@ -225,8 +278,19 @@ def test_scorers_rejects_time_and_storage(page: Page, pairs: list[dict], built: 
     assert rejects[("build: clip", "no product found on the first frame")] == 2
     assert rejects[("build: image", "cut-out empty")] == 1
     assert rejects[("build: pair", "not made: its source clip was rejected")] == 7
-    failed = sum(not p["passed"] for p in pairs)
-    assert rejects[("pairs table", "quality below threshold")] == failed
+    reasons = Counter(p["reject_reason"] for p in pairs if not p["passed"])
+    quality = sum(n for r, n in reasons.items() if r.startswith("quality"))
+    assert quality and rejects[("pairs table", "quality below threshold")] == quality
+    assert rejects[("pairs table", "hard check failed: removal")] == reasons[CHECK_FAILURES[0][0]]
+    assert (
+        rejects[("pairs table", "hard check failed: mask, insert")] == reasons[CHECK_FAILURES[1][0]]
+    )
+    by_check = page.rows("rejects-by-check")
+    assert list(by_check) == ["removal", "mask", "insert", "cutout", "quality"]
+    assert by_check["removal"][0] == "> 0.040" and by_check["mask"][0] == "< 0.850"
+    assert by_check["mask"][-2] == by_check["insert"][-2] == str(reasons[CHECK_FAILURES[1][0]])
+    assert by_check["quality"][-2] == str(quality)
+    assert by_check["cutout"][-2] == str(reasons[TOP_FAILURE[0]]) != "0"
     time = page.rows("time-table")
     assert list(time) == sorted(STAGE_SECONDS, key=lambda s: -STAGE_SECONDS[s])
     for stage, seconds in STAGE_SECONDS.items():
@@ -238,16 +302,218 @@ def test_scorers_rejects_time_and_storage(page: Page, pairs: list[dict], built: 
     assert {"lance/pairs", "lance/clips", "lance/products"} <= set(storage)
 
 
-def test_gallery_holds_best_and_worst_of_each_difficulty(page: Page, pairs: list[dict]) -> None:
-    text = page.sections["gallery"]
+def _gallery_columns(text: str) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(difficulty, best|rejected) -> [(pair id, why it was rejected or "")] in page order."""
+    start = text.index('<section id="gallery">')
+    gallery = text[start : text.index("</section>", start)]
+    out = {}
+    for block in gallery.split('<h3 id="gallery-')[1:]:
+        diff = block[: block.index('"')]
+        for column in block.split('<div class="column"><h4>')[1:]:
+            cards = []
+            for card in column.split("<figure>")[1:]:
+                why = re.search(r'<span class="why">(.*?)</span>', card)
+                plain = unescape(re.sub(r"<[^>]+>", "", why.group(1))) if why else ""
+                cards.append((re.search(r"<code>([^<]+)</code>", card).group(1), plain))
+            out[diff, column.split(" ", 1)[0]] = cards
+    return out
+
+
+def test_gallery_shows_best_passed_and_rejected_pairs_with_their_checks(
+    report_file: Path, pairs: list[dict]
+) -> None:
+    columns = _gallery_columns(report_file.read_text(encoding="utf-8"))
+    by_id = {p["pair_id"]: p for p in pairs}
     for diff in DIFFICULTIES:
-        ranked = sorted(
-            (p for p in pairs if p["difficulty"] == diff), key=lambda p: -p["quality_score"]
+        mine = [p for p in pairs if p["difficulty"] == diff]
+        if not mine:
+            assert (diff, "best") not in columns
+            continue
+        kept = sorted((p for p in mine if p["passed"]), key=lambda p: -p["quality_score"])
+        best = [pid for pid, _ in columns[diff, "best"]]
+        assert best == [p["pair_id"] for p in kept[:PER_DIFFICULTY]]
+        rejected = columns[diff, "rejected"]
+        assert len(rejected) == min(PER_DIFFICULTY, sum(not p["passed"] for p in mine))
+        for pid, why in rejected:
+            reason = by_id[pid]["reject_reason"]
+            assert not by_id[pid]["passed"]
+            assert why == "rejected by " + reason  # every check, its value and limit
+        # the first rejected card is the commonest check's worst pair
+        groups = Counter(
+            reason.split()[0] for p in mine if not p["passed"] for reason in [p["reject_reason"]]
         )
-        if ranked:
-            assert ranked[0]["pair_id"] in text and ranked[-1]["pair_id"] in text
-            if len(ranked) > 2 * PER_DIFFICULTY:
-                assert ranked[PER_DIFFICULTY]["pair_id"] not in text
+        if rejected:
+            assert rejected[0][1].split()[2] == sorted(groups, key=lambda c: (-groups[c], c))[0]
+    # the best pair of each difficulty failed a check: it is shown as rejected, never as best
+    shown_best = {pid for (_, name), cards in columns.items() if name == "best" for pid, _ in cards}
+    assert all(by_id[pid]["passed"] for pid in shown_best)
+    cutouts = [pid for pid, p in by_id.items() if p["reject_reason"] == TOP_FAILURE[0]]
+    assert cutouts and not set(cutouts) & shown_best
+
+
+def _row(pid: str, score: float, reason: str | None = None, difficulty: str = "easy") -> dict:
+    return {
+        "pair_id": pid,
+        "difficulty": difficulty,
+        "quality_score": score,
+        "passed": reason is None,
+        "reject_reason": reason,
+    }
+
+
+def test_rejected_pairs_are_spread_over_the_checks_worst_first() -> None:
+    rows = [
+        _row("keep-low", 0.71),
+        _row("keep-high", 0.9),
+        _row("high-but-removal", 0.95, "removal 0.050 > 0.040"),
+        _row("removal-far", 0.8, "removal 0.400 > 0.040; mask 0.100 < 0.850"),
+        _row("removal-near", 0.8, "removal 0.041 > 0.040"),
+        _row("mask", 0.8, "mask 0.500 < 0.850"),
+        _row("quality", 0.3, "quality 0.300 < 0.700 (lowest: identity 0.100)"),
+        _row("other-difficulty", 0.99, difficulty="hard"),
+    ]
+    best, worst = pick_best_worst(rows, "easy", 4)
+    assert [r["pair_id"] for r in best] == ["keep-high", "keep-low"]
+    # removal rejected most (3), then mask and quality (1 each, by name); within removal,
+    # the value furthest past its limit first
+    assert [r["pair_id"] for r in worst] == ["removal-far", "mask", "quality", "high-but-removal"]
+    assert pick_best_worst(rows, "medium", 4) == ([], [])
+    assert pick_best_worst(rows, "easy", 0) == ([], [])
+
+
+def test_reject_reasons_parse_into_checks() -> None:
+    assert CHECKS == CHECK_NAMES  # the report names the gate's checks without importing it
+    parts = rejected_by("removal 0.412 > 0.040; mask 0.611 < 0.850")
+    assert parts == [Failure("removal", "0.412 > 0.040"), Failure("mask", "0.611 < 0.850")]
+    assert [p.limit for p in parts] == ["> 0.040", "< 0.850"]
+    assert [p.margin for p in parts] == pytest.approx([0.372, 0.239])
+    quality = rejected_by("quality 0.623 < 0.700 (lowest: temporal 0.412, identity 0.669)")
+    assert quality[0].check == "quality" and quality[0].limit == "< 0.700"
+    odd = rejected_by("made up by hand")
+    assert odd == [Failure("made", "up by hand")] and odd[0].limit is None and odd[0].margin == 0
+    assert rejected_by(None) == rejected_by("") == []
+
+
+def _case(
+    name: str,
+    split: str,
+    defective: bool,
+    passed: bool | None,
+    reason: str | None = None,
+    lost: str | None = None,
+) -> dict:
+    """One benchmark case as ``fidelity.run_case`` returns it (metrics: the goals' only)."""
+    case = {
+        "case": name,
+        "family": name.split("-")[0],
+        "seed": int(name.split("-")[1]),
+        "split": split,
+        "notes": {},
+        "defective": defective,
+        "lost": lost,
+        "reasons": ["mask_iou 0.4 < 0.7"] if defective else [],
+        "metrics": {
+            "mask_iou": 0.4 if defective else 0.95,
+            "plate_psnr": 31.0,
+            "residue": 0.01,
+            "alpha_iou": 0.95,
+        },
+    }
+    if lost is None:  # a lost case has no verdict
+        case.update(passed=passed, reject_reason=reason, quality_score=0.8)
+    return case
+
+
+TRUTH_CASES = [
+    _case("baseline-000", "held-out", False, True),
+    _case("ring-000", "held-out", True, False, "mask 0.400 < 0.850"),
+    _case("ring-005", "held-out", True, False, "removal 0.079 > 0.040; mask 0.611 < 0.850"),
+    _case("ring-010", "held-out", True, True),  # missed
+    _case("baseline-005", "held-out", False, False, "insert 0.476 < 0.650"),  # wrongly rejected
+    _case("shadow-000", "held-out", True, None, lost="clip: no product found"),
+    _case("baseline-001", "tuning", False, True),
+    _case("ring-001", "tuning", True, False, "quality 0.500 < 0.700 (lowest: identity 0.200)"),
+]
+
+
+@pytest.fixture
+def truth_file(tmp_path: Path) -> Path:
+    """A fidelity benchmark JSON in small, its gate and goals computed by the benchmark's own
+    functions, so a change in what the benchmark writes breaks the report's tests."""
+    summary = {}
+    for split in ("held-out", "tuning"):
+        cases = [c for c in TRUTH_CASES if c["split"] == split]
+        summary[split] = {"goals": fidelity.goals(cases), "gate": fidelity.gate(cases)}
+    backends = {"segmenter": {"backend": "cpu-tracker-grabcut", "version": "2", "params": {}}}
+    payload = {"backends": backends, "summary": summary, "cases": TRUTH_CASES}
+    path = tmp_path / "fidelity.json"
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    return path
+
+
+def test_truth_section_shows_the_gate_against_ground_truth(
+    built: Path, truth_file: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "truth.html"
+    args = ["report", str(built), "-o", str(target), "--per-difficulty", "0"]
+    assert main([*args, "--truth", str(truth_file)]) == 0
+    page = Page(target.read_text(encoding="utf-8"))
+    assert list(page.sections) == [*SECTIONS[:6], "truth", *SECTIONS[6:]]
+    gate = page.rows("truth-held-out-gate")
+    # made 5: 3 defective (2 rejected, 1 missed), 2 good (1 kept, 1 rejected)
+    assert gate["precision"][0] == "0.67" and gate["recall"][0] == "0.67"
+    assert gate["good kept"][0] == "0.50" and gate["goal met"][0] == "no"
+    confusion = page.rows("truth-held-out-confusion")
+    assert confusion == {
+        "defective": ["2", "1", "3"],
+        "good": ["1", "1", "2"],
+        "all": ["3", "2", "5"],
+    }
+    checks = page.rows("truth-held-out-checks")
+    assert checks["mask"] == ["2", "2", "0", "1.00"] and checks["insert"] == ["1", "0", "1", "0.00"]
+    assert checks["removal"][:2] == ["1", "1"] and checks["quality"] == ["0", "0", "0", "-"]
+    goals = page.rows("truth-held-out-goals")
+    assert goals["mask IoU >= 0.85"] == [">= 90%", "33% (2/6)", "no"]  # lost cases count
+    assert "1 case made no pair" in page.sections["truth"]
+    wrong = page.rows("truth-held-out-wrong")
+    assert set(wrong) == {"ring-010", "baseline-005"}
+    assert wrong["baseline-005"][1:] == ["good", "rejected: insert 0.476 < 0.650"]
+    assert page.rows("truth-tuning-confusion")["all"] == ["1", "1", "2"]
+    assert "truth-tuning-wrong" not in page.tables  # the gate was right on every tuning case
+    assert "benchmark ran other backends" in page.sections["truth"]
+    assert "segmenter: benchmark cpu-tracker-grabcut v2, build none" in page.sections["truth"]
+    # without --truth, no such section
+    assert main(args) == 0
+    assert "truth" not in Page(target.read_text(encoding="utf-8")).sections
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        ("{not json", "not JSON"),
+        ('{"size": [192, 108]}', "no 'summary' object"),
+        (
+            '{"summary": {"held-out": {"gate": {"pairs": 2}, "goals": []}}, "cases": []}',
+            "['held-out']['gate'] lacks ['by_check', 'defective'",
+        ),
+        (None, "cannot read the truth file"),
+    ],
+)
+def test_a_truth_file_that_is_not_a_benchmark_json_is_a_clear_error(
+    built: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str | None,
+    complaint: str,
+) -> None:
+    truth = tmp_path / "truth.json"
+    if content is not None:
+        truth.write_text(content, encoding="utf-8")
+    target = tmp_path / "r.html"
+    assert main(["report", str(built), "-o", str(target), "--truth", str(truth)]) == 1
+    err = capsys.readouterr().err
+    assert str(truth) in err and complaint in err, err
+    assert not target.exists()
 
 
 def test_tar_only_dataset_gets_a_report_that_says_what_is_missing(tar_only: Path) -> None:
@@ -368,7 +634,10 @@ def _screenshot(html: Path, shot: Path, profile: Path) -> list[str]:
     return list(proxy.requests)
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (as root: make system-deps)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="Debian's chromium is not installed (as root: make system-deps)",
+)
 def test_chromium_draws_the_report_without_any_request(report_file: Path, tmp_path: Path) -> None:
     # control: the same page without its policy and with one remote image must be caught
     leaky = tmp_path / "leaky.html"

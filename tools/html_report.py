@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,10 @@ from pvtt.schemas.manifest import Manifest
 from pvtt.tools import preview
 
 SCORERS = ("identity", "temporal", "lighting", "overall")
+CHECKS = ("removal", "mask", "insert", "cutout")
+"""The hard checks of :mod:`pvtt.builder.stages.checks` (not imported: it pulls in OpenCV)."""
+QUALITY = "quality"
+"""What a reject reason names when the weighted mean, not a hard check, rejected the pair."""
 ROW_COLUMNS = (
     "pair_id",
     "clip_id",
@@ -55,6 +60,7 @@ ROW_COLUMNS = (
     "difficulty",
     "quality_score",
     *(f"score_{s}" for s in SCORERS),
+    *(f"score_{c}" for c in CHECKS),
     "passed",
     "reject_reason",
     "frame_count",
@@ -73,6 +79,8 @@ CSP = (
 )
 """Nothing may be fetched: images only from data: URIs, styles only inline, no scripts."""
 _QUALITY = re.compile(r"^quality [\d.]+ < [\d.]+(?: \(lowest: ([a-z_]+))?")
+_VERDICT = re.compile(r"^(-?[\d.]+) ([<>]) (-?[\d.]+)")
+"""``value op limit`` at the start of a reject reason's part, after the check's name."""
 
 
 @dataclass
@@ -102,6 +110,80 @@ class ReportData:
     gallery: dict[str, tuple[list[Thumb], list[Thumb]]] = field(default_factory=dict)
     """difficulty -> (best pairs, worst pairs)."""
     missing: list[str] = field(default_factory=list)
+    truth: dict[str, Any] | None = None
+    """The fidelity benchmark's JSON (:func:`load_truth`), None without ``--truth``."""
+    truth_source: str = ""
+
+
+# -- ground truth ---------------------------------------------------------------------------
+TRUTH_COMMAND = "python -m pvtt.tools.bench.fidelity --json FILE"
+GATE_KEYS = frozenset(
+    {
+        "pairs",
+        "defective",
+        "good",
+        "rejected",
+        "lost",
+        "recall",
+        "precision",
+        "good_kept",
+        "met",
+        "by_check",
+    }
+)
+GOAL_KEYS = frozenset({"goal", "target", "hits", "cases", "share", "met"})
+CASE_KEYS = frozenset({"case", "family", "split", "defective", "reasons", "lost"})
+"""What every case holds; ``passed`` and ``reject_reason`` only a case that made a pair."""
+
+
+class TruthFileError(ValueError):
+    """The ``--truth`` file is unreadable or not what the fidelity benchmark writes."""
+
+
+def load_truth(path: Path) -> dict[str, Any]:
+    """The fidelity benchmark's ``--json`` payload, checked for what the page reads.
+
+    Read as plain JSON: the benchmark module itself pulls in every backend, and the page
+    needs only its summary (per split: the gate against the labels and the goals) and its
+    cases. Anything else is refused with the file named, before the slow gallery is drawn.
+    """
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TruthFileError(f"{path}: cannot read the truth file: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise TruthFileError(f"{path}: not JSON ({exc}); {_truth_hint()}") from exc
+
+    def refuse(what: str) -> TruthFileError:
+        return TruthFileError(f"{path}: not a fidelity benchmark JSON: {what}; {_truth_hint()}")
+
+    summary = payload.get("summary") if isinstance(payload, dict) else None
+    if not isinstance(summary, dict) or not summary:
+        raise refuse("no 'summary' object with a split in it")
+    for split, part in summary.items():
+        gate = part.get("gate") if isinstance(part, dict) else None
+        if not isinstance(gate, dict) or not GATE_KEYS <= set(gate):
+            raise refuse(f"summary[{split!r}]['gate'] lacks {sorted(GATE_KEYS - set(gate or {}))}")
+        checks = gate["by_check"]
+        if not isinstance(checks, dict) or not all(
+            isinstance(c, dict) and {"rejected", "defective"} <= set(c) for c in checks.values()
+        ):
+            raise refuse(f"summary[{split!r}]['gate']['by_check'] is not check -> counts")
+        goals = part.get("goals")
+        if not isinstance(goals, list) or not all(
+            isinstance(g, dict) and GOAL_KEYS <= set(g) for g in goals
+        ):
+            raise refuse(f"summary[{split!r}]['goals'] is not a list of goals")
+    cases = payload.get("cases")
+    if not isinstance(cases, list) or not all(
+        isinstance(c, dict) and CASE_KEYS <= set(c) for c in cases
+    ):
+        raise refuse(f"'cases' is not a list of cases with {sorted(CASE_KEYS)}")
+    return payload
+
+
+def _truth_hint() -> str:
+    return f"write one with `{TRUTH_COMMAND}`"
 
 
 # -- gathering ------------------------------------------------------------------------------
@@ -111,10 +193,13 @@ def gather_report(
     per_difficulty: int = 3,
     thumb_height: int = THUMB_HEIGHT,
     progress: bool | None = None,
+    truth: Path | None = None,
 ) -> ReportData:
-    """Everything the page shows. ``progress=None`` shows a bar only on a terminal."""
+    """Everything the page shows. ``progress=None`` shows a bar only on a terminal;
+    ``truth``: a fidelity benchmark JSON whose gate figures the page shows."""
     if per_difficulty < 0 or thumb_height < 16:
         raise ValueError("--per-difficulty must be >= 0 and --thumb-height >= 16")
+    truth_payload = None if truth is None else load_truth(truth)
     manifest = dataset.manifest
     rows = select_pairs(dataset, PairFilter(passed=None), columns=ROW_COLUMNS).to_pylist()
     build, build_source, notes = load_build_statistics(dataset)
@@ -130,6 +215,8 @@ def gather_report(
         build_source=build_source,
         rates=rates,
         missing=notes,
+        truth=truth_payload,
+        truth_source=str(truth or ""),
     )
     data.missing += _missing_notes(dataset, data)
     picks = {d: pick_best_worst(rows, d, per_difficulty) for d in DIFFICULTIES}
@@ -235,15 +322,76 @@ def _missing_notes(dataset: BuiltDataset, data: ReportData) -> list[str]:
     return notes
 
 
+@dataclass(frozen=True)
+class Failure:
+    """One part of a reject reason: the check that failed and how."""
+
+    check: str
+    """A hard check (:data:`CHECKS`), ``quality`` (the weighted mean), or whatever
+    word a reason from another writer starts with."""
+    detail: str
+    """The rest of the part, e.g. ``0.412 > 0.040``: the value, then its limit."""
+
+    @property
+    def limit(self) -> str | None:
+        """``"> 0.040"``: the side of the limit the value crossed, or None if unparsed."""
+        match = _VERDICT.match(self.detail)
+        return f"{match.group(2)} {match.group(3)}" if match else None
+
+    @property
+    def margin(self) -> float:
+        """How far the value lies past its limit (0 when unparsed): the worse, the larger."""
+        match = _VERDICT.match(self.detail)
+        if not match:
+            return 0.0
+        value, op, bound = float(match.group(1)), match.group(2), float(match.group(3))
+        return value - bound if op == ">" else bound - value
+
+
+def rejected_by(reason: str | None) -> list[Failure]:
+    """The failures a reject reason names, in its order.
+
+    The quality gate joins the failed hard checks with ``"; "``, each part starting
+    with the check's name (``"removal 0.412 > 0.040; mask 0.611 < 0.850"``), and
+    writes ``"quality 0.623 < 0.700 (lowest: ...)"`` when only the weighted mean failed.
+    """
+    out = []
+    for part in (reason or "").split(";"):
+        check, _, detail = part.strip().partition(" ")
+        if check:
+            out.append(Failure(check, detail.strip()))
+    return out
+
+
 def pick_best_worst(
     rows: Sequence[dict[str, Any]], difficulty: str, k: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The ``k`` highest and ``k`` lowest scored pairs of a difficulty, worst first, disjoint."""
-    scored = [r for r in rows if r["difficulty"] == difficulty and r["quality_score"] is not None]
-    scored.sort(key=lambda r: (-r["quality_score"], r["pair_id"]))
-    best = scored[:k]
-    worst = scored[max(k, len(scored) - k) :][::-1]
-    return best, worst
+    """The ``k`` best passed pairs of a difficulty, and ``k`` of its rejected pairs.
+
+    Best: the highest quality scores among the pairs the gate kept, since a rejected pair
+    can score high and still fail a hard check. Worst: the rejected pairs taken in turn
+    from each check that rejected some (the check a reason names first, the most common
+    check first), within a check the one furthest past its limit first, so a few cards
+    show every way pairs fail rather than ``k`` examples of the commonest.
+    """
+    mine = [r for r in rows if r["difficulty"] == difficulty]
+    best = sorted(
+        (r for r in mine if r["passed"]),
+        key=lambda r: (r["quality_score"] is None, -(r["quality_score"] or 0.0), r["pair_id"]),
+    )[:k]
+    groups: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}
+    for r in mine:
+        if not r["passed"]:
+            failures = rejected_by(r["reject_reason"]) or [Failure("unknown", "")]
+            first = failures[0]
+            groups.setdefault(first.check, []).append((-first.margin, r["pair_id"], r))
+    queues = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    for _, queue in queues:
+        queue.sort(key=lambda item: item[:2])
+    worst: list[dict[str, Any]] = []
+    for turn in range(max((len(q) for _, q in queues), default=0)):
+        worst += [q[turn][2] for _, q in queues if turn < len(q)]
+    return best, worst[:k]
 
 
 def _thumb(
@@ -329,6 +477,9 @@ def reject_group(reason: str) -> str:
     if match:
         weakest = f", weakest score: {match.group(1)}" if match.group(1) else ""
         return f"quality below threshold{weakest}"
+    checks = [f.check for f in rejected_by(reason)]
+    if checks and all(c in CHECKS for c in checks):
+        return f"hard check failed: {', '.join(checks)}"
     head = reason.split(":")[0]
     return re.sub(r"\d+(\.\d+)?", "N", head).strip() or reason[:60]
 
@@ -350,6 +501,27 @@ def reject_rows(data: ReportData) -> list[tuple[str, str, int]]:
     return out
 
 
+def rejects_by_check(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per check a reject reason names: the limits it names and the pairs per difficulty.
+
+    A pair that failed several checks counts under each of them. Hard checks come first,
+    in the gate's order, then ``quality``, then anything else a reason starts with.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["passed"]:
+            continue
+        for failure in rejected_by(r["reject_reason"]) or [Failure("unknown", "")]:
+            entry = out.setdefault(
+                failure.check, {"limits": set(), "pairs": Counter({d: 0 for d in DIFFICULTIES})}
+            )
+            entry["pairs"][r["difficulty"]] += 1
+            if failure.limit:
+                entry["limits"].add(failure.limit)
+    order = {name: i for i, name in enumerate((*CHECKS, QUALITY))}
+    return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
 # -- rendering ------------------------------------------------------------------------------
 def render_html(data: ReportData) -> str:
     """The whole page; every image a data: URI, no script, nothing fetched."""
@@ -362,9 +534,10 @@ def render_html(data: ReportData) -> str:
         ("scorers", "Scores per scorer", _scorers(data, plots)),
         ("pass-rate", "Pass rate against the threshold", _pass_rate(data, plots)),
         ("rejects", "Rejects by reason", _rejects(data, plots)),
+        *([("truth", "Gate against ground truth", _truth(data))] if data.truth else []),
         ("time", "Time per stage", _time(data, plots)),
         ("storage", "Storage per table", _storage(data, plots)),
-        ("gallery", "Best and worst pairs per difficulty", _gallery(data)),
+        ("gallery", "Best passed and rejected pairs per difficulty", _gallery(data)),
     ]
     nav = " · ".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _ in sections)
     body = "\n".join(
@@ -409,6 +582,8 @@ img.plot{display:block;max-width:100%;height:auto;margin:6px 0}
 figure{margin:0;border:1px solid #ddd;border-radius:4px;padding:6px;background:#fafafa}
 figure img{display:block}figcaption{font-size:12px;line-height:1.35;margin-top:4px}
 .pass{color:#1e7a3f;font-weight:600}.fail{color:#b3261e;font-weight:600}
+.why{display:inline-block;background:#fdecea;border-left:3px solid #b3261e;padding:1px 6px;
+ margin:2px 0}.check{color:#b3261e}
 code{font-size:12px}footer{color:#888;margin-top:3em;font-size:12px}
 """
 
@@ -615,7 +790,166 @@ def _rejects(data: ReportData, plots: Any) -> str:
     out.append(_table(("where", "reason", "count"), rows, "rejects-table", text_columns=2))
     labels = [f"{reason} [{where}]" for where, reason, _ in rows]
     out.append(_plot(plots.bar_chart(labels, [n for *_, n in rows], "count"), "rejects"))
+    by_check = rejects_by_check(data.rows)
+    if by_check:
+        failed = sum(1 for r in data.rows if not r["passed"])
+        table = [
+            (
+                check,
+                ", ".join(sorted(entry["limits"])) or "-",
+                *(entry["pairs"][d] for d in DIFFICULTIES),
+                sum(entry["pairs"].values()),
+                _pct(sum(entry["pairs"].values()), failed),
+            )
+            for check, entry in by_check.items()
+        ]
+        out += [
+            "<h3>Rejected pairs by check</h3>",
+            "<p>The checks the rejected pairs' reasons name, each with the limit it "
+            "fails beyond (<code>&gt;</code>: fails above it, <code>&lt;</code>: below it); "
+            "<code>quality</code> is the weighted score under the threshold. A pair that "
+            f"failed several checks counts under each; {failed} pairs were rejected.</p>",
+            _table(
+                ("check", "fails", *DIFFICULTIES, "pairs", "of rejected"),
+                table,
+                "rejects-by-check",
+                text_columns=2,
+            ),
+        ]
     return "\n".join(out)
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _truth(data: ReportData) -> str:
+    assert data.truth is not None
+    payload = data.truth
+    parts = [
+        "<p>The fidelity benchmark builds synthetic pairs whose true masks, clean plate and "
+        "cut-out are known, labels each pair <b>defective</b> (a stage's output is measurably "
+        "wrong against the truth) or <b>good</b>, and compares the gate's verdict "
+        "(<code>passed</code>) with that label. Its figures are about the benchmark's cases, "
+        "not this dataset's pairs: they say how far this dataset's <code>passed</code> column "
+        f"can be trusted. From <code>{_e(data.truth_source)}</code> "
+        f"(<code>{_e(TRUTH_COMMAND)}</code>).</p>"
+    ]
+    differ = _backend_differences(payload.get("backends"), data.manifest.backends)
+    if differ:
+        parts.append(
+            _note(
+                "the benchmark ran other backends than this build, so its figures may not hold "
+                "here: " + "; ".join(differ)
+            )
+        )
+    for split, part in payload["summary"].items():
+        parts += [
+            f'<h3 id="truth-{_e(split)}">{_e(split)} split</h3>',
+            *_truth_split(split, part, [c for c in payload["cases"] if c["split"] == split]),
+        ]
+    return "\n".join(parts)
+
+
+def _backend_differences(bench: Any, build: dict[str, Any]) -> list[str]:
+    """``kind: bench backend vN, build backend vM`` where the two differ."""
+
+    def name(info: Any) -> str:
+        if not isinstance(info, dict):
+            return "none"
+        return f"{info.get('backend', '?')} v{info.get('version', '?')}"
+
+    if not isinstance(bench, dict):
+        return []
+    return [
+        f"{kind}: benchmark {name(bench.get(kind))}, build {name(build.get(kind))}"
+        for kind in sorted(set(bench) | set(build))
+        if name(bench.get(kind)) != name(build.get(kind))
+    ]
+
+
+def _truth_split(split: str, part: dict[str, Any], cases: list[dict[str, Any]]) -> list[str]:
+    gate = part["gate"]
+    caught = round((gate["recall"] or 0.0) * gate["defective"])
+    kept = round((gate["good_kept"] or 0.0) * gate["good"])
+    missed, wrong = gate["defective"] - caught, gate["rejected"] - caught
+    figures = [
+        ("precision", _fraction(gate["precision"]), "of the rejected pairs, the share defective"),
+        ("recall", _fraction(gate["recall"]), "of the defective pairs, the share rejected"),
+        ("good kept", _fraction(gate["good_kept"]), "of the good pairs, the share passed"),
+        (
+            "goal met",
+            "yes" if gate["met"] else "no",
+            "the benchmark's bar for recall and good kept",
+        ),
+    ]
+    confusion = [
+        ("defective", caught, missed, gate["defective"]),
+        ("good", wrong, kept, gate["good"]),
+    ]
+    by_check = [
+        (
+            check,
+            c["rejected"],
+            c["defective"],
+            c["rejected"] - c["defective"],
+            _fraction(c["defective"] / c["rejected"] if c["rejected"] else None),
+        )
+        for check, c in gate["by_check"].items()
+    ]
+    goals = [
+        (
+            g["goal"],
+            f">= {g['target']:.0%}",
+            f"{g['share']:.0%} ({g['hits']}/{g['cases']})",
+            "yes" if g["met"] else "no",
+        )
+        for g in part["goals"]
+    ]
+    tid = f"truth-{split}"
+    out = [
+        f"<p>{gate['pairs']} pairs made ({gate['defective']} defective, {gate['good']} good), "
+        f"{gate['rejected']} rejected by the gate"
+        + (
+            f"; {gate['lost']} case{'' if gate['lost'] == 1 else 's'} made no pair "
+            "(a stage rejected the clip or photo)"
+            if gate["lost"]
+            else ""
+        )
+        + ".</p>",
+        _table(("figure", "value", "meaning"), figures, f"{tid}-gate", text_columns=1),
+        _table(
+            ("truth \\ gate", "rejected", "passed", "pairs"),
+            confusion,
+            f"{tid}-confusion",
+            ("all", gate["rejected"], gate["pairs"] - gate["rejected"], gate["pairs"]),
+        ),
+        "<p>Per check, the pairs whose reject reason names it (a pair can name several; "
+        "<code>quality</code>: the weighted score alone rejected it) and how many of those "
+        "were defective.</p>",
+        _table(("check", "rejected", "defective", "good", "precision"), by_check, f"{tid}-checks"),
+        _table(("goal", "target", "measured", "met"), goals, f"{tid}-goals", text_columns=2),
+    ]
+    wrongly = [
+        c for c in cases if c["lost"] is None and bool(c["defective"]) == bool(c.get("passed"))
+    ]
+    if wrongly:
+        rows = [
+            (
+                c["case"],
+                c["family"],
+                "defective: " + "; ".join(c["reasons"]) if c["defective"] else "good",
+                "passed" if c.get("passed") else f"rejected: {c.get('reject_reason') or '?'}",
+            )
+            for c in wrongly
+        ]
+        out += [
+            f"<details><summary>{len(wrongly)} case{'' if len(wrongly) == 1 else 's'} the gate "
+            "judged wrong</summary>",
+            _table(("case", "family", "truth", "gate"), rows, f"{tid}-wrong", text_columns=4),
+            "</details>",
+        ]
+    return out
 
 
 def _time(data: ReportData, plots: Any) -> str:
@@ -670,41 +1004,67 @@ def _storage(data: ReportData, plots: Any) -> str:
 
 def _card(thumb: Thumb) -> str:
     r = thumb.row
+    failures = rejected_by(r["reject_reason"]) if not r["passed"] else []
+    failed = {f.check for f in failures}
     verdict = (
         '<span class="pass">passed</span>' if r["passed"] else '<span class="fail">rejected</span>'
     )
     scores = " · ".join(
         f"{s} {_num(r[f'score_{s}'], 2)}" for s in SCORERS if r[f"score_{s}"] is not None
     )
+    checks = " · ".join(
+        f'<span class="fail">{c} {_num(r[f"score_{c}"], 2)}</span>'
+        if c in failed
+        else f"{c} {_num(r[f'score_{c}'], 2)}"
+        for c in CHECKS
+        if r.get(f"score_{c}") is not None
+    )
     if thumb.image is not None:
         media = f'<img src="{_data_uri(thumb.image, "image/webp")}" alt="{_e(r["pair_id"])}">'
     else:
         media = _note(thumb.error or "no thumbnail")
-    reason = f"<br>{_e(r['reject_reason'])}" if r["reject_reason"] else ""
-    return (
-        f"<figure>{media}<figcaption><code>{_e(r['pair_id'])}</code><br>"
+    lines = [
+        f"<code>{_e(r['pair_id'])}</code>",
         f"{_e(r['source_category'])}/{_e(r['source_subcategory'])} → "
-        f"{_e(r['target_category'])}/{_e(r['target_subcategory'])}<br>"
-        f"quality <b>{_num(r['quality_score'], 3)}</b> {verdict}<br>{_e(scores)}{reason}"
-        "</figcaption></figure>"
-    )
+        f"{_e(r['target_category'])}/{_e(r['target_subcategory'])}",
+        f"quality <b>{_num(r['quality_score'], 3)}</b> {verdict}",
+    ]
+    if failures:
+        named = "; ".join(f'<b class="check">{_e(f.check)}</b> {_e(f.detail)}' for f in failures)
+        lines.append(f'<span class="why">rejected by {named}</span>')
+    elif not r["passed"]:
+        lines.append('<span class="why">rejected, no reason recorded</span>')
+    lines.append(_e(scores))
+    if checks:
+        lines.append(f"checks: {checks}")
+    return f"<figure>{media}<figcaption>{'<br>'.join(lines)}</figcaption></figure>"
 
 
 def _gallery(data: ReportData) -> str:
     if not data.gallery:
-        return _note("no scored pairs to show")
+        return _note("no pairs to show")
     parts = [
         "<p>Each thumbnail loops a few frames spread over the clip: the source clip, the "
-        "synthesized clip and the target product's cut-out.</p>"
+        "synthesized clip and the target product's cut-out. <b>Best</b>: the passed pairs "
+        "with the highest quality score. <b>Rejected</b>: pairs the gate threw out, taken in "
+        "turn from each check that rejected some, the one furthest past its limit first; "
+        "each names the check(s) that rejected it, value against limit "
+        '(counts in <a href="#rejects-by-check">rejected pairs by check</a>).</p>'
     ]
+    if data.manifest.config.get("quality", {}).get("drop_rejected"):
+        parts.append(_note("the build dropped rejected pairs: there are none to show"))
     for diff in DIFFICULTIES:
         if diff not in data.gallery:
             continue
         columns = []
-        for name, thumbs in zip(("best", "worst"), data.gallery[diff], strict=True):
-            if thumbs:
-                cards = "".join(_card(t) for t in thumbs)
-                columns.append(f'<div class="column"><h4>{name} {len(thumbs)}</h4>{cards}</div>')
+        for name, empty, thumbs in zip(
+            ("best", "rejected"),
+            ("no passed pair", "no rejected pair"),
+            data.gallery[diff],
+            strict=True,
+        ):
+            cards = "".join(_card(t) for t in thumbs) or f"<p>{empty}</p>"
+            columns.append(f'<div class="column"><h4>{name} {len(thumbs)}</h4>{cards}</div>')
         parts.append(f'<h3 id="gallery-{diff}">{diff}</h3>')
         parts.append('<div class="gallery">' + "".join(columns) + "</div>")
     return "\n".join(parts)

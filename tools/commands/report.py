@@ -3,9 +3,13 @@
 The page holds a summary, pairs by difficulty x category, quality score
 distributions per difficulty and per scorer, the pass rate against the threshold,
 rejects by reason, time per stage, storage per table, and a gallery of the best and
-worst pairs of each difficulty as animated thumbnails (source | synthesized |
-target). Figures and thumbnails are inlined: the file needs no network and no
-other file to be viewed, and its Content-Security-Policy forbids any fetch.
+rejected pairs of each difficulty as animated thumbnails (source | synthesized |
+target), each rejected pair with the check that rejected it. With --truth, a
+section shows how the gate did against ground truth: the precision and recall of
+its rejections, the good pairs it kept, per check and per goal, from a fidelity
+benchmark run (python -m pvtt.tools.bench.fidelity --json FILE). Figures and
+thumbnails are inlined: the file needs no network and no other file to be
+viewed, and its Content-Security-Policy forbids any fetch.
 
 -o defaults to OUT/report/report.html beside the build's statistics, or to
 ./report.html when OUT is an s3:// prefix. Needs matplotlib (pip install matplotlib).
@@ -37,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: pvtt report pvtt-demo/dataset -o demo-report.html",
+        epilog="example: pvtt report pvtt-demo/dataset -o demo-report.html --truth fidelity.json",
     )
     add_dataset_argument(p)
     p.add_argument(
@@ -52,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=3,
         metavar="K",
-        help="gallery: the K best and K worst pairs of each difficulty (default 3; 0: none)",
+        help="gallery: the K best passed and K rejected pairs of each difficulty "
+        "(default 3; 0: none)",
     )
     p.add_argument(
         "--thumb-height",
@@ -60,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=THUMB_HEIGHT,
         metavar="PX",
         help=f"gallery thumbnail height in pixels (default {THUMB_HEIGHT})",
+    )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        metavar="FILE",
+        help="a fidelity benchmark JSON (python -m pvtt.tools.bench.fidelity --json FILE): "
+        "adds the gate's precision, recall and goals against ground truth",
     )
     p.set_defaults(func=run)
 
@@ -72,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
         dataset = open_built(args.out, storage_options_from_args(args))
         output = _output_path(args, dataset.storage.local)
         data = gather_report(
-            dataset, per_difficulty=args.per_difficulty, thumb_height=args.thumb_height
+            dataset,
+            per_difficulty=args.per_difficulty,
+            thumb_height=args.thumb_height,
+            truth=args.truth,
         )
         page = render_html(data).encode("utf-8")
         atomic_write_bytes(output, page)
