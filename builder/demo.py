@@ -83,7 +83,10 @@ def _texture(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     noise = rng.random((h // 8 + 1, w // 8 + 1, 3)).astype(np.float32)
     base = cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC)
     fine = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 1.5)
-    tint = rng.uniform(0.3, 0.9, 3).astype(np.float32)
+    # a set under white light: patches of colour, none the whole frame shares (a shared
+    # tint would be a coloured light that the products filmed in it do not get)
+    patches = rng.uniform(0.3, 0.9, (3, 4, 3)).astype(np.float32)
+    tint = cv2.resize(patches, (w, h), interpolation=cv2.INTER_CUBIC)
     yy, xx = np.mgrid[0:h, 0:w]
     tiles = (((xx // 24) + (yy // 24)) % 2).astype(np.float32)[..., None] * 0.12
     img = 0.55 * base * tint + 0.25 * fine + tiles + 0.1

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 LUMA = np.array([0.2126, 0.7152, 0.0722])
@@ -75,3 +76,29 @@ def light_gains(warmth: float, tint: float = 0.0, stops: float = 0.0) -> np.ndar
     gains' luminance is ``2 ** stops``. ``warmth = 0.25`` is about 11 degrees of cast."""
     gains = np.array([math.exp(warmth), math.exp(-tint), math.exp(-warmth)])
     return gains * (2.0**stops / float(gains @ LUMA))
+
+
+SATURATED = 0.95
+"""Linear level above which a channel may have clipped: its ratio says nothing of light."""
+
+
+CLIPPED_SHARE = 0.01
+"""Share of clipped background pixels above which the scene's level is only a lower bound."""
+
+
+def scene_light(
+    frames: np.ndarray, grey_norm: float, long_side: int = 128
+) -> tuple[np.ndarray, float]:
+    """Shades of grey over ``frames`` (``T x H x W x 3`` uint8), each shrunk to
+    ``long_side`` px first (the colour of light is a low-frequency fact), leaving out
+    pixels with a clipped channel: a white wall clipped to 255 reads as white light.
+    Also the share of pixels left out."""
+    small = []
+    for frame in frames:
+        fit = min(1.0, long_side / max(frame.shape[:2]))
+        size = (max(1, round(frame.shape[1] * fit)), max(1, round(frame.shape[0] * fit)))
+        small.append(cv2.resize(frame, size, interpolation=cv2.INTER_AREA).reshape(-1, 3))
+    pixels = srgb_to_linear(np.concatenate(small))
+    unclipped = pixels[pixels.max(axis=1) < SATURATED]
+    clipped = 1.0 - len(unclipped) / len(pixels)
+    return shades_of_grey(unclipped if len(unclipped) >= 64 else pixels, grey_norm), clipped

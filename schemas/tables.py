@@ -146,7 +146,7 @@ COLUMN_DOCS: dict[str, str] = {
     "difficulty_level": "0..3 for easy..expert",
     "score_identity": "target cut-out vs the inserted region, [0,1]; null if not scored",
     "score_temporal": "consistency of the insert from frame to frame, [0,1]; null if not scored",
-    "score_lighting": "agreement of the insert's light with its surroundings, [0,1]; null if not scored",
+    "score_lighting": "agreement of the light on the insert with the scene's light (colour as an angle, level in stops), [0,1]; null if not scored",
     "score_overall": "a VLM judge's overall realism, [0,1]; null without one",
     "score_removal": "hard check, lower is better: how much the background still looks like the source product inside the removed region against the ring around it (its colour model back-projected), [0,1]; fails above its limit; null in datasets built before the check",
     "score_mask": "hard check: the mask's box against the prompt box, times the steadiness of the mask area over time and the share of frames masked, [0,1]; fails below its limit; null before the check",

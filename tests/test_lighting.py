@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pvtt.builder.backends.cpu_scorer import StatisticsScorer, scene_light
+from pvtt.builder.backends.cpu_scorer import StatisticsScorer
 from pvtt.builder.illuminant import (
     angle_deg,
     light_gains,
     linear_to_srgb,
     luminance,
     relight,
+    scene_light,
     shades_of_grey,
     srgb_to_linear,
 )

@@ -1,11 +1,14 @@
-"""A weight-free inserter: paste the cut-out along its boxes, matched to the scene's light.
+"""A weight-free inserter: paste the cut-out along its boxes, under the scene's light.
 
 A plain paste looks wrong in three ways a compositor can fix without a model: hard
-resampled edges (feathered here), the photo's own exposure and white balance (pulled
-part of the way towards the background around the box, Reinhard-style in Lab), and an
-object that floats (an optional soft contact shadow). The colour match is computed from
-the clean background in a ring around each box and smoothed over time, because
-per-frame statistics jump when something passes by and would make the insert flicker.
+resampled edges (feathered here), the photo's own white balance (the cut-out is relit
+part of the way to the colour of the scene's light, a von Kries gain in linear RGB), and
+an object that floats (an optional soft contact shadow). The scene's light is estimated
+once per clip from the clean background (shades of grey, :func:`scene_light`): light
+does not change from frame to frame, so the insert cannot flicker with what passes by,
+and a gain keeps the product's own colours, where pulling its colours towards the
+surroundings would repaint a red product green on a green table. Exposure is left as
+the photo has it: a dark-coloured set and a dim one look alike to statistics.
 All the work happens in a small region around each box.
 """
 
@@ -16,14 +19,9 @@ import math
 import cv2
 import numpy as np
 
+from pvtt.builder.illuminant import luminance, relight, scene_light
 from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
 from pvtt.builder.stages.protocols import BackendInfo, InsertionInput
-
-_STD_RATIO = (0.8, 1.25)
-"""How far harmonisation may scale the cut-out's contrast, whatever the ring says.
-
-The ring's spread is mostly the texture of the scene (a plain table has almost none),
-not its light, so it is allowed only a mild say in the product's contrast."""
 
 
 class AlphaCompositeInserter:
@@ -31,39 +29,34 @@ class AlphaCompositeInserter:
 
     ``feather_px`` softens the pasted edge inwards (Gaussian sigma in frame pixels; no
     halo of cut-out colour outside it); ``harmonize`` in [0, 1] is how far the cut-out's
-    Lab mean and contrast move towards the surrounding background's (0 = paste as is;
-    full strength would repaint the product in the scene's colours); ``shadow`` in
-    [0, 1] is the darkness of the contact shadow under the object (0 = none);
-    ``ring_frac`` the width of the ring around the box, as a fraction of the box's
-    geometric-mean side; ``smooth_s`` the Gaussian time constant, in seconds, of the
-    colour statistics.
+    light moves towards the colour of the scene's (0 = paste as is, 1 = the estimated
+    light in full; an estimate fooled by a scene's own colours does less harm part way);
+    ``shadow`` in [0, 1] is the darkness of the contact shadow under the object (0 =
+    none); ``grey_norm`` the Minkowski norm of the light's estimate.
     """
 
     def __init__(
         self,
         feather_px: float = 1.0,
-        harmonize: float = 0.35,
+        harmonize: float = 0.6,
         shadow: float = 0.0,
-        ring_frac: float = 0.25,
-        smooth_s: float = 0.5,
+        grey_norm: float = 8.0,
     ) -> None:
         if not 0.0 <= harmonize <= 1.0 or not 0.0 <= shadow <= 1.0:
             raise ValueError(f"harmonize and shadow must be in [0, 1], got {harmonize}, {shadow}")
         self.feather_px = feather_px
         self.harmonize = harmonize
         self.shadow = shadow
-        self.ring_frac = ring_frac
-        self.smooth_s = smooth_s
+        self.grey_norm = grey_norm
         self.info = BackendInfo(
             kind="inserter",
             name="cpu-alpha-composite",
-            version="1",
+            version="2",
             params={
                 "feather_px": feather_px,
                 "harmonize": harmonize,
                 "shadow": shadow,
-                "ring_frac": ring_frac,
-                "smooth_s": smooth_s,
+                "grey_norm": grey_norm,
             },
         )
 
@@ -86,42 +79,22 @@ class AlphaCompositeInserter:
         if not valid.any():
             return out
         premult, alpha = _premultiplied(cutout)
-        transfer = self._transfers(frames, boxes, valid, cutout, job.fps)
+        premult = _relit(premult, alpha, self.gains(frames, valid))
         for t in np.flatnonzero(valid):
-            self._composite(out[t], boxes[t], premult, alpha, transfer[t])
+            self._composite(out[t], boxes[t], premult, alpha)
         return out
 
-    def _transfers(
-        self,
-        frames: np.ndarray,
-        boxes: np.ndarray,
-        valid: np.ndarray,
-        cutout: np.ndarray,
-        fps: float,
-    ) -> np.ndarray:
-        """Per frame, the Lab gain and offset (``T x 2 x 3``) that harmonise the cut-out.
-
-        The target mean is the cut-out's moved ``harmonize`` of the way to the ring's
-        median; the target spread its spread times the ring/cut-out spread ratio to the
-        power ``harmonize`` (clamped). Ring statistics are robust (median, MAD) and
-        Gaussian-smoothed over the frames that have a box.
-        """
-        transfer = np.zeros((len(frames), 2, 3))
-        transfer[:, 0] = 1.0
-        lab = _lab(cutout[..., :3])[cutout[..., 3] >= 128]
-        if self.harmonize == 0.0 or len(lab) < 16:
-            return transfer
-        mu_c, sd_c = lab.mean(axis=0), np.maximum(lab.std(axis=0), 1.0)
-        ring = np.full((len(frames), 2, 3), np.nan)
-        for t in np.flatnonzero(valid):
-            ring[t] = _ring_stats(frames[t], boxes[t], self.ring_frac)
-        ring = _smooth_over_time(ring, self.smooth_s * fps)
-        known = np.isfinite(ring).all(axis=(1, 2))
-        mu_t = mu_c + self.harmonize * (ring[known, 0] - mu_c)
-        ratio = np.clip(ring[known, 1] / sd_c, *_STD_RATIO) ** self.harmonize
-        transfer[known, 0] = ratio
-        transfer[known, 1] = mu_t - mu_c * ratio
-        return transfer
+    def gains(self, frames: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """The per-channel linear gain that moves the cut-out ``harmonize`` of the way to
+        the colour of the scene's light (luminance 1: exposure kept), from up to 8 of
+        the frames with a box."""
+        if self.harmonize == 0.0:
+            return np.ones(3)
+        picked = np.flatnonzero(valid)
+        picked = picked[np.unique(np.linspace(0, len(picked) - 1, 8).round().astype(int))]
+        light, _ = scene_light(frames[picked], self.grey_norm)
+        colour = np.maximum(light, 1e-6) ** self.harmonize
+        return colour / float(luminance(colour))
 
     def _composite(
         self,
@@ -129,7 +102,6 @@ class AlphaCompositeInserter:
         box: np.ndarray,
         premult: np.ndarray,
         alpha: np.ndarray,
-        transfer: np.ndarray,
     ) -> None:
         """Paste into ``frame`` in place, touching only the region around ``box``."""
         h, w = frame.shape[:2]
@@ -145,7 +117,6 @@ class AlphaCompositeInserter:
         interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
         colour = cv2.resize(premult, size, interpolation=interp)
         a = cv2.resize(alpha, size, interpolation=interp)
-        colour = _harmonised(colour, a, transfer)
         matrix = placement_matrix(size[0], size[1], box, origin=(rx0, ry0))
         roi_size = (rx1 - rx0, ry1 - ry0)
         colour = cv2.warpAffine(colour, matrix, roi_size, flags=cv2.INTER_LINEAR)
@@ -172,61 +143,12 @@ def _premultiplied(cutout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cutout[..., :3].astype(np.float32) * alpha[..., None], alpha
 
 
-def _lab(rgb: np.ndarray) -> np.ndarray:
-    """Float Lab (L in [0, 100]) of uint8 or float [0, 255] RGB."""
-    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
-
-
-def _ring_stats(frame: np.ndarray, box: np.ndarray, ring_frac: float) -> np.ndarray:
-    """Median and MAD-scaled spread (``2 x 3``, Lab) of the background around ``box``.
-
-    Falls back to the whole enlarged region when the ring is mostly off the frame.
-    """
-    h, w = frame.shape[:2]
-    x0, y0, x1, y1 = box
-    margin = ring_frac * math.sqrt((x1 - x0) * (y1 - y0))
-    ex0, ey0 = max(0, math.floor(x0 - margin)), max(0, math.floor(y0 - margin))
-    ex1, ey1 = min(w, math.ceil(x1 + margin)), min(h, math.ceil(y1 + margin))
-    if ex1 <= ex0 or ey1 <= ey0:
-        return np.full((2, 3), np.nan)
-    lab = _lab(frame[ey0:ey1, ex0:ex1])
-    ring = np.ones(lab.shape[:2], bool)
-    ring[
-        max(0, math.floor(y0) - ey0) : max(0, math.ceil(y1) - ey0),
-        max(0, math.floor(x0) - ex0) : max(0, math.ceil(x1) - ex0),
-    ] = False
-    pixels = lab[ring] if ring.sum() >= 32 else lab.reshape(-1, 3)
-    median = np.median(pixels, axis=0)
-    spread = 1.4826 * np.median(np.abs(pixels - median), axis=0)
-    return np.stack([median, np.maximum(spread, 1.0)])
-
-
-def _smooth_over_time(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian average along axis 0 over the finite rows.
-
-    Every row gets the average of its finite neighbours, so a frame whose ring was off
-    the picture borrows its neighbours' colour match instead of jumping to none.
-    """
-    finite = np.isfinite(values).all(axis=tuple(range(1, values.ndim)))
-    if sigma <= 0 or not finite.any():
-        return values
-    idx = np.arange(len(values))
-    weights = np.exp(-0.5 * ((idx[:, None] - idx[None, finite]) / sigma) ** 2)
-    total = weights.sum(axis=1, keepdims=True)
-    weights = np.divide(weights, total, out=np.full_like(weights, np.nan), where=total > 0)
-    return np.tensordot(weights, values[finite], axes=1)
-
-
-def _harmonised(premult: np.ndarray, alpha: np.ndarray, transfer: np.ndarray) -> np.ndarray:
-    """Apply the Lab gain/offset ``transfer`` to premultiplied colour (returned premultiplied)."""
-    if np.array_equal(transfer, [[1, 1, 1], [0, 0, 0]]):
+def _relit(premult: np.ndarray, alpha: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Premultiplied colour with its straight colour relit by ``gains``."""
+    if np.allclose(gains, 1.0):
         return premult
     straight = premult / np.maximum(alpha, 1e-3)[..., None]
-    lab = _lab(np.clip(straight, 0, 255))
-    lab = lab * transfer[0].astype(np.float32) + transfer[1].astype(np.float32)
-    lab[..., 0] = np.clip(lab[..., 0], 0, 100)
-    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB) * 255.0
-    return np.clip(rgb, 0, 255) * alpha[..., None]
+    return relight(np.clip(straight, 0, 255), gains) * alpha[..., None]
 
 
 def _contact_shadow(box: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

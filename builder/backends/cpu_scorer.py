@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pvtt.builder.illuminant import angle_deg, luminance, shades_of_grey, srgb_to_linear
+from pvtt.builder.illuminant import (
+    CLIPPED_SHARE,
+    SATURATED,
+    angle_deg,
+    luminance,
+    scene_light,
+    srgb_to_linear,
+)
 from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
 from pvtt.builder.stages.protocols import BackendInfo, ScoringInput, StageRejected
 from pvtt.schemas.config import BackendConfig, ConfigError
@@ -36,6 +43,9 @@ class _Region:
     """The cut-out at the same size, ``h x w x 3`` float32 RGB."""
     mask: np.ndarray
     """Where the cut-out is opaque (alpha >= 0.5, eroded by a pixel), ``h x w`` bool."""
+    core: np.ndarray
+    """Its inside (alpha >= 0.9, eroded by 2 px): pixels the inserter's feathered edge and
+    the resampling leave unmixed with the background, ``h x w`` bool."""
 
 
 def frames_to_score(
@@ -196,7 +206,9 @@ class StatisticsScorer:
 
     A daylight photo pasted as is into a warm, dim room keeps gain 1 against a warm, low
     scene light and scores low; the same photo relit to the room scores high, however
-    unlike the room's colours the product is. Where over 1 % of the background has clipped,
+    unlike the room's colours the product is. The level is the weaker half (a dark-coloured
+    set and a dim one look alike), so it is allowed three quarters of a stop before it
+    costs anything. Where over 1 % of the background has clipped,
     the scene's level is only a lower bound, and a brighter insert is not penalised.
     ``white_stops`` is where shades of grey puts
     a scene under white light at normal exposure (-0.4 to -0.9 stops on the benchmark's
@@ -215,8 +227,8 @@ class StatisticsScorer:
         jerk_scale: float = 0.02,
         angle_tolerance: float = 3.0,
         angle_scale: float = 6.0,
-        stop_tolerance: float = 0.35,
-        stop_scale: float = 0.7,
+        stop_tolerance: float = 0.75,
+        stop_scale: float = 1.0,
         white_stops: float = -0.65,
         grey_norm: float = 8.0,
         flow: str = "farneback",
@@ -295,7 +307,7 @@ class StatisticsScorer:
         stops = math.log2(max(float(luminance(gain)), 1e-6)) - (
             math.log2(max(float(luminance(scene)), 1e-6)) - self.white_stops
         )
-        if clipped > _CLIPPED_SHARE:  # the scene may be brighter than its unclipped pixels say
+        if clipped > CLIPPED_SHARE:  # the scene may be brighter than its unclipped pixels say
             stops = min(stops, 0.0)
         penalty = max(0.0, angle - self.angle_tolerance) / self.angle_scale + max(
             0.0, abs(stops) - self.stop_tolerance
@@ -320,7 +332,8 @@ class StatisticsScorer:
         mask = cv2.erode((a >= 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if mask.sum() < 16:
             mask = a >= 0.5
-        return _Region(synth=synth, target=target, mask=mask)
+        core = cv2.erode((a >= 0.9).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        return _Region(synth=synth, target=target, mask=mask, core=core)
 
     def _temporal(
         self, synth: np.ndarray, boxes: np.ndarray, valid: np.ndarray, cutout: np.ndarray
@@ -429,45 +442,22 @@ def _structure_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (2 * cov + _SSIM_C2) / (var_a + var_b + _SSIM_C2)
 
 
-_SATURATED = 0.95
-"""Linear level above which a channel may have clipped: its ratio says nothing of light."""
-
-
 def _insert_gain(regions: list[_Region]) -> np.ndarray | None:
-    """Per-channel linear gain from the photo to the insert over all sampled frames."""
-    insert_sum, photo_sum, count = np.zeros(3), np.zeros(3), 0
-    for region in regions:
-        insert = srgb_to_linear(region.synth[region.mask])
-        photo = srgb_to_linear(region.target[region.mask])
-        keep = (insert.max(axis=1) < _SATURATED) & (photo.max(axis=1) < _SATURATED)
-        insert_sum += insert[keep].sum(axis=0)
-        photo_sum += photo[keep].sum(axis=0)
-        count += int(keep.sum())
-    if count < 16 or (photo_sum <= 0).any():
-        return None
-    return insert_sum / photo_sum
-
-
-_CLIPPED_SHARE = 0.01
-"""Share of clipped background pixels above which the scene's level is only a lower bound."""
-
-
-def scene_light(
-    frames: np.ndarray, grey_norm: float, long_side: int = 128
-) -> tuple[np.ndarray, float]:
-    """Shades of grey over ``frames`` (``T x H x W x 3`` uint8), each shrunk to
-    ``long_side`` px first (the colour of light is a low-frequency fact), leaving out
-    pixels with a clipped channel: a white wall clipped to 255 reads as white light.
-    Also the share of pixels left out."""
-    small = []
-    for frame in frames:
-        fit = min(1.0, long_side / max(frame.shape[:2]))
-        size = (max(1, round(frame.shape[1] * fit)), max(1, round(frame.shape[0] * fit)))
-        small.append(cv2.resize(frame, size, interpolation=cv2.INTER_AREA).reshape(-1, 3))
-    pixels = srgb_to_linear(np.concatenate(small))
-    unclipped = pixels[pixels.max(axis=1) < _SATURATED]
-    clipped = 1.0 - len(unclipped) / len(pixels)
-    return shades_of_grey(unclipped if len(unclipped) >= 64 else pixels, grey_norm), clipped
+    """Per-channel linear gain from the photo to the insert over all sampled frames,
+    over the cut-out's inside (its whole opaque area when a thin product has none)."""
+    for inside in ("core", "mask"):
+        insert_sum, photo_sum, count = np.zeros(3), np.zeros(3), 0
+        for region in regions:
+            where = getattr(region, inside)
+            insert = srgb_to_linear(region.synth[where])
+            photo = srgb_to_linear(region.target[where])
+            keep = (insert.max(axis=1) < SATURATED) & (photo.max(axis=1) < SATURATED)
+            insert_sum += insert[keep].sum(axis=0)
+            photo_sum += photo[keep].sum(axis=0)
+            count += int(keep.sum())
+        if count >= 64 and (photo_sum > 0).all():
+            return insert_sum / photo_sum
+    return None
 
 
 def weights(config: BackendConfig) -> list[str]:
