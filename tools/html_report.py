@@ -578,7 +578,9 @@ th{background:#fafafa}td.l,th.l{text-align:left}tr.total td,tr.total th{font-wei
 img.plot{display:block;max-width:100%;height:auto;margin:6px 0}
 .note{background:#fff6dd;border-left:4px solid #e0a800;padding:6px 10px;margin:6px 0}
 .gallery{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
-.column{display:flex;flex-direction:column;gap:10px}h4{margin:.2em 0}
+.column{display:flex;flex-direction:column;align-items:flex-start;gap:10px;flex:1 1 0;
+ min-width:max-content}
+h4{margin:.2em 0}
 figure{margin:0;border:1px solid #ddd;border-radius:4px;padding:6px;background:#fafafa}
 figure img{display:block}figcaption{font-size:12px;line-height:1.35;margin-top:4px}
 .pass{color:#1e7a3f;font-weight:600}.fail{color:#b3261e;font-weight:600}
@@ -917,7 +919,7 @@ def _truth_split(split: str, part: dict[str, Any], cases: list[dict[str, Any]]) 
             else ""
         )
         + ".</p>",
-        _table(("figure", "value", "meaning"), figures, f"{tid}-gate", text_columns=1),
+        _table(("figure", "value", "meaning"), figures, f"{tid}-gate", text_columns=3),
         _table(
             ("truth \\ gate", "rejected", "passed", "pairs"),
             confusion,
@@ -1027,7 +1029,7 @@ def _card(thumb: Thumb) -> str:
         f"<code>{_e(r['pair_id'])}</code>",
         f"{_e(r['source_category'])}/{_e(r['source_subcategory'])} → "
         f"{_e(r['target_category'])}/{_e(r['target_subcategory'])}",
-        f"quality <b>{_num(r['quality_score'], 3)}</b> {verdict}",
+        f"quality <b>{_num(r['quality_score'], 2)}</b> {verdict}",
     ]
     if failures:
         named = "; ".join(f'<b class="check">{_e(f.check)}</b> {_e(f.detail)}' for f in failures)
