@@ -195,6 +195,7 @@ def page(report_file: Path) -> Page:
 def pairs(built: Path) -> list[dict]:
     columns = [
         "pair_id",
+        "clip_id",
         "difficulty",
         "source_category",
         "quality_score",
@@ -330,8 +331,11 @@ def test_gallery_shows_best_passed_and_rejected_pairs_with_their_checks(
             assert (diff, "best") not in columns
             continue
         kept = sorted((p for p in mine if p["passed"]), key=lambda p: -p["quality_score"])
-        best = [pid for pid, _ in columns[diff, "best"]]
-        assert best == [p["pair_id"] for p in kept[:PER_DIFFICULTY]]
+        best = [by_id[pid] for pid, _ in columns[diff, "best"]]
+        assert len(best) == min(PER_DIFFICULTY, len(kept))
+        if best:  # the best pair first, then the best of the other clips
+            others = [p for p in kept if p["clip_id"] != kept[0]["clip_id"]] or kept[1:]
+            assert best[: len(others) + 1] == [kept[0], *others][: len(best)]
         rejected = columns[diff, "rejected"]
         assert len(rejected) == min(PER_DIFFICULTY, sum(not p["passed"] for p in mine))
         for pid, why in rejected:
@@ -351,9 +355,12 @@ def test_gallery_shows_best_passed_and_rejected_pairs_with_their_checks(
     assert cutouts and not set(cutouts) & shown_best
 
 
-def _row(pid: str, score: float, reason: str | None = None, difficulty: str = "easy") -> dict:
+def _row(
+    pid: str, score: float, reason: str | None = None, difficulty: str = "easy", clip: str = ""
+) -> dict:
     return {
         "pair_id": pid,
+        "clip_id": clip or pid,
         "difficulty": difficulty,
         "quality_score": score,
         "passed": reason is None,
@@ -371,12 +378,18 @@ def test_rejected_pairs_are_spread_over_the_checks_worst_first() -> None:
         _row("mask", 0.8, "mask 0.500 < 0.850"),
         _row("quality", 0.3, "quality 0.300 < 0.700 (lowest: identity 0.100)"),
         _row("other-difficulty", 0.99, difficulty="hard"),
+        _row("keep-high-same-clip", 0.85, clip="keep-high"),
+        _row("removal-far-same-clip", 0.8, "removal 0.300 > 0.040", clip="removal-far"),
     ]
     best, worst = pick_best_worst(rows, "easy", 4)
-    assert [r["pair_id"] for r in best] == ["keep-high", "keep-low"]
-    # removal rejected most (3), then mask and quality (1 each, by name); within removal,
+    # a second pair of a clip only once every clip has shown one
+    assert [r["pair_id"] for r in best] == ["keep-high", "keep-low", "keep-high-same-clip"]
+    assert [r["pair_id"] for r in pick_best_worst(rows[:3], "easy", 1)[0]] == ["keep-high"]
+    # removal rejected most (4), then mask and quality (1 each, by name); within removal,
     # the value furthest past its limit first
     assert [r["pair_id"] for r in worst] == ["removal-far", "mask", "quality", "high-but-removal"]
+    every = [r["pair_id"] for r in pick_best_worst(rows, "easy", 9)[1]]
+    assert every[3:] == ["high-but-removal", "removal-near", "removal-far-same-clip"]
     assert pick_best_worst(rows, "medium", 4) == ([], [])
     assert pick_best_worst(rows, "easy", 0) == ([], [])
 

@@ -372,26 +372,38 @@ def pick_best_worst(
     can score high and still fail a hard check. Worst: the rejected pairs taken in turn
     from each check that rejected some (the check a reason names first, the most common
     check first), within a check the one furthest past its limit first, so a few cards
-    show every way pairs fail rather than ``k`` examples of the commonest.
+    show every way pairs fail rather than ``k`` examples of the commonest. Either way no
+    clip is shown twice while another clip is left: pairs of one clip share its masks and
+    plate, so a second one shows little new.
     """
     mine = [r for r in rows if r["difficulty"] == difficulty]
-    best = sorted(
+    kept = sorted(
         (r for r in mine if r["passed"]),
         key=lambda r: (r["quality_score"] is None, -(r["quality_score"] or 0.0), r["pair_id"]),
-    )[:k]
+    )
     groups: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}
     for r in mine:
         if not r["passed"]:
-            failures = rejected_by(r["reject_reason"]) or [Failure("unknown", "")]
-            first = failures[0]
+            first = (rejected_by(r["reject_reason"]) or [Failure("unknown", "")])[0]
             groups.setdefault(first.check, []).append((-first.margin, r["pair_id"], r))
-    queues = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    for _, queue in queues:
-        queue.sort(key=lambda item: item[:2])
-    worst: list[dict[str, Any]] = []
-    for turn in range(max((len(q) for _, q in queues), default=0)):
-        worst += [q[turn][2] for _, q in queues if turn < len(q)]
-    return best, worst[:k]
+    queues = [
+        _clips_in_turn([item[2] for item in sorted(queue, key=lambda item: item[:2])])
+        for _, queue in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    ]
+    worst = [
+        q[turn] for turn in range(max(map(len, queues), default=0)) for q in queues if turn < len(q)
+    ]
+    return _clips_in_turn(kept)[:k], worst[:k]
+
+
+def _clips_in_turn(ranked: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``ranked`` reordered so that each clip's first pair comes before any clip's second."""
+    seen: Counter[str] = Counter()
+    turns = []
+    for r in ranked:
+        turns.append(seen[r["clip_id"]])
+        seen[r["clip_id"]] += 1
+    return [r for _, r in sorted(zip(turns, ranked, strict=True), key=lambda tr: tr[0])]
 
 
 def _thumb(
