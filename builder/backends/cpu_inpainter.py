@@ -40,6 +40,17 @@ class _View:
     corners: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class _Box:
+    """The bounding box of one frame's hole, and the motion from the reference to that frame."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    from_ref: np.ndarray
+
+
 class TemporalFillInpainter:
     """The clip with the (dilated) masked product replaced by background from other frames."""
 
@@ -52,6 +63,8 @@ class TemporalFillInpainter:
         static_px: float = 0.5,
         dense_offsets: int = 8,
         telea_radius: int = 5,
+        ring: int = 8,
+        agree: float = 16.0,
     ) -> None:
         self.dilate = dilate
         self.motion_size = motion_size
@@ -60,10 +73,12 @@ class TemporalFillInpainter:
         self.static_px = static_px
         self.dense_offsets = dense_offsets
         self.telea_radius = telea_radius
+        self.ring = ring
+        self.agree = agree
         self.info = BackendInfo(
             kind="inpainter",
             name="cpu-temporal-fill",
-            version="1",
+            version="2",
             params={
                 "dilate": dilate,
                 "motion_size": motion_size,
@@ -72,6 +87,8 @@ class TemporalFillInpainter:
                 "static_px": static_px,
                 "dense_offsets": dense_offsets,
                 "telea_radius": telea_radius,
+                "ring": ring,
+                "agree": agree,
             },
         )
 
@@ -82,9 +99,14 @@ class TemporalFillInpainter:
             return frames.copy()
         to_ref, segment = self._motion(frames, holes)
         out = frames.copy()
+        left = holes.copy()
         offsets = self._offsets(frames.shape[0])
-        for t in np.flatnonzero(holes.any(axis=(1, 2))):
-            self._fill(out, frames, holes, t, to_ref, segment, offsets)
+        usable = ~holes
+        for checked in (True, False):
+            for t in np.flatnonzero(left.any(axis=(1, 2))):
+                self._donate(out, frames, left, usable, t, to_ref, segment, offsets, checked)
+        for t in np.flatnonzero(left.any(axis=(1, 2))):
+            self._synthesize(out, holes, left, t, to_ref, segment)
         return out
 
     def _dilate(self, masks: np.ndarray) -> np.ndarray:
@@ -177,48 +199,108 @@ class TemporalFillInpainter:
             d += max(1, d // self.dense_offsets)
         return [signed for d in distances for signed in (-d, d)]
 
-    def _fill(
+    def _donate(
         self,
         out: np.ndarray,
         frames: np.ndarray,
-        holes: np.ndarray,
+        left: np.ndarray,
+        usable: np.ndarray,
         t: int,
         to_ref: np.ndarray,
         segment: np.ndarray,
         offsets: list[int],
+        checked: bool,
     ) -> None:
-        count = holes.shape[0]
-        ys, xs = np.nonzero(holes[t])
-        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-        remaining = holes[t, y0:y1, x0:x1].copy()
+        """Fill what is ``left`` of frame ``t``'s hole from the nearest frames ``usable`` there.
+
+        ``checked``: a donor pixel is taken only where the donor agrees with frame ``t``
+        around the hole (see :meth:`_agreement`); what moved (a finger, a kettle, a
+        person) shows there as disagreement, and a farther frame that agrees is used.
+        """
+        count, height, width = left.shape
+        ys, xs = np.nonzero(left[t])
+        pad = self.ring if checked else 0
+        x0, y0 = max(0, xs.min() - pad), max(0, ys.min() - pad)
+        x1, y1 = min(width, xs.max() + 1 + pad), min(height, ys.max() + 1 + pad)
+        remaining = left[t, y0:y1, x0:x1]
         patch = out[t, y0:y1, x0:x1]
-        corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=np.float64).T
-        from_ref = np.linalg.inv(to_ref[t])
-        shift = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+        known = usable[t, y0:y1, x0:x1]
+        box = _Box(x0, y0, x1, y1, np.linalg.inv(to_ref[t]))
         for offset in offsets:
             s = t + offset
             if not 0 <= s < count or segment[s] != segment[t]:
                 continue
-            motion = from_ref @ to_ref[s]
-            moved = motion @ corners
-            if np.abs(moved[:2] / moved[2] - corners[:2]).max() < self.static_px:
-                source = frames[s, y0:y1, x0:x1]
-                valid = ~holes[s, y0:y1, x0:x1]
-            else:
-                warp = np.linalg.inv(shift @ motion)
-                size = (x1 - x0, y1 - y0)
-                flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-                source = cv2.warpPerspective(frames[s], warp, size, flags=flags)
-                visible = (~holes[s]).view(np.uint8)
-                valid = cv2.warpPerspective(
-                    visible, warp, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-                ).view(bool)
+            source, valid = self._warp(box, frames[s], usable[s], to_ref[s])
             take = remaining & valid
+            if checked and take.any():
+                take &= self._agreement(source, frames[t, y0:y1, x0:x1], valid & known)
             patch[take] = source[take]
             remaining &= ~take
             if not remaining.any():
                 return
+
+    def _agreement(self, source: np.ndarray, frame: np.ndarray, both: np.ndarray) -> np.ndarray:
+        """Where ``source`` agrees with ``frame`` on the pixels both show, spread over the box.
+
+        The mean absolute difference on ``both`` is averaged locally (Gaussian of
+        ``ring`` pixels); where no shared pixel is near, there is no evidence against the
+        donor and it is accepted.
+        """
+        diff = np.abs(source.astype(np.float32) - frame.astype(np.float32)).mean(axis=2)
+        weight = both.astype(np.float32)
+        sigma = self.ring / 2
+        spread = cv2.GaussianBlur(diff * weight, (0, 0), sigma)
+        support = cv2.GaussianBlur(weight, (0, 0), sigma)
+        error = spread / np.maximum(support, 1e-6)
+        return (support < 0.02) | (error <= self.agree)
+
+    def _synthesize(
+        self,
+        out: np.ndarray,
+        holes: np.ndarray,
+        left: np.ndarray,
+        t: int,
+        to_ref: np.ndarray,
+        segment: np.ndarray,
+    ) -> None:
+        """Fill what no frame shows: carried from the previous frame's fill, else Telea.
+
+        Filling each frame anew would flicker; the previous frame's fill, moved with the
+        background, keeps the invented part still against the scene.
+        """
+        ys, xs = np.nonzero(left[t])
+        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        remaining = left[t, y0:y1, x0:x1]
+        if t > 0 and segment[t - 1] == segment[t] and holes[t - 1].any():
+            box = _Box(x0, y0, x1, y1, np.linalg.inv(to_ref[t]))
+            inside = np.ones(holes.shape[1:], dtype=bool)
+            source, valid = self._warp(box, out[t - 1], inside, to_ref[t - 1])
+            take = remaining & valid
+            out[t, y0:y1, x0:x1][take] = source[take]
+            remaining &= ~take
         self._telea(out[t], remaining, (x0, y0))
+
+    def _warp(
+        self, box: _Box, image: np.ndarray, usable: np.ndarray, to_ref: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``image`` and its ``usable`` pixels seen in ``box``'s frame, cropped to the box."""
+        x0, y0, x1, y1 = box.x0, box.y0, box.x1, box.y1
+        motion = box.from_ref @ to_ref
+        corners = np.array(
+            [[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=np.float64
+        ).T
+        moved = motion @ corners
+        if np.abs(moved[:2] / moved[2] - corners[:2]).max() < self.static_px:
+            return image[y0:y1, x0:x1], usable[y0:y1, x0:x1].copy()
+        shift = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+        warp = np.linalg.inv(shift @ motion)
+        size = (x1 - x0, y1 - y0)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        source = cv2.warpPerspective(image, warp, size, flags=flags)
+        valid = cv2.warpPerspective(
+            usable.view(np.uint8), warp, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        ).view(bool)
+        return source, valid
 
     def _telea(self, frame: np.ndarray, remaining: np.ndarray, origin: tuple[int, int]) -> None:
         """Telea on a crop around what no frame showed (the whole frame costs far more)."""
