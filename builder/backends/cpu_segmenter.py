@@ -18,10 +18,17 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
+from pvtt.builder.backends.cpu_segmenter_motion import (
+    IDENTITY,
+    background_motion,
+    box_motion,
+    seen_through,
+    similarity,
+    track_region,
+)
 from pvtt.builder.boxes import iou, masks_to_boxes
 from pvtt.builder.stages.protocols import BackendInfo, Detection, StageRejected, Track
 
-_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 _MIN_TRACK_PX = 64
 """Tracking resolution is raised (up to full) until the product's short side spans this."""
 
@@ -40,6 +47,7 @@ class TrackerGrabCutSegmenter:
         min_points: int = 8,
         min_prior_iou: float = 0.5,
         max_area_change: float = 1.6,
+        max_lost_frames: int = 8,
         smooth: bool = True,
     ) -> None:
         self.work_size = work_size
@@ -51,11 +59,12 @@ class TrackerGrabCutSegmenter:
         self.min_points = min_points
         self.min_prior_iou = min_prior_iou
         self.max_area_change = max_area_change
+        self.max_lost_frames = max_lost_frames
         self.smooth = smooth
         self.info = BackendInfo(
             kind="segmenter",
             name="cpu-tracker-grabcut",
-            version="2",
+            version="3",
             params={
                 "work_size": work_size,
                 "track_size": track_size,
@@ -66,6 +75,7 @@ class TrackerGrabCutSegmenter:
                 "min_points": min_points,
                 "min_prior_iou": min_prior_iou,
                 "max_area_change": max_area_change,
+                "max_lost_frames": max_lost_frames,
                 "smooth": smooth,
             },
         )
@@ -87,7 +97,7 @@ class TrackerGrabCutSegmenter:
             )
 
         masks = np.zeros((count, height, width), dtype=bool)
-        to_next = np.repeat(_IDENTITY[None], count, axis=0)
+        to_next = np.repeat(IDENTITY[None], count, axis=0)
         for t, mask, motion in self._propagate(frames, range(start, count), box):
             masks[t] = mask
             if t > start:
@@ -112,73 +122,108 @@ class TrackerGrabCutSegmenter:
         """``(frame, mask, motion from the frame before in order)`` along ``order``.
 
         Starts from GrabCut in ``box`` on ``order[0]``, or from its known mask ``first``
-        (not yielded again) when going backwards after the forward pass.
+        (not yielded again) when going backwards after the forward pass. A frame whose
+        motion or mask fails a check (an occluder passing in front, a blurred jump) is
+        bridged: the last trusted mask moves on with the last trusted motion, and the
+        frame's mask is GrabCut's inside that prediction. Only ``max_lost_frames`` such
+        frames in a row lose the product.
         """
         height, width = frames.shape[1:3]
         small_side = max(min(box[2] - box[0], box[3] - box[1]), 1.0)
         scale = min(1.0, max(self.track_size / max(height, width), _MIN_TRACK_PX / small_side))
         first_t = order[0]
         if first is None:
-            mask, models = self._grabcut_box(frames[first_t], box, first_t)
-            yield first_t, mask, _IDENTITY
+            seen = self._seen_from_box(frames, order, box, scale)
+            try:
+                mask, models = self._grabcut_box(frames[first_t], box, first_t, seen)
+            except StageRejected:  # motion mistook the product for background: colour alone
+                mask, models = self._grabcut_box(frames[first_t], box, first_t, np.zeros_like(seen))
+            yield first_t, mask, IDENTITY
         else:
             mask, models = first, None
-        prev_gray = _gray(frames[first_t], scale)
-        area = int(mask.sum())
+        prev_t, prev_gray = first_t, _gray(frames[first_t], scale)
+        velocity = IDENTITY
+        shape = mask  # the whole product, parts hidden behind an occluder included
+        lost: list[tuple[int, str]] = []
         for t in order[1:]:
             gray = _gray(frames[t], scale)
-            motion = self._motion(prev_gray, gray, mask, scale, t)
+            motion, failure = self._motion(prev_gray, gray, mask, scale, velocity, t)
             prior = cv2.warpAffine(
-                mask.view(np.uint8), motion, (width, height), flags=cv2.INTER_NEAREST
+                shape.view(np.uint8), motion, (width, height), flags=cv2.INTER_NEAREST
             ).view(bool)
             if not prior.any():
                 raise StageRejected(f"product lost at frame {t}: the tracked mask left the frame")
-            new_mask, models = self._grabcut_prior(frames[t], prior, models, t)
-            new_area = int(new_mask.sum())
-            ratio = new_area / max(area, 1)
-            if not 1 / self.max_area_change <= ratio <= self.max_area_change:
-                raise StageRejected(
-                    f"product lost at frame {t}: mask area changed {ratio:.2f}x in one frame"
-                )
-            agreement = iou(new_mask, prior)
-            if agreement < self.min_prior_iou:
-                raise StageRejected(
-                    f"product lost at frame {t}: the mask moved away from the tracked motion "
-                    f"(IoU {agreement:.2f} with the prediction)"
-                )
-            yield t, new_mask, motion
-            mask, area, prev_gray = new_mask, new_area, gray
+            prior_box = masks_to_boxes(prior).astype(np.float64)
+            x0, y0, x1, y1, _ = self._crop(prior_box, frames.shape[1:])
+            camera = _to_full(background_motion(prev_gray, gray, _small(mask, prev_gray), 8), scale)
+            seen_bg = seen_through(frames[prev_t], frames[t], motion, camera, (x0, y0, x1, y1))
+            kept = None if models is None else (models[0].copy(), models[1].copy())
+            new_mask, models = self._grabcut_prior(frames[t], prior, models, t, seen_bg)
+            expected = prior.copy()
+            expected[y0:y1, x0:x1] &= ~seen_bg
+            failure = failure or self._check(new_mask, expected, int(seen_bg.sum()))
+            if failure:
+                lost.append((t, failure))
+                if len(lost) > self.max_lost_frames:
+                    raise StageRejected(f"product lost at frame {lost[0][0]}: {lost[0][1]}")
+                models = kept or models
+                seen = new_mask & prior
+                mask = seen if seen.any() else prior
+                shape = prior
+            else:
+                lost.clear()
+                velocity = motion
+                mask = new_mask
+                # much less than the prediction: partly hidden, the prediction stays whole
+                shape = new_mask if new_mask.sum() >= 0.85 * expected.sum() else expected
+            yield t, mask, motion
+            prev_t, prev_gray = t, gray
+
+    def _check(self, new_mask: np.ndarray, expected: np.ndarray, seen: int) -> str:
+        """Why ``new_mask`` is not the product ``expected`` from the motion ('' if it is).
+
+        A mask much smaller than expected but inside it passes when motion showed
+        background in what it dropped (``seen`` pixels, a tenth of the drop or more): the
+        hole of a ring or the gaps of a chain that the first frame filled, opening.
+        """
+        ratio = int(new_mask.sum()) / max(int(expected.sum()), 1)
+        dropped = int(expected.sum()) - int(new_mask.sum())
+        opening = (new_mask & expected).sum() >= 0.9 * new_mask.sum() and seen >= 0.1 * dropped
+        if opening and ratio >= 1 / self.max_area_change**3:
+            return ""
+        if not 1 / self.max_area_change <= ratio <= self.max_area_change:
+            return f"mask area changed {ratio:.2f}x in one frame"
+        agreement = iou(new_mask, expected)
+        if agreement < self.min_prior_iou:
+            return (
+                "the mask moved away from the tracked motion "
+                f"(IoU {agreement:.2f} with the prediction)"
+            )
+        return ""
 
     def _motion(
-        self, prev_gray: np.ndarray, gray: np.ndarray, mask: np.ndarray, scale: float, t: int
-    ) -> np.ndarray:
-        """Similarity transform (full-resolution pixels) taking the product from the previous frame to ``t``."""
-        small = cv2.resize(
-            mask.view(np.uint8), prev_gray.shape[::-1], interpolation=cv2.INTER_NEAREST
-        )
-        if small.sum() < 16:
-            small = cv2.dilate(small, np.ones((5, 5), np.uint8))
-        points = cv2.goodFeaturesToTrack(
-            prev_gray, maxCorners=200, qualityLevel=0.01, minDistance=3, mask=small, blockSize=5
-        )
-        if points is None or len(points) < self.min_points:
-            raise StageRejected(f"product lost at frame {t}: too few trackable points on it")
-        lk = {"winSize": (21, 21), "maxLevel": 3}
-        moved, ok, _ = cv2.calcOpticalFlowPyrLK(prev_gray, gray, points, None, **lk)
-        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray, prev_gray, moved, None, **lk)
-        good = (ok[:, 0] == 1) & (ok_back[:, 0] == 1)
-        good &= np.linalg.norm((back - points)[:, 0], axis=1) < 1.0
-        if good.sum() < self.min_points:
-            raise StageRejected(
-                f"product lost at frame {t}: only {int(good.sum())} points tracked consistently"
-            )
-        src, dst = points[good] / scale, moved[good] / scale
-        motion, inliers = cv2.estimateAffinePartial2D(
-            src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0 / scale
-        )
-        if motion is None or inliers.sum() < self.min_points:
-            raise StageRejected(f"product lost at frame {t}: no consistent motion of its points")
-        return motion
+        self,
+        prev_gray: np.ndarray,
+        gray: np.ndarray,
+        mask: np.ndarray,
+        scale: float,
+        velocity: np.ndarray,
+        t: int,
+    ) -> tuple[np.ndarray, str]:
+        """Similarity transform (full-resolution pixels) taking the product to frame ``t``.
+
+        Falls back to ``velocity`` (the last trusted step) with the reason when too few of
+        the product's points move consistently; gives up when none does.
+        """
+        region = track_region(_small(mask, prev_gray))
+        guess = velocity.copy()
+        guess[:, 2] *= scale
+        motion, support = similarity(prev_gray, gray, region, guess, self.min_points)
+        if support < 0:
+            raise StageRejected(f"product lost at frame {t}: none of its points moved consistently")
+        if motion is None:
+            return velocity, f"only {support} of its points moved consistently"
+        return _to_full(motion, scale), ""
 
     def _crop(self, box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int, float]:
         """Crop around ``box`` with the margin, and the scale that brings it to ``work_size``."""
@@ -189,19 +234,46 @@ class TrackerGrabCutSegmenter:
         scale = min(1.0, self.work_size / max(x1 - x0, y1 - y0))
         return x0, y0, x1, y1, scale
 
+    def _seen_from_box(
+        self, frames: np.ndarray, order: range, box: np.ndarray, scale: float
+    ) -> np.ndarray:
+        """Background seen inside ``box`` on ``order[0]``: pixels the next two frames show
+        moving with the camera while the product moves otherwise (a ring's hole, the gaps
+        of a chain), on ``self._crop`` of the box; empty when nothing moves apart. (The box
+        stands for the product on the later frames too: their motion is small or found
+        anyway by the points in the box that the camera's motion does not explain.)"""
+        crop = self._crop(box, frames.shape[1:])[:4]
+        seen = np.zeros((crop[3] - crop[1], crop[2] - crop[0]), bool)
+        first = frames[order[0]]
+        first_gray = _gray(first, scale)
+        x0, y0, x1, y1 = np.round(box * scale).astype(int)
+        box_small = np.zeros_like(first_gray)
+        box_small[y0:y1, x0:x1] = 1
+        for t in order[1:3]:
+            found = box_motion(_gray(frames[t], scale), first_gray, box_small, self.min_points)
+            if found is not None:
+                motion, camera = (_to_full(m, scale) for m in found)
+                seen |= seen_through(frames[t], first, motion, camera, crop)
+        return seen
+
     def _grabcut_box(
-        self, frame: np.ndarray, box: np.ndarray, t: int
+        self, frame: np.ndarray, box: np.ndarray, t: int, seen: np.ndarray
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """GrabCut in ``box``, with the background ``seen`` through the product held out."""
         x0, y0, x1, y1, scale = self._crop(box, frame.shape)
         crop = _work_image(frame, (x0, y0, x1, y1), scale)
         rect = np.round((box - [x0, y0, x0, y0]) * scale).astype(int)
-        rect = (rect[0], rect[1], max(rect[2] - rect[0], 1), max(rect[3] - rect[1], 1))
-        labels = np.zeros(crop.shape[:2], np.uint8)
+        labels = np.full(crop.shape[:2], cv2.GC_BGD, np.uint8)
+        labels[rect[1] : max(rect[3], rect[1] + 1), rect[0] : max(rect[2], rect[0] + 1)] = (
+            cv2.GC_PR_FGD
+        )
+        seen_small = cv2.resize(seen.view(np.uint8), crop.shape[1::-1], cv2.INTER_NEAREST) > 0
+        labels[seen_small] = cv2.GC_BGD
         models = (np.zeros((1, 65)), np.zeros((1, 65)))
         # GrabCut seeds its colour models by k-means on OpenCV's RNG, which is per thread:
         # seeded, a clip's masks do not depend on which thread ran which clips before
         cv2.setRNGSeed(t)
-        cv2.grabCut(crop, labels, rect, *models, self.first_iterations, cv2.GC_INIT_WITH_RECT)
+        cv2.grabCut(crop, labels, None, *models, self.first_iterations, cv2.GC_INIT_WITH_MASK)
         mask = self._finish(labels, frame.shape, (x0, y0, x1, y1))
         if mask.sum() < 0.05 * (box[2] - box[0]) * (box[3] - box[1]):
             raise StageRejected(
@@ -215,7 +287,13 @@ class TrackerGrabCutSegmenter:
         prior: np.ndarray,
         models: tuple[np.ndarray, np.ndarray] | None,
         t: int,
+        seen_bg: np.ndarray,
     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """GrabCut seeded by the moved mask ``prior``, on ``self._crop`` of its box.
+
+        ``seen_bg`` (on that crop): background seen through a hole by its motion, sure
+        background even inside the prior.
+        """
         box = masks_to_boxes(prior).astype(np.float64)
         x0, y0, x1, y1, scale = self._crop(box, frame.shape)
         crop = _work_image(frame, (x0, y0, x1, y1), scale)
@@ -230,25 +308,25 @@ class TrackerGrabCutSegmenter:
         labels[near > 0] = cv2.GC_PR_BGD
         labels[prior_small > 0] = cv2.GC_PR_FGD
         labels[core > 0] = cv2.GC_FGD
+        seen_small = cv2.resize(seen_bg.view(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+        labels[seen_small > 0] = cv2.GC_BGD
         if models is None:
             models = (np.zeros((1, 65)), np.zeros((1, 65)))
             cv2.setRNGSeed(t)
             cv2.grabCut(crop, labels, None, *models, self.iterations, cv2.GC_INIT_WITH_MASK)
         else:
             cv2.grabCut(crop, labels, None, *models, self.iterations, cv2.GC_EVAL)
-        mask = self._finish(labels, frame.shape, (x0, y0, x1, y1))
-        if not mask.any():
-            raise StageRejected(f"product lost at frame {t}: its mask collapsed to nothing")
-        return mask, models
+        return self._finish(labels, frame.shape, (x0, y0, x1, y1)), models
 
     def _finish(
         self, labels: np.ndarray, shape: tuple[int, ...], crop: tuple[int, int, int, int]
     ) -> np.ndarray:
-        """GrabCut labels -> a clean full-frame mask: largest component, upsampled smoothly."""
+        """GrabCut labels -> a clean full-frame mask: main components, upsampled smoothly."""
         x0, y0, x1, y1 = crop
         fg = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)
-        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-        fg = _largest_component(fg)
+        opened = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        # opening clears specks; on a product of 1-2 px wires (a chain) it clears the product
+        fg = _main_components(opened if opened.sum() >= 0.7 * fg.sum() else fg)
         full = np.zeros(shape[:2], dtype=bool)
         if fg.shape != (y1 - y0, x1 - x0):
             up = cv2.resize(fg * 255, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
@@ -256,6 +334,21 @@ class TrackerGrabCutSegmenter:
         else:
             full[y0:y1, x0:x1] = fg > 0
         return full
+
+
+def _small(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``mask`` at tracking resolution, as uint8, never empty when ``mask`` is not."""
+    small = cv2.resize(mask.view(np.uint8), like.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    if small.sum() < 16:
+        small = cv2.dilate(small, np.ones((5, 5), np.uint8))
+    return small
+
+
+def _to_full(motion: np.ndarray, scale: float) -> np.ndarray:
+    """A similarity transform in tracking pixels, in full-resolution pixels."""
+    full = motion.copy()
+    full[:, 2] /= scale
+    return full
 
 
 def _gray(frame: np.ndarray, scale: float) -> np.ndarray:
@@ -273,12 +366,15 @@ def _work_image(frame: np.ndarray, crop: tuple[int, int, int, int], scale: float
     return out
 
 
-def _largest_component(fg: np.ndarray) -> np.ndarray:
+def _main_components(fg: np.ndarray, share: float = 0.1) -> np.ndarray:
+    """The largest component and those at least ``share`` of it: specks go, but not the
+    parts of a product an occluder cuts in two, nor the links of a chain."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     if count <= 2:
         return fg
-    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return (labels == keep).astype(np.uint8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= share * areas.max()) + 1
+    return np.isin(labels, keep).astype(np.uint8)
 
 
 def _vote(masks: np.ndarray, to_next: np.ndarray) -> None:
