@@ -9,6 +9,7 @@ import pytest
 from pvtt.builder.backends.cpu_matter import BorderColourMatter
 from pvtt.builder.stages.cutout import cutout_aspect, placement_matrix, trim_to_alpha
 from pvtt.builder.stages.protocols import Matter, StageRejected
+from pvtt.tools.bench.fidelity_truth import CaseSpec, generate_case
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,6 +106,37 @@ def test_matter_keeps_a_chains_links_open() -> None:
     alpha = BorderColourMatter().matte(photo)[..., 3]
     assert all(alpha[80, 40 + 16 * i] == 0 for i in range(12)), "a link's hole was filled"
     assert iou(alpha >= 128, truth) > 0.95
+
+
+def striped_ring_photo() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A silver ring with dark stripes and light bluish ones a few levels off a light grey
+    sweep, as in the demo's ``neck-silver-2.png`` (3-4 robust stds off the sweep)."""
+    size = 256
+    ys, xs = np.mgrid[0:size, 0:size]
+    sweep = 227 - 12 * ys / size
+    photo = np.dstack([sweep] * 3).astype(np.float32)
+    radius = np.hypot(xs - 128, ys - 120)
+    ring = (radius > 52) & (radius < 70)
+    stripes = ((xs + ys) // 10) % 2 == 0
+    photo[ring & stripes] = 162
+    photo[ring & ~stripes] = sweep[ring & ~stripes, None] + np.array([0.0, 5.0, 14.0])
+    return np.clip(photo, 0, 255).astype(np.uint8), ring, radius <= 52
+
+
+def test_matter_keeps_a_light_striped_ring_whole_and_its_hole_open() -> None:
+    photo, ring, hole = striped_ring_photo()
+    alpha = BorderColourMatter().matte(photo)[..., 3] >= 128
+    assert alpha[ring].mean() > 0.8  # the light stripes too, all around (was under half)
+    assert alpha[hole].mean() < 0.05
+
+
+@pytest.mark.parametrize("seed", [2, 3, 8])
+def test_matter_finds_white_products_on_white(shared_data, seed: int) -> None:
+    """The fidelity benchmark's white-on-white photos (tuning seeds), which colour alone
+    cut to 0.45-0.99 of their area: grain and print tell them from the sweep."""
+    case = generate_case(CaseSpec("light-on-light", seed), shared_data, size=(64, 36), frames=2)
+    alpha = BorderColourMatter().matte(case.photo.image)[..., 3] >= 128
+    assert iou(alpha, case.photo.alpha >= 0.5) > 0.95
 
 
 def test_matter_on_a_blank_photo_cuts_nothing() -> None:

@@ -30,7 +30,9 @@ class BorderColourMatter:
     a floor line needs more than one); ``threshold`` the distance, in robust standard
     deviations of the nearest background colour, beyond which a pixel is first taken
     for product; ``min_component_frac`` keeps every component at least that fraction of
-    the largest (a pair of shoes is two components); ``max_hole_frac`` fills enclosed
+    the largest (a pair of shoes is two components); ``link_frac`` (of the working long
+    side) is how wide a gap between pieces of one product may be (dashes of a striped
+    ring whose light stripes match the sweep); ``max_hole_frac`` fills enclosed
     holes up to that fraction of the product's area whatever they show (specks), while
     larger ones stay open where they show the background (a mug's handle, a chain's
     links) and are filled where they do not (a label); ``feather_px`` is the
@@ -45,6 +47,7 @@ class BorderColourMatter:
         threshold: float = 4.0,
         grabcut_iters: int = 4,
         min_component_frac: float = 0.15,
+        link_frac: float = 0.025,
         max_hole_frac: float = 0.002,
         feather_px: float = 1.5,
     ) -> None:
@@ -54,12 +57,13 @@ class BorderColourMatter:
         self.threshold = threshold
         self.grabcut_iters = grabcut_iters
         self.min_component_frac = min_component_frac
+        self.link_frac = link_frac
         self.max_hole_frac = max_hole_frac
         self.feather_px = feather_px
         self.info = BackendInfo(
             kind="matter",
             name="cpu-border-grabcut",
-            version="2",
+            version="3",
             params={
                 "work_size": work_size,
                 "border_frac": border_frac,
@@ -67,6 +71,7 @@ class BorderColourMatter:
                 "threshold": threshold,
                 "grabcut_iters": grabcut_iters,
                 "min_component_frac": min_component_frac,
+                "link_frac": link_frac,
                 "max_hole_frac": max_hole_frac,
                 "feather_px": feather_px,
             },
@@ -94,7 +99,8 @@ class BorderColourMatter:
         strip = max(2, round(self.border_frac * min(h, w)))
         border = np.ones((h, w), bool)
         border[strip:-strip, strip:-strip] = False
-        distance, surface = _background_distance(lab, border, self.clusters)
+        colour, surface = _background_distance(lab, border, self.clusters)
+        distance = np.maximum(colour, _texture_distance(lab[..., 0], border))
         product = distance > self.threshold
         if not product[~border].any():
             return np.zeros((h, w), bool)
@@ -102,7 +108,7 @@ class BorderColourMatter:
         seed[product] = cv2.GC_PR_FGD
         seed[border & ~product] = cv2.GC_BGD
         core = cv2.erode(
-            (distance > 2 * self.threshold).astype(np.uint8), np.ones((5, 5), np.uint8)
+            (colour > 2 * self.threshold).astype(np.uint8), np.ones((5, 5), np.uint8)
         )
         seed[(core > 0) & ~border] = cv2.GC_FGD
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
@@ -110,7 +116,8 @@ class BorderColourMatter:
         cv2.grabCut(small, seed, None, bgd, fgd, self.grabcut_iters, cv2.GC_INIT_WITH_MASK)
         mask = (seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)
         mask &= distance >= _CLEAR_BACKGROUND
-        mask = _main_components(mask, self.min_component_frac)
+        link = max(2, round(self.link_frac * max(h, w)))
+        mask = _linked_product(mask, colour >= self.threshold / 2, link, self.min_component_frac)
         return _fill_holes(mask, surface, self.max_hole_frac, self.threshold / 2)
 
 
@@ -146,6 +153,24 @@ def _background_distance(
     return either.reshape(h, w), surface.reshape(h, w)
 
 
+def _texture_distance(lightness: np.ndarray, border: np.ndarray, window: int = 5) -> np.ndarray:
+    """How much rougher each pixel's neighbourhood is than the border's, in robust std
+    units of the border's local roughness (its local standard deviation of L).
+
+    A white product on a white sweep differs little in colour, but its surface has grain,
+    print and shading edges where the sweep is smooth; colour alone loses it in parts.
+    """
+    mean = cv2.blur(lightness, (window, window))
+    sq = cv2.blur(lightness * lightness, (window, window))
+    rough = np.sqrt(np.maximum(sq - mean * mean, 0.0))
+    level = float(np.median(rough[border]))
+    spread = max(1.4826 * float(np.median(np.abs(rough[border] - level))), 0.25)
+    # a window straddling any edge is rough: only a pixel whose whole window is rough
+    # counts, so the outline does not grow a halo of background
+    rough = cv2.erode(rough, np.ones((window, window), np.uint8))
+    return (rough - level) / spread
+
+
 def _cluster_distance(flat: np.ndarray, samples: np.ndarray, clusters: int) -> np.ndarray:
     """Distance to the nearest border colour cluster (deterministic k-means on medians).
 
@@ -176,16 +201,26 @@ def _cluster_distance(flat: np.ndarray, samples: np.ndarray, clusters: int) -> n
     return best
 
 
-def _main_components(mask: np.ndarray, min_frac: float) -> np.ndarray:
-    """Keep the largest component and those at least ``min_frac`` of its area."""
+def _linked_product(mask: np.ndarray, faint: np.ndarray, link: int, min_frac: float) -> np.ndarray:
+    """The product's pieces, linked across gaps narrower than ``2 * link`` px.
+
+    A striped silver ring on a light grey sweep reaches the mask as dashes: its light
+    stripes differ from the sweep by a few Lab units, under the threshold. Closing the
+    mask joins the dashes into one piece, so none is dropped as a speck; within that
+    piece, the gaps are filled where they differ at all from the background (``faint``),
+    not where they show it (a ring's hole, the sweep between two shoes). Pieces of the
+    closed mask smaller than ``min_frac`` of the largest are dropped (specks, dust).
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * link + 1, 2 * link + 1))
+    closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel) > 0
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        mask.astype(np.uint8), connectivity=8
+        closed.astype(np.uint8), connectivity=8
     )
     if count <= 1:
         return mask
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = np.flatnonzero(areas >= min_frac * areas.max()) + 1
-    return np.isin(labels, keep)
+    kept = np.isin(labels, np.flatnonzero(areas >= min_frac * areas.max()) + 1)
+    return kept & (mask | faint)
 
 
 def _fill_holes(
