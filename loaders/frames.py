@@ -22,6 +22,7 @@ from typing import Literal
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from pvtt.loaders.decode import MediaDecodeError, decode_image
@@ -236,18 +237,22 @@ def _pyav_frames(
 ) -> np.ndarray:
     """Frames at the sorted distinct ``unique`` indices, as ``U x H x W x 3``.
 
-    Frames before the first one wanted are decoded only where later frames refer to them:
-    the decoder skips non-reference pictures (``skip_frame="NONREF"``) until the first
-    packet that shows a wanted frame, which saves about a third of the decoding time spent
-    on them (x264's B-frames). Skipped pictures leave gaps in the decoder's output, so
-    frames are identified by their rank among the packets' timestamps; a stream without
-    distinct timestamps is decoded whole and its frames are counted instead.
+    Decoding starts at the last keyframe at or before the first wanted frame (the demuxed
+    packets carry the container's sync-sample flags, so no index has to be passed in) and
+    stops at the last wanted frame: a window of a clip encoded with a short keyframe
+    interval costs about its own frames. Between that keyframe and the first wanted frame
+    the decoder skips non-reference pictures (``skip_frame="NONREF"``), which saves about
+    a third of the time spent on them (x264's B-frames). Skipped pictures leave gaps in
+    the decoder's output, so frames are identified by their rank among the packets'
+    timestamps; a stream without distinct timestamps is decoded whole from its start and
+    its frames are counted instead.
     """
     slots = {int(index): slot for slot, index in enumerate(unique)}
     resize = {} if size is None else {"height": size[0], "width": size[1]}
     out: np.ndarray | None = None
     pending = set(slots)
     decoded = 0
+    reformatter = VideoReformatter()  # one swscale context for the clip, not one a frame
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
@@ -260,17 +265,17 @@ def _pyav_frames(
                 raise MediaDecodeError(
                     f"{what}: frame {int(unique[-1])} asked for, the video has {len(ranks)} frames"
                 )
-            skip_until = 0
+            begin, skip_until, end = 0, 0, len(packets)
             if ranks is not None:
-                skip_until = next(
-                    (at for at, packet in enumerate(packets) if ranks[packet.pts] >= unique[0]),
-                    len(packets),
+                begin, skip_until, end = _decode_span(
+                    packets, ranks, int(unique[0]), int(unique[-1])
                 )
             codec = stream.codec_context
-            if skip_until:
+            if skip_until > begin:
                 codec.skip_frame = "NONREF"
-            for position, packet in enumerate([*packets, None]):  # None drains the decoder
-                if position == skip_until and skip_until:
+            # None drains the decoder: the frames it holds come out without more packets.
+            for position, packet in enumerate([*packets[begin:end], None], start=begin):
+                if position == skip_until and skip_until > begin:
                     codec.skip_frame = "DEFAULT"
                 for frame in codec.decode(packet):
                     index = decoded if ranks is None else ranks.get(frame.pts, -1)
@@ -278,7 +283,7 @@ def _pyav_frames(
                     slot = slots.get(index)
                     if slot is None:
                         continue
-                    image = frame.to_ndarray(format="rgb24", **resize)
+                    image = reformatter.reformat(frame, format="rgb24", **resize).to_ndarray()
                     if out is None:
                         out = np.empty((unique.size, *image.shape), dtype=np.uint8)
                     out[slot] = image
@@ -292,6 +297,33 @@ def _pyav_frames(
     raise MediaDecodeError(
         f"{what}: frame {min(pending)} asked for, the video has {decoded} decodable frames"
     )
+
+
+def _decode_span(
+    packets: list[av.Packet], ranks: dict[int, int], first: int, last: int
+) -> tuple[int, int, int]:
+    """Which packets (decode order) show frames ``first`` to ``last``: ``(begin, skip_until,
+    end)``.
+
+    ``begin`` is the last keyframe shown at or before ``first``: a sync sample, from which
+    every later packet decodes without the ones before it (a stream whose first packet is
+    not flagged starts at its first packet). ``skip_until`` is the first packet showing
+    ``first`` or later. ``end`` is one past the last packet showing ``last`` or earlier:
+    every frame up to ``last`` refers only to packets before it in decode order, so the
+    decoder is drained there instead of decoding the packets its reordering and frame
+    threads would otherwise take in first.
+    """
+    begin, skip_until, end = 0, len(packets), 0
+    for at, packet in enumerate(packets):
+        rank = ranks[packet.pts]
+        if at < skip_until:
+            if packet.is_keyframe and rank <= first:
+                begin = at
+            if rank >= first:
+                skip_until = at
+        if rank <= last:
+            end = at + 1
+    return begin, skip_until, end
 
 
 def _display_ranks(packets: list[av.Packet]) -> dict[int, int] | None:

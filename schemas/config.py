@@ -39,6 +39,10 @@ class ShotsConfig:
     """Longer shots are cut to this length (the seed's 3-10 s clips); None keeps them whole."""
 
 
+MAX_KEYFRAME_INTERVAL = 1000
+"""A longer interval only makes windows slower to reach (x264 would accept more)."""
+
+
 @dataclass
 class ClipConfig:
     max_width: int = 1280
@@ -46,6 +50,13 @@ class ClipConfig:
     fps: float | None = None
     """Constant output frame rate; None keeps the source's average rate."""
     crf: int = 20
+    keyframe_interval: int = 16
+    """Frames from one keyframe to the next in the source, background and synthesized clips.
+
+    A training window decodes from the keyframe at or before it, so shorter means fewer
+    frames decoded and thrown away, longer means fewer (costly) keyframes stored.
+    ``python -m pvtt.tools.bench.seek`` measures the trade; 16 was chosen from it.
+    """
 
 
 @dataclass
@@ -138,6 +149,11 @@ class BuildConfig:
                 raise ConfigError("pairs.difficulty_mix must have a positive share")
         if not set(self.output.formats) <= {"lance", "tar"} or not self.output.formats:
             raise ConfigError(f"output.formats must be a subset of lance, tar: {self.output.formats}")
+        if not 1 <= self.clip.keyframe_interval <= MAX_KEYFRAME_INTERVAL:
+            raise ConfigError(
+                f"clip.keyframe_interval must be 1..{MAX_KEYFRAME_INTERVAL} frames, "
+                f"not {self.clip.keyframe_interval}"
+            )
         if self.clip_workers < 1 or (self.workers is not None and self.workers < 1):
             raise ConfigError("workers and clip_workers must be >= 1")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

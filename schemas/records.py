@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
 from pvtt.schemas.keys import check_id, image_id, split_pair_id
-from pvtt.schemas.tables import MEDIA_COLUMNS
+from pvtt.schemas.tables import KEYFRAME_COLUMNS, MEDIA_COLUMNS
 from pvtt.schemas.taxonomy import Difficulty
 from pvtt.schemas.version import SCHEMA_VERSION
 
 Box = tuple[float, float, float, float]
 _MEDIA = frozenset(c for cols in MEDIA_COLUMNS.values() for c in cols)
+_KEYFRAMES = frozenset(c for cols in KEYFRAME_COLUMNS.values() for c in cols)
 
 
 class RecordError(ValueError):
@@ -49,6 +51,23 @@ def _check_boxes(name: str, boxes: Sequence[Sequence[float]] | None, frames: int
         out.append((x0, y0, x1, y1))
     if frames and len(out) != frames:
         raise RecordError(f"{name} has {len(out)} boxes for {frames} frames")
+    return out
+
+
+def _check_keyframes(name: str, frames: Sequence[int] | None, count: int) -> list[int] | None:
+    """A keyframe index: ascending distinct frame numbers of the video, starting at 0."""
+    if frames is None:
+        return None
+    try:
+        if any(isinstance(f, bool) for f in frames):
+            raise TypeError("a bool is no frame number")
+        out = [operator.index(f) for f in frames]
+    except TypeError:
+        raise RecordError(f"{name} must hold whole frame numbers, got {list(frames)[:8]}") from None
+    if not out or out[0] != 0:
+        raise RecordError(f"{name} must start at frame 0 (a video starts with a keyframe)")
+    if any(b <= a for a, b in zip(out, out[1:], strict=False)) or out[-1] >= count:
+        raise RecordError(f"{name} must be ascending frame numbers below {count}, got {out[:8]}")
     return out
 
 
@@ -122,6 +141,9 @@ class ClipRecord(_Provenance):
     duration_s: float = 0.0
     source_boxes: list[Box] | None = None
     masks_codec: str = ""
+    source_keyframes: list[int] | None = None
+    """Keyframes of ``source_video`` (None: the sinks index the video when they write it)."""
+    background_keyframes: list[int] | None = None
     source_video: bytes | None = None
     background_video: bytes | None = None
     masks: bytes | None = None
@@ -134,6 +156,8 @@ class ClipRecord(_Provenance):
         if self.frame_count <= 0 or self.width <= 0 or self.height <= 0 or not self.fps > 0:
             raise RecordError(f"{self.clip_id}: frame_count, size and fps must be positive")
         self.source_boxes = _check_boxes("source_boxes", self.source_boxes, self.frame_count)
+        for name in ("source_keyframes", "background_keyframes"):
+            setattr(self, name, _check_keyframes(name, getattr(self, name), self.frame_count))
         self._check_provenance()
 
     @property
@@ -174,6 +198,8 @@ class PairRecord(_Provenance):
     fps: float = 0.0
     duration_s: float = 0.0
     target_boxes: list[Box] | None = None
+    synth_keyframes: list[int] | None = None
+    """Keyframes of ``synth_video`` (None: the sinks index the video when they write it)."""
     synth_video: bytes | None = None
 
     def __post_init__(self) -> None:
@@ -209,6 +235,9 @@ class PairRecord(_Provenance):
         if self.frame_count <= 0 or self.width <= 0 or self.height <= 0 or not self.fps > 0:
             raise RecordError(f"{self.pair_id}: frame_count, size and fps must be positive")
         self.target_boxes = _check_boxes("target_boxes", self.target_boxes, self.frame_count)
+        self.synth_keyframes = _check_keyframes(
+            "synth_keyframes", self.synth_keyframes, self.frame_count
+        )
         self._check_provenance()
 
     @property
@@ -226,10 +255,13 @@ def to_row(record: ProductRecord | ClipRecord | PairRecord) -> dict[str, Any]:
 
 
 def scalar_dict(record: ProductRecord | ClipRecord | PairRecord) -> dict[str, Any]:
-    """The JSON-ready scalar columns of a record: the ``{key}.json`` of a tar sample."""
+    """The JSON-ready scalar columns of a record: the ``{key}.json`` of a tar sample.
+
+    Keyframe indexes are left out: a tar shard's index carries them, beside the offsets.
+    """
     out: dict[str, Any] = {}
     for f in fields(record):
-        if f.name in _MEDIA:
+        if f.name in _MEDIA or f.name in _KEYFRAMES:
             continue
         value = getattr(record, f.name)
         if isinstance(value, datetime):

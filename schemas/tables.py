@@ -16,6 +16,9 @@ _BLOB = {"lance-encoding:blob": "true"}
 BOX = pa.list_(pa.float32(), 4)
 """``[x0, y0, x1, y1]`` in pixels of the clip; ``nan`` where a frame has no box."""
 BOX_TRACK = pa.list_(BOX)
+KEYFRAMES = pa.list_(pa.int32())
+"""Frame numbers (display order, from 0) of a video's keyframes, ascending: where decoding
+of a window can start. Null in datasets built before videos were indexed."""
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
@@ -67,6 +70,7 @@ PAIRS_SCHEMA = _with_version(
         pa.field("fps", pa.float32(), nullable=False),
         pa.field("duration_s", pa.float32(), nullable=False),
         pa.field("target_boxes", BOX_TRACK),
+        pa.field("synth_keyframes", KEYFRAMES),
         _media("synth_video"),
         *_provenance(),
     ]
@@ -89,6 +93,8 @@ CLIPS_SCHEMA = _with_version(
         pa.field("duration_s", pa.float32(), nullable=False),
         pa.field("source_boxes", BOX_TRACK),
         pa.field("masks_codec", pa.string(), nullable=False),
+        pa.field("source_keyframes", KEYFRAMES),
+        pa.field("background_keyframes", KEYFRAMES),
         _media("source_video"),
         _media("background_video"),
         _media("masks"),
@@ -125,10 +131,22 @@ MEDIA_COLUMNS: dict[str, tuple[str, ...]] = {
 """Blob columns of each table: never read by metadata scans."""
 
 
+KEYFRAME_COLUMNS: dict[str, dict[str, str]] = {
+    "pairs": {"synth_keyframes": "synth_video"},
+    "clips": {"source_keyframes": "source_video", "background_keyframes": "background_video"},
+    "products": {},
+}
+"""Each table's keyframe index columns and the video each indexes. They describe how the
+media are laid out, not the pair, so they are not scalar columns: a pair's ``meta`` and
+plan never carry them (lists of varying length would not batch), and filters cannot name
+them. Added to schema version 1 as optional columns: datasets written before have none
+(read as null)."""
+
+
 def scalar_columns(table: str) -> tuple[str, ...]:
-    """Every column of ``table`` except its media columns."""
-    media = set(MEDIA_COLUMNS[table])
-    return tuple(f.name for f in TABLE_SCHEMAS[table] if f.name not in media)
+    """Every column of ``table`` except its media columns and keyframe indexes."""
+    layout = set(MEDIA_COLUMNS[table]) | set(KEYFRAME_COLUMNS[table])
+    return tuple(f.name for f in TABLE_SCHEMAS[table] if f.name not in layout)
 
 
 COLUMN_DOCS: dict[str, str] = {
@@ -161,6 +179,7 @@ COLUMN_DOCS: dict[str, str] = {
     "fps": "frame rate of the synthesized clip",
     "duration_s": "duration of the synthesized clip",
     "target_boxes": "per frame [x0, y0, x1, y1] where the target was inserted (x1, y1 exclusive; NaN = none)",
+    "synth_keyframes": "frame numbers of the synthesized clip's keyframes (where decoding a window starts); null in datasets built before",
     "synth_video": "the synthesized clip, H.264 mp4 (Lance blob)",
     "backends": "JSON: backend and model of every stage",
     "build_id": "the build that wrote the row",

@@ -30,9 +30,10 @@ import pyarrow as pa
 from lance.fragment import FragmentMetadata, write_fragments
 
 from pvtt.builder.sinks.base import PairSample, SampleError
+from pvtt.builder.video import VideoError, mp4_keyframe_index
 from pvtt.schemas.manifest import Manifest, TableInfo, fsync_dir
 from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord, to_row
-from pvtt.schemas.tables import MEDIA_COLUMNS, TABLE_KEYS, TABLE_SCHEMAS
+from pvtt.schemas.tables import KEYFRAME_COLUMNS, MEDIA_COLUMNS, TABLE_KEYS, TABLE_SCHEMAS
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,13 @@ class _Table:
         row = to_row(record)
         # the pair's own row needs no name: the writer's SampleError carries the pair id
         where = "" if isinstance(record, PairRecord) else f"{self.name} row {record.key}, "
+        for column, media in KEYFRAME_COLUMNS[self.name].items():
+            if row.get(column) is None and row.get(media) is not None:
+                try:
+                    index = mp4_keyframe_index(row[media])
+                except VideoError as exc:
+                    raise SampleError(f"{where}{media} cannot be indexed: {exc.message}") from None
+                row[column] = None if index is None else index.frames
         missing = [name for name in self.required if row.get(name) is None]
         if missing:
             raise SampleError(f"{where}no value for non-nullable {', '.join(missing)}")

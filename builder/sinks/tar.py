@@ -1,4 +1,12 @@
-"""WebDataset tar shards, written under a temporary name and renamed when complete."""
+"""WebDataset tar shards, written under a temporary name and renamed when complete.
+
+A shard's index (``{shard}.index.json``) lists each sample's byte range and filter columns
+under ``samples``, and under ``keyframes`` each sample's video keyframes:
+``{key: {"synth.mp4": {"frames": [0, 16, ...], "offsets": [48, 91210, ...]}, ...}}``,
+frame numbers in display order and byte offsets into the member's mp4 (whose index
+sits at its front), so a reader can seek a window, or fetch only the GOPs it needs.
+They sit beside ``samples``, not in its entries, which loaders keep for a whole epoch.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pvtt.builder.sinks.base import PairSample, SampleError
+from pvtt.builder.video import VideoError, mp4_keyframe_index
 from pvtt.schemas.manifest import Manifest, ShardInfo, atomic_write_bytes, fsync_dir
 from pvtt.schemas.masks import MASKS_FILE_EXTENSION
 from pvtt.schemas.records import scalar_dict
@@ -45,6 +54,7 @@ class _OpenShard:
     fh: io.BufferedWriter
     offset: int = 0
     entries: list[dict] = field(default_factory=list)
+    keyframes: dict[str, dict[str, dict[str, list[int]]]] = field(default_factory=dict)
 
     def add(self, header: bytes, data: bytes) -> None:
         self.fh.write(header)
@@ -153,7 +163,8 @@ class TarSink:
                 (f"masks.{MASKS_FILE_EXTENSION}", _need(sample.clip.masks, key, "masks"))
             )
         encoded = [(self._header(f"{key}.{suffix}", len(data)), data) for suffix, data in members]
-        return lambda: self._append(key, meta, encoded)
+        keyframes = _keyframes(members, key)
+        return lambda: self._append(key, meta, encoded, keyframes)
 
     def write(self, sample: PairSample) -> None:
         self.prepare(sample)()
@@ -179,7 +190,13 @@ class TarSink:
         except ValueError as exc:
             raise SampleError(f"no tar header can hold member {name!r}: {exc}") from None
 
-    def _append(self, key: str, meta: dict[str, Any], members: list[tuple[bytes, bytes]]) -> None:
+    def _append(
+        self,
+        key: str,
+        meta: dict[str, Any],
+        members: list[tuple[bytes, bytes]],
+        keyframes: dict[str, dict[str, list[int]]],
+    ) -> None:
         shard = self._open or self._start_shard()
         start = shard.offset
         for header, data in members:
@@ -187,6 +204,8 @@ class TarSink:
         entry = {"key": key, "offset": start, "end": shard.offset}
         entry.update({c: meta[c] for c in FILTER_COLUMNS})
         shard.entries.append(entry)
+        if keyframes:
+            shard.keyframes[key] = keyframes
         if len(shard.entries) >= self.max_samples or shard.offset >= self.max_bytes:
             self._close_shard()
 
@@ -230,11 +249,26 @@ class TarSink:
         shard.fh.close()
         name = shard_name(self._rank, shard.number)
         idx = index_name(name)
-        index = {"shard": name, "samples": shard.entries}
+        index = {"shard": name, "samples": shard.entries, "keyframes": shard.keyframes}
         atomic_write_bytes(self._dir / idx, json.dumps(index).encode("utf-8"))
         os.replace(shard.tmp_path, self._dir / name)
         fsync_dir(self._dir)
         self._closed.append(_shard_info(name, idx, self._rank, size, shard.entries))
+
+
+def _keyframes(members: list[tuple[str, bytes]], key: str) -> dict[str, dict[str, list[int]]]:
+    """The keyframe index of each mp4 member (members that are no mp4 have none)."""
+    out = {}
+    for suffix, data in members:
+        if not suffix.endswith(".mp4"):
+            continue
+        try:
+            index = mp4_keyframe_index(data)
+        except VideoError as exc:
+            raise SampleError(f"{suffix} cannot be indexed: {exc.message}", key) from None
+        if index is not None:
+            out[suffix] = {"frames": index.frames, "offsets": index.offsets}
+    return out
 
 
 def _need(data: bytes | None, key: str, what: str) -> bytes:

@@ -23,9 +23,12 @@ with difficulty. Every figure is a ratio against a baseline measured in the same
 3. **decoded frames/s** of ``fields=("synth_video",)`` with 16 frames and with every
    frame, against plain PyAV decoding every frame of the same clips to rgb24 (bytes in
    memory, ``thread_type="AUTO"`` as the loader sets it); for every frame also with the
-   frames kept in one array (what a loader has to return), for 16 frames also decoding
-   from the start up to the same window and converting only its frames. Baselines run
-   right after each sample the loader yields: the machine is shared.
+   frames kept in one array (what a loader has to return), for 16 frames also seeking to
+   the keyframe at or before the same window and decoding exactly its frames
+   (:func:`pvtt.tools.bench.seek.plain_window`; ``tools/bench/seek.py`` compares the
+   keyframe intervals). Baselines run right after each sample the loader yields: the
+   machine is shared. Clips are encoded as the builder encodes them (its default
+   keyframe interval, index at the front).
 4. **resume at 90% of an epoch**: time from a fresh ``PairDataset`` through
    ``load_state_dict`` to the first sample, against the time from a fresh one to its
    first sample (medians, warm cache, each after a full garbage collection), and a
@@ -70,6 +73,7 @@ from pvtt.schemas.masks import DEFAULT_MASK_CODEC, encode_masks
 from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord
 from pvtt.schemas.taxonomy import Taxonomy
 from pvtt.tools.bench.media import test_media_dir
+from pvtt.tools.bench.seek import plain_window
 from pvtt.tools.bench.store import DIFFICULTY_MIX, SCORE_BETA, THRESHOLD, WEIGHTS
 
 MB = 1e6
@@ -491,21 +495,6 @@ def _decode_all(data: bytes, *, keep: bool = False) -> int:
     return count
 
 
-def _decode_window(data: bytes, wanted: np.ndarray) -> int:
-    """Plain PyAV: decode from the start to the last wanted frame, convert only the wanted."""
-    want, last, count = set(wanted.tolist()), int(wanted.max()), 0
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            if index in want:
-                frame.to_ndarray(format="rgb24")
-                count += 1
-            if index >= last:
-                break
-    return count
-
-
 def measure_decode(
     out: Path, synth: dict[str, bytes], counts: dict[str, int], seed: int
 ) -> dict[str, Any]:
@@ -527,7 +516,7 @@ def measure_decode(
         if num_frames is None:
             baselines["pyav_kept"] = lambda data, _: _decode_all(data, keep=True)
         else:
-            baselines["pyav_window"] = _decode_window
+            baselines["pyav_window"] = plain_window
         seconds = {"loader": 0.0, **{b: 0.0 for b in baselines}}
         frames = {"loader": 0, **{b: 0 for b in baselines}}
         for _ in range(counts[name]):
@@ -705,7 +694,8 @@ def _print_decode(part: dict[str, Any]) -> None:
         "   x PyAV: / frames/s of plain PyAV decoding every frame of the same clip to rgb24 "
         "(bytes in memory, thread_type AUTO, frames dropped)\n"
         "   x kept: ... with the frames kept in one array, as a loader must return them\n"
-        "   x win:  ... decoding from the start to the same 16-frame window, converting those"
+        "   x win:  ... seeking to the keyframe at or before the same 16-frame window and "
+        "decoding exactly its frames"
     )
     print(
         f"   {'num_frames':<11}{'samples':>8}{'frames/s':>10}{'samples/s':>10}{'PyAV f/s':>10}"
