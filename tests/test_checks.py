@@ -90,6 +90,22 @@ def test_a_cut_out_missing_its_top_half_scores_half_and_a_lost_product_fails() -
     assert cutout_completeness(photo, whole[32:]) < DEFAULT_LIMITS["cutout"].bound
 
 
+def test_a_cut_out_that_keeps_its_extent_but_loses_an_arc_is_caught_where_it_lies() -> None:
+    photo = np.full((100, 100, 3), 240, np.uint8)
+    ys, xs = np.mgrid[0:100, 0:100]
+    ring = np.abs(np.hypot(xs - 50, ys - 50) - 30) < 5
+    photo[ring] = (180, 40, 60)
+    rgba = np.dstack([photo, np.where(ring, 255, 0).astype(np.uint8)])
+    whole = rgba[15:86, 15:86]
+    assert cutout_completeness(photo, whole) > 0.95
+    broken = whole.copy()
+    broken[8:34, 20:, 3] = 0  # the upper right arc lost; the box keeps its width and height
+    broken[28:46, 28:46, 3] = 255  # and the hole filled: the area is about the same
+    assert broken[..., 3].astype(bool).sum() >= 0.95 * whole[..., 3].astype(bool).sum()
+    assert min(broken[..., 3].any(axis=0).mean(), broken[..., 3].any(axis=1).mean()) > 0.9
+    assert cutout_completeness(photo, broken) < 0.85
+
+
 def test_a_failing_hard_check_names_itself_in_the_reject_reason() -> None:
     scores = {"identity": 0.95, "temporal": 0.95, "lighting": 0.95}
     limits = {"removal": Limit(">", 0.3), "mask": Limit("<", 0.5), "insert": Limit("<", 0.5)}

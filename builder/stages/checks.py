@@ -21,7 +21,9 @@ and a pair that fails any of them is rejected whatever its mean (issue 14):
   times the share of the target box inside the frame, times a size factor for tiny boxes.
 - **cutout** (:func:`cutout_completeness`): does the cut-out keep the whole product? The
   photo's foreground is whatever differs from its border colour (shadows, darker copies of
-  the border colour, excluded); the cut-out's area and extent against that foreground's.
+  the border colour, excluded); the cut-out's area and extent against that foreground's,
+  and the share of the foreground it covers where it was cut from (found by matching its
+  pixels in the photo), which sees a lost arc of a ring that keeps the ring's extent.
 
 All are numbers in [0, 1] computed from a handful of sampled frames, so they cost little
 next to the scorer and run with any backends, model builds included.
@@ -66,6 +68,8 @@ of real car photos (reflections, grey studio floors) score 0.45-0.59, so a cut-o
 lost half its product (0.5) is not yet told from them; one that lost more than 70 % is."""
 
 SAMPLED_FRAMES = 8
+_LOCATE_TOLERANCE = 4.0
+"""RMS grey levels within which a cut-out's opaque pixels are the photo's own."""
 _BINS = 16
 _MIN_PIXELS = 16
 
@@ -203,7 +207,8 @@ def insert_visibility(synth: np.ndarray, background: np.ndarray, cutout: np.ndar
 def photo_foreground(photo: np.ndarray, tolerance: float = 30.0) -> np.ndarray:
     """What differs from the photo's border colour, less shadows: the product, roughly.
 
-    A shadow is a darker copy of the border colour (same hue, 35-95 % of its brightness).
+    A shadow is a darker copy of the border colour (same hue, 35-95 % of its brightness);
+    so is a grey or silver product on a grey sweep, which this cannot see.
     """
     rgb = photo.astype(np.float32)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
@@ -231,12 +236,37 @@ def cutout_completeness(photo: np.ndarray, cutout: np.ndarray) -> float:
         return 1.0  # nothing stands out of the background: nothing to tell
     if cut_box is None:
         return 0.0
-    ratios = (
+    ratios = [
         kept.sum() / foreground.sum(),
         (cut_box[2] - cut_box[0]) / (fg_box[2] - fg_box[0]),
         (cut_box[3] - cut_box[1]) / (fg_box[3] - fg_box[1]),
-    )
+    ]
+    at = _locate(cutout, photo)
+    if at is not None:  # the share of the foreground the cut-out covers where it lies
+        x, y = at
+        placed = np.zeros(foreground.shape, bool)
+        placed[y : y + kept.shape[0], x : x + kept.shape[1]] = kept
+        ratios.append((placed & foreground).sum() / foreground.sum())
     return float(np.clip(min(ratios), 0.0, 1.0))
+
+
+def _locate(cutout: np.ndarray, photo: np.ndarray) -> tuple[int, int] | None:
+    """Where the trimmed ``cutout`` was cut from ``photo`` (its top-left corner), or None
+    when its colours are not the photo's (a matter that recolours, or another scale).
+
+    Matters keep the photo's pixels under the alpha, so the opaque pixels match exactly
+    at one offset."""
+    ch, cw = cutout.shape[:2]
+    if ch > photo.shape[0] or cw > photo.shape[1]:
+        return None
+    weight = (cutout[..., 3] >= 128).astype(np.float32)
+    if weight.sum() < _MIN_PIXELS:
+        return None
+    diff = cv2.matchTemplate(photo.astype(np.float32), cutout[..., :3].astype(np.float32),
+                             cv2.TM_SQDIFF, mask=np.dstack([weight] * 3))
+    lowest, _, (x, y), _ = cv2.minMaxLoc(diff)
+    best = lowest / (3 * weight.sum())
+    return (x, y) if best < _LOCATE_TOLERANCE**2 else None
 
 
 def failed_checks(checks: Mapping[str, float | None],
