@@ -126,7 +126,8 @@ class TrackerGrabCutSegmenter:
         motion or mask fails a check (an occluder passing in front, a blurred jump) is
         bridged: the last trusted mask moves on with the last trusted motion, and the
         frame's mask is GrabCut's inside that prediction. Only ``max_lost_frames`` such
-        frames in a row lose the product.
+        frames without a trusted one between lose the product. A frame whose points are
+        too few but whose mask lies where the last motion predicts is neither.
         """
         height, width = frames.shape[1:3]
         small_side = max(min(box[2] - box[0], box[3] - box[1]), 1.0)
@@ -147,7 +148,7 @@ class TrackerGrabCutSegmenter:
         lost: list[tuple[int, str]] = []
         for t in order[1:]:
             gray = _gray(frames[t], scale)
-            motion, failure = self._motion(prev_gray, gray, mask, scale, velocity, t)
+            motion, unsure = self._motion(prev_gray, gray, mask, scale, velocity, t)
             prior = cv2.warpAffine(
                 shape.view(np.uint8), motion, (width, height), flags=cv2.INTER_NEAREST
             ).view(bool)
@@ -157,13 +158,24 @@ class TrackerGrabCutSegmenter:
             x0, y0, x1, y1, _ = self._crop(prior_box, frames.shape[1:])
             camera = _to_full(background_motion(prev_gray, gray, _small(mask, prev_gray), 8), scale)
             seen_bg = seen_through(frames[prev_t], frames[t], motion, camera, (x0, y0, x1, y1))
+            # what hid part of the product the frame before is an occluder, not a hole: a
+            # flat one trailing along looks like background the camera's motion explains
+            occluder = cv2.warpAffine(
+                (shape & ~mask).view(np.uint8), camera, (width, height), flags=cv2.INTER_NEAREST
+            )
+            seen_bg &= occluder[y0:y1, x0:x1] == 0
             kept = None if models is None else (models[0].copy(), models[1].copy())
             new_mask, models = self._grabcut_prior(frames[t], prior, models, t, seen_bg)
             expected = prior.copy()
             expected[y0:y1, x0:x1] &= ~seen_bg
-            failure = failure or self._check(new_mask, expected, int(seen_bg.sum()))
+            seen_in_prior = int((prior[y0:y1, x0:x1] & seen_bg).sum())
+            dropped = int((prior & ~new_mask).sum())
+            opening = 0 < 3 * seen_in_prior >= dropped and (
+                (new_mask & expected).sum() >= 0.9 * new_mask.sum()
+            )
+            failure = self._check(new_mask, expected, opening)
             if failure:
-                lost.append((t, failure))
+                lost.append((t, unsure or failure))
                 if len(lost) > self.max_lost_frames:
                     raise StageRejected(f"product lost at frame {lost[0][0]}: {lost[0][1]}")
                 models = kept or models
@@ -171,24 +183,24 @@ class TrackerGrabCutSegmenter:
                 mask = seen if seen.any() else prior
                 shape = prior
             else:
-                lost.clear()
-                velocity = motion
+                if not unsure:  # a mask found where a guessed motion put it proves nothing more
+                    lost.clear()
+                    velocity = motion
                 mask = new_mask
-                # much less than the prediction: partly hidden, the prediction stays whole
-                shape = new_mask if new_mask.sum() >= 0.85 * expected.sum() else expected
+                # less than the prediction and not opening up: partly hidden, the prediction
+                # stays whole for the frames after
+                whole = opening or new_mask.sum() >= 0.95 * expected.sum()
+                shape = new_mask if whole else expected
             yield t, mask, motion
             prev_t, prev_gray = t, gray
 
-    def _check(self, new_mask: np.ndarray, expected: np.ndarray, seen: int) -> str:
+    def _check(self, new_mask: np.ndarray, expected: np.ndarray, opening: bool) -> str:
         """Why ``new_mask`` is not the product ``expected`` from the motion ('' if it is).
 
-        A mask much smaller than expected but inside it passes when motion showed
-        background in what it dropped (``seen`` pixels, a tenth of the drop or more): the
-        hole of a ring or the gaps of a chain that the first frame filled, opening.
+        A mask much smaller than expected passes when ``opening``: inside the prediction,
+        with motion showing background in a third or more of what it dropped, the hole of a ring or the gaps of a chain that the first frame filled.
         """
         ratio = int(new_mask.sum()) / max(int(expected.sum()), 1)
-        dropped = int(expected.sum()) - int(new_mask.sum())
-        opening = (new_mask & expected).sum() >= 0.9 * new_mask.sum() and seen >= 0.1 * dropped
         if opening and ratio >= 1 / self.max_area_change**3:
             return ""
         if not 1 / self.max_area_change <= ratio <= self.max_area_change:
@@ -215,10 +227,18 @@ class TrackerGrabCutSegmenter:
         Falls back to ``velocity`` (the last trusted step) with the reason when too few of
         the product's points move consistently; gives up when none does.
         """
-        region = track_region(_small(mask, prev_gray))
+        small = _small(mask, prev_gray)
         guess = velocity.copy()
         guess[:, 2] *= scale
-        motion, support = similarity(prev_gray, gray, region, guess, self.min_points)
+        # points on the product itself first: the band around it also holds the edge of
+        # an occluder, which would win once most of the product is behind it
+        motion, support = similarity(prev_gray, gray, small, guess, 2 * self.min_points)
+        if motion is None:
+            motion, in_band = similarity(
+                prev_gray, gray, track_region(small), guess, self.min_points
+            )
+            if in_band >= 0 or support < 0:
+                support = in_band
         if support < 0:
             raise StageRejected(f"product lost at frame {t}: none of its points moved consistently")
         if motion is None:

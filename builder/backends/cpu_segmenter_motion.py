@@ -33,8 +33,9 @@ def similarity(
 
     ``guess`` (a 2x3 motion in tracking pixels, e.g. the previous step's) seeds the flow;
     a cold start is tried too and the better-supported answer kept. ``None`` when fewer
-    than ``min_points`` points move consistently; the support is -1 when enough points
-    were found but not one of them moved consistently (the product is gone, not hidden).
+    than ``min_points`` points move consistently; the support is -1 when plenty of points
+    (three times that) were found but not one of them moved consistently: the product is
+    gone, not hidden.
     """
     points = cv2.goodFeaturesToTrack(
         prev_gray, maxCorners=400, qualityLevel=0.001, minDistance=2, mask=region, blockSize=5
@@ -49,7 +50,7 @@ def similarity(
         found = _fit(prev_gray, gray, points, start, min_points)
         if found[1] > best[1]:
             best = found
-    return best if best[1] else (None, -1)
+    return best if best[1] or len(points) < 3 * min_points else (None, -1)
 
 
 def _fit(
