@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pvtt.builder.backends.cpu_inserter import AlphaCompositeInserter
 from pvtt.builder.backends.cpu_scorer import StatisticsScorer
 from pvtt.builder.illuminant import angle_deg, light_gains, luminance, relight, srgb_to_linear
-from pvtt.builder.stages.cutout import trim_to_alpha
+from pvtt.builder.stages.cutout import cutout_aspect, trim_to_alpha
 from pvtt.builder.stages.protocols import (
     Inserter,
     InsertionInput,
@@ -30,6 +30,8 @@ from pvtt.builder.stages.protocols import (
     StageRejected,
 )
 from pvtt.builder.stages.quality import DEFAULT_WEIGHTS, judge, quality_score
+from pvtt.builder.synthesis import track_to_target
+from pvtt.tools.bench.fidelity_truth import CaseSpec, generate_case, ideal_composite
 
 FRAMES, SIZE = 24, (320, 180)
 
@@ -332,3 +334,20 @@ def test_raft_flow_plugs_into_the_temporal_score(tmp_path: Path) -> None:
     assert flow.shape == (64, 80, 2) and flow.dtype == np.float32
     assert np.isfinite(flow).all()
     assert scorer.info.params["flow"] == "raft"
+
+
+def test_fast_smooth_motion_keeps_its_temporal_score_and_jitter_does_not(shared_data: Path) -> None:
+    """A product swinging 20-30 px a frame (the template's motion) is not jitter; 4 px of it
+    on top is (1.5 px, which a slow insert shows, hides in a blurred fast one)."""
+    case = generate_case(CaseSpec("fast-motion", 1), shared_data, frames=24)
+    truth, cutout = case.clip, case.photo.cutout
+    size = (truth.plate.shape[2], truth.plate.shape[1])
+    boxes = track_to_target(truth.boxes, size, cutout_aspect(cutout), 5)
+    scorer = StatisticsScorer()
+    smooth = scorer.score(ScoringInput(ideal_composite(truth.plate, cutout, boxes),
+                                       truth.plate, cutout, boxes, truth.fps))
+    shaky = boxes + np.repeat(np.random.default_rng(0).normal(0, 4.0, (len(boxes), 2)), 2, axis=1)
+    jittered = scorer.score(ScoringInput(ideal_composite(truth.plate, cutout, shaky),
+                                         truth.plate, cutout, shaky, truth.fps))
+    assert smooth["temporal"] > 0.65
+    assert jittered["temporal"] < smooth["temporal"] - 0.3
