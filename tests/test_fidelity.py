@@ -192,3 +192,30 @@ def test_a_backend_is_chosen_by_name_and_a_wrong_one_is_refused(shared_data, cap
         fidelity.main(["--quick", "--families", "baseline", "--set", "inpainter.backend=nope",
                        "--data", str(shared_data)])
     assert "nope" in capsys.readouterr().err
+
+
+def _pair(defective: bool, removal: float, quality: float = 0.9, split: str = "tuning") -> dict:
+    return {"split": split, "lost": None, "defective": defective, "quality_score": quality,
+            "scores": {"removal": removal, "mask": 1.0, "insert": 1.0, "cutout": 1.0}}
+
+
+def test_calibration_fits_a_limit_on_tuning_and_reports_held_out(tmp_path, capsys) -> None:
+    from pvtt.tools.bench import fidelity_calibrate as cal
+
+    tuning = [_pair(True, r) for r in (0.2, 0.3, 0.5)] + [_pair(False, r) for r in (0.01, 0.05, 0.1)]
+    tuning.append(_pair(True, 0.0, quality=0.5))  # the weighted mean catches this one
+    fitted = cal.fit_limits(tuning, keep=0.8, threshold=0.7)
+    assert fitted["removal"].op == ">" and 0.1 <= fitted["removal"].bound < 0.2
+    figures = cal.gate_figures(tuning, fitted, 0.7)
+    assert figures["recall"] == 1.0 and figures["good_kept"] == 1.0 and figures["precision"] == 1.0
+    held = [_pair(True, 0.15, split="held-out"), _pair(False, 0.12, split="held-out")]
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"cases": tuning + held}))
+    assert cal.main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "| removal | > 0.04 |" in out and "| held-out | 2 (1) | fitted |" in out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(SystemExit):
+        cal.main([str(bad)])
+    assert "not a fidelity benchmark JSON" in capsys.readouterr().err
