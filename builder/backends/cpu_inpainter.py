@@ -11,8 +11,15 @@ two seconds of a static shot; the similarity stays within 0.1 px there.
 
 For each frame the hole is filled from the nearest frames in time first, warping only
 the hole's bounding box; motions smaller than ``static_px`` are taken as none, so that
-a static camera gives exact copies instead of resampled ones. What no frame shows is
-filled by Telea's method (``cv2.inpaint``) on a crop around it.
+a static camera gives exact copies instead of resampled ones. The background is not
+always still where the camera's motion says it is: the hand that held the product, a
+kettle being poured, a person leaning over the table are visible background to the
+mask but stand elsewhere in other frames, and copied from there they leave ghosts. So a
+donor is used only where it agrees with the frame on the known pixels around the hole
+(within ``agree`` grey levels, averaged over about ``ring`` pixels). What no frame
+shows, or shows only as such a ghost, is invented once: carried from the previous
+frame's invention along the background's motion (no flicker), else filled by Telea's
+method (``cv2.inpaint``) on a crop around it.
 """
 
 from __future__ import annotations
@@ -102,11 +109,10 @@ class TemporalFillInpainter:
         left = holes.copy()
         offsets = self._offsets(frames.shape[0])
         usable = ~holes
-        for checked in (True, False):
-            for t in np.flatnonzero(left.any(axis=(1, 2))):
-                self._donate(out, frames, left, usable, t, to_ref, segment, offsets, checked)
+        for t in np.flatnonzero(holes.any(axis=(1, 2))):
+            self._donate(out, frames, left, usable, t, to_ref, segment, offsets)
         for t in np.flatnonzero(left.any(axis=(1, 2))):
-            self._synthesize(out, holes, left, t, to_ref, segment)
+            self._synthesize(out, left, t, to_ref, segment)
         return out
 
     def _dilate(self, masks: np.ndarray) -> np.ndarray:
@@ -209,17 +215,16 @@ class TemporalFillInpainter:
         to_ref: np.ndarray,
         segment: np.ndarray,
         offsets: list[int],
-        checked: bool,
     ) -> None:
         """Fill what is ``left`` of frame ``t``'s hole from the nearest frames ``usable`` there.
 
-        ``checked``: a donor pixel is taken only where the donor agrees with frame ``t``
-        around the hole (see :meth:`_agreement`); what moved (a finger, a kettle, a
-        person) shows there as disagreement, and a farther frame that agrees is used.
+        A donor pixel is taken only where the donor agrees with frame ``t`` around the
+        hole (see :meth:`_agreement`): what moved since (a finger, a kettle, a person)
+        shows there as disagreement, and a farther frame that agrees is used, or none.
         """
         count, height, width = left.shape
         ys, xs = np.nonzero(left[t])
-        pad = self.ring if checked else 0
+        pad = self.ring
         x0, y0 = max(0, xs.min() - pad), max(0, ys.min() - pad)
         x1, y1 = min(width, xs.max() + 1 + pad), min(height, ys.max() + 1 + pad)
         remaining = left[t, y0:y1, x0:x1]
@@ -232,7 +237,7 @@ class TemporalFillInpainter:
                 continue
             source, valid = self._warp(box, frames[s], usable[s], to_ref[s])
             take = remaining & valid
-            if checked and take.any():
+            if take.any():
                 take &= self._agreement(source, frames[t, y0:y1, x0:x1], valid & known)
             patch[take] = source[take]
             remaining &= ~take
@@ -251,30 +256,38 @@ class TemporalFillInpainter:
         sigma = self.ring / 2
         spread = cv2.GaussianBlur(diff * weight, (0, 0), sigma)
         support = cv2.GaussianBlur(weight, (0, 0), sigma)
-        error = spread / np.maximum(support, 1e-6)
-        return (support < 0.02) | (error <= self.agree)
+        decided = support >= 0.02
+        agrees = spread <= self.agree * support
+        if decided.all() or not decided.any():
+            return agrees | ~decided
+        # deep inside a large hole, the verdict of the nearest place that has evidence
+        _, labels = cv2.distanceTransformWithLabels(
+            (~decided).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+        )
+        verdict = np.zeros(int(labels.max()) + 1, dtype=bool)
+        verdict[labels[decided]] = agrees[decided]
+        return verdict[labels]
 
     def _synthesize(
         self,
         out: np.ndarray,
-        holes: np.ndarray,
         left: np.ndarray,
         t: int,
         to_ref: np.ndarray,
         segment: np.ndarray,
     ) -> None:
-        """Fill what no frame shows: carried from the previous frame's fill, else Telea.
+        """Fill what no frame shows well: the previous frame's invention, else Telea.
 
-        Filling each frame anew would flicker; the previous frame's fill, moved with the
-        background, keeps the invented part still against the scene.
+        Filling each frame anew would flicker; what was invented for the previous frame
+        (``left``: the hole pixels no donor filled), moved with the background, keeps
+        the invented part still against the scene.
         """
         ys, xs = np.nonzero(left[t])
         x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-        remaining = left[t, y0:y1, x0:x1]
-        if t > 0 and segment[t - 1] == segment[t] and holes[t - 1].any():
+        remaining = left[t, y0:y1, x0:x1].copy()
+        if t > 0 and segment[t - 1] == segment[t] and left[t - 1].any():
             box = _Box(x0, y0, x1, y1, np.linalg.inv(to_ref[t]))
-            inside = np.ones(holes.shape[1:], dtype=bool)
-            source, valid = self._warp(box, out[t - 1], inside, to_ref[t - 1])
+            source, valid = self._warp(box, out[t - 1], left[t - 1], to_ref[t - 1])
             take = remaining & valid
             out[t, y0:y1, x0:x1][take] = source[take]
             remaining &= ~take
