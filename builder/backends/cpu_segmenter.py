@@ -6,9 +6,14 @@ drifts. Instead the previous frame's *mask* is carried forward: Lucas-Kanade flo
 corners inside it (kept only when the backward flow returns to the start) gives a robust
 similarity transform, the warped mask becomes GrabCut's prior (probable foreground and
 background, a sure core, sure background outside a margin) and the colour models
-carry over from frame to frame. GrabCut runs on a crop around the product downscaled
-to ``work_size`` pixels on its long side, so a 720p clip costs the same as a 360p one.
-Masks are then voted over three motion-compensated frames to remove flicker.
+carry over from frame to frame. Motion also says what colour cannot (see
+``cpu_segmenter_motion``): background seen through a ring's hole moves with the camera,
+not the product, and is held out as sure background. Frames where the motion or the
+mask fails a check (an occluder passing, a blurred jump) are bridged with the last
+trusted motion, the whole shape kept behind the occluder, rather than losing the clip.
+GrabCut runs on a crop around the product downscaled to ``work_size`` pixels on its
+long side, so a 720p clip costs the same as a 360p one. Masks are then voted over
+three motion-compensated frames to remove flicker.
 """
 
 from __future__ import annotations
