@@ -1,9 +1,11 @@
 """Decoding of stored media into the tensors a training loop takes.
 
 A loader that asks for 16 frames of a clip should pay for 16 RGB conversions, not for the
-whole clip: :func:`decode_frames` decodes up to the last frame it needs and stops there,
-skips the pictures nothing refers to before the first one, and converts (and resizes,
-inside swscale) only the frames asked for, writing each once into one preallocated array.
+whole clip: :func:`decode_frames` starts decoding at the keyframe at or before the first
+frame it needs (clips are built with one every ``clip.keyframe_interval`` frames), stops
+at the last, skips the pictures nothing refers to before the first one, and converts
+(and resizes, inside swscale) only the frames asked for, writing each once into one
+preallocated array.
 Frame ``i`` is the ``i``-th frame in presentation order, the order every decoder yields
 them in, so an index means the same frame in the video and in its masks.
 
@@ -232,6 +234,13 @@ def _nearest(source: int, target: int) -> np.ndarray:
     return np.minimum((np.arange(target) * 2 + 1) * source // (2 * target), source - 1)
 
 
+_PROBE_KEYFRAMES = {"skip_frame": "nonkey"}
+"""Options of the decoder FFmpeg opens to probe the stream (``avformat_find_stream_info``),
+not of the one that decodes: the probe decodes no more than keyframes. By default it
+decodes the first frames (up to seven, for H.264 with B-frames) on every open: about 5 ms
+of CPU for a 720p clip, where a 16-frame window takes 60-80 ms to decode."""
+
+
 def _pyav_frames(
     data: bytes, unique: np.ndarray, size: tuple[int, int] | None, what: str
 ) -> np.ndarray:
@@ -254,7 +263,7 @@ def _pyav_frames(
     decoded = 0
     reformatter = VideoReformatter()  # one swscale context for the clip, not one a frame
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        with av.open(io.BytesIO(data), mode="r", options=_PROBE_KEYFRAMES) as container:
             if not container.streams.video:
                 raise MediaDecodeError(f"{what}: no video stream")
             stream = container.streams.video[0]
@@ -271,8 +280,7 @@ def _pyav_frames(
                     packets, ranks, int(unique[0]), int(unique[-1])
                 )
             codec = stream.codec_context
-            if skip_until > begin:
-                codec.skip_frame = "NONREF"
+            codec.skip_frame = "NONREF" if skip_until > begin else "DEFAULT"
             # None drains the decoder: the frames it holds come out without more packets.
             for position, packet in enumerate([*packets[begin:end], None], start=begin):
                 if position == skip_until and skip_until > begin:

@@ -1,10 +1,11 @@
 """Benchmark the keyframe interval: storage of each interval against random-window decoding.
 
-Run ``python -m pvtt.tools.bench.seek [--quick] [--json FILE]``. Real 720p clips (3.0-5.0 s
-of ``sam2/04_coffee.mp4`` of the shared test data, as ``tools/bench/loader.py`` uses) are
-encoded as the builder encodes them (:func:`pvtt.builder.video.encode_mp4`, crf 18) with
-each keyframe interval, and the same random 16-frame windows are decoded from every
-encoding. Every figure is a ratio against a baseline measured in the same run:
+Run ``python -m pvtt.tools.bench.seek [--quick] [--json FILE]``. Real 720p clips (3.0-5.0
+s of ``sam2/04_coffee.mp4`` of the shared test data, as ``tools/bench/loader.py`` uses)
+are encoded as the builder encodes them (:func:`pvtt.builder.video.encode_mp4` at the
+build's default crf) with each keyframe interval, and the same random 16-frame windows are
+decoded from every encoding. Every figure is a ratio against a baseline measured in the
+same run:
 
 - **bytes**: the encoding's size over the size at interval 250 (x264's default, which the
   builder used before intervals were configurable);
@@ -17,9 +18,9 @@ encoding. Every figure is a ratio against a baseline measured in the same run:
 - **x all**: the loader's window rate over plain PyAV decoding every frame of the clip in
   order (the issue's "0.32x" figure).
 
-The loader and the baselines run one after the other on each window (in turns first), and the intervals
-take turns window by window, so that a change in the machine's load weighs on all alike
-(the machine is shared).
+The loader and the baselines run one after the other on each window (taking turns to go
+first), and the intervals take turns window by window, so that a change in the machine's
+load weighs on all alike (the machine is shared).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import numpy as np
 
 from pvtt.builder.video import encode_mp4, keyframe_index, read_frames
 from pvtt.loaders.frames import decode_frames
+from pvtt.schemas.config import ClipConfig
 from pvtt.tools.bench.media import test_media_dir
 
 KB = 1e3
@@ -47,6 +49,7 @@ SEGMENTS = ((0, 135), (135, 150), (60, 105), (195, 90))
 INTERVALS = (250, 32, 16, 8, 4)
 BASE_INTERVAL = 250
 WINDOW = 16
+CRF = ClipConfig.crf
 
 
 def plain_window(data: bytes, wanted: np.ndarray, *, keep: bool = False) -> int:
@@ -104,7 +107,7 @@ def encode_clips(video: Path, segments: tuple[tuple[int, int], ...]) -> list[dic
         frames, fps = read_frames(video, start, start + length)
         encoded = {}
         for interval in INTERVALS:
-            data = encode_mp4(frames, fps, crf=18, keyframe_interval=interval)
+            data = encode_mp4(frames, fps, crf=CRF, keyframe_interval=interval)
             encoded[interval] = {"data": data, "keyframes": len(keyframe_index(io.BytesIO(data)).frames)}
         clips.append({"frames": len(frames), "encoded": encoded})
     return clips
@@ -159,7 +162,7 @@ def measure(clips: list[dict[str, Any]], windows: int, seed: int) -> dict[int, d
 def report(rows: dict[int, dict[str, Any]], clips: list[dict[str, Any]], windows: int) -> None:
     frames = [c["frames"] for c in clips]
     print(
-        f"{len(clips)} clips of {', '.join(map(str, frames))} frames 1280x720 H.264 crf 18, "
+        f"{len(clips)} clips of {', '.join(map(str, frames))} frames 1280x720 H.264 crf {CRF}, "
         f"{windows} random {WINDOW}-frame windows each, decoded from every encoding\n"
         "   bytes:   size / size at interval 250\n"
         "   x plain: loader frames/s / plain PyAV seeking to the keyframe and decoding exactly "
