@@ -23,6 +23,7 @@ from pvtt.loaders.store import open_dataset
 from pvtt.schemas.config import ConfigError, load_config
 from pvtt.schemas.records import PairRecord, RecordError
 from pvtt.schemas.tables import KEYFRAME_COLUMNS, TABLE_SCHEMAS, scalar_columns
+from pvtt.tools.bench import seek
 
 FRAMES, HEIGHT, WIDTH = 26, 48, 64
 
@@ -169,3 +170,21 @@ def test_datasets_written_before_the_index_still_load(
     assert table.num_rows == len(samples) and table.column_names == list(scalar_columns("pairs"))
     got = next(iter(PairDataset(out, format="lance", fields=("synth_video", "meta"), passed=None)))
     assert got["synth_video"].shape[0] == 16
+
+
+def test_seek_bench_smoke(texture: np.ndarray, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = {
+        "frames": FRAMES,
+        "encoded": {
+            interval: {"data": encode_mp4(texture, 25, keyframe_interval=interval), "keyframes": 1}
+            for interval in seek.INTERVALS
+        },
+    }
+    rows = seek.measure([clip], windows=2, seed=0)
+    assert rows[seek.BASE_INTERVAL]["ratio_bytes"] == 1.0
+    assert rows[seek.BASE_INTERVAL]["ratio_vs_today"] == 1.0
+    for row in rows.values():
+        assert row["loader_frames"] == row["plain_frames"] == 2 * seek.WINDOW
+        assert row["ratio_vs_plain"] > 0 and row["all_frames"] == FRAMES
+    seek.report(rows, [clip], 2)
+    assert "x plain" in capsys.readouterr().out
