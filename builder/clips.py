@@ -66,7 +66,7 @@ def _cut(video_digest: str, product: Product, shot: Shot, config: BuildConfig,
         fps_guess = shot.frame_count / max(shot.duration_s, 1e-6)
         end = min(end, shot.start_frame + int(round(config.shots.max_duration_s * fps_guess)))
     key = cache_key("clip", CLIP_STAGE_VERSION, video_digest, shot.start_frame, end,
-                    c.max_width, c.max_height, c.fps, c.crf)
+                    c.max_width, c.max_height, c.fps, c.crf, c.keyframe_interval)
     hit = cache.get(key)
     if hit is not None:
         meta, blobs = hit
@@ -77,7 +77,7 @@ def _cut(video_digest: str, product: Product, shot: Shot, config: BuildConfig,
     if len(frames) < 2:
         raise StageRejected(f"shot {shot.start_frame}-{shot.end_frame} decodes to {len(frames)} frames")
     with report.timed("encode"):
-        data = encode_mp4(frames, fps, crf=c.crf)
+        data = encode_mp4(frames, fps, crf=c.crf, keyframe_interval=c.keyframe_interval)
     scale_from = list(probe(product.video).display_size)
     cache.put(key, {"fps": float(fps), "scale_from": scale_from}, {"video": data})
     return key, data, float(fps), tuple(scale_from)
@@ -134,7 +134,8 @@ def prepare_clip(
         cache.put(track_key, {"detection": json.dumps(detection_info)}, {"masks": masks_bytes})
     boxes = masks_to_boxes(masks)
 
-    bg_key = cache_key("background", track_key, backends.inpainter.info.fingerprint(), config.clip.crf)
+    bg_key = cache_key("background", track_key, backends.inpainter.info.fingerprint(),
+                       config.clip.crf, config.clip.keyframe_interval)
     hit = cache.get(bg_key)
     if hit is not None:
         background_video = hit[1]["video"]
@@ -142,7 +143,8 @@ def prepare_clip(
         with report.timed("inpaint"):
             background = backends.inpainter.inpaint(frames, masks)
         with report.timed("encode"):
-            background_video = encode_mp4(background, fps, crf=config.clip.crf)
+            background_video = encode_mp4(background, fps, crf=config.clip.crf,
+                                          keyframe_interval=config.clip.keyframe_interval)
         cache.put(bg_key, {}, {"video": background_video})
     with report.timed("decode"):
         background, _ = decode_video_bytes(background_video)

@@ -84,7 +84,8 @@ def make_pair(
         checks = run_checks(clip, product, synth, boxes)
     verdict = judge(scores, config.quality.threshold, config.quality.weights, checks)
     with report.timed("encode"):
-        video = encode_mp4(synth, clip.fps, crf=config.clip.crf)
+        video = encode_mp4(synth, clip.fps, crf=config.clip.crf,
+                           keyframe_interval=config.clip.keyframe_interval)
     frames, height, width = synth.shape[:3]
     source = plan.source
     target = plan.target.product

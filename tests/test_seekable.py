@@ -188,3 +188,27 @@ def test_seek_bench_smoke(texture: np.ndarray, capsys: pytest.CaptureFixture[str
         assert row["ratio_vs_plain"] > 0 and row["all_frames"] == FRAMES
     seek.report(rows, [clip], 2)
     assert "x plain" in capsys.readouterr().out
+
+
+def test_the_build_encodes_clips_at_the_configured_interval(tmp_path: Path, shared_data: Path) -> None:
+    """``clip.keyframe_interval`` reaches the encoder, and is part of the clip's cache key."""
+    from pvtt.builder.cache import ArtifactCache, file_digest
+    from pvtt.builder.catalog import Product
+    from pvtt.builder.clips import _cut
+    from pvtt.builder.report import BuildReport
+    from pvtt.builder.stages.shots import Shot
+
+    video = shared_data / "sam2" / "04_coffee.mp4"
+    product = Product(id="mug", category="Home", subcategory="mug", video=video, images=(),
+                      prompt="mug", first_frame_box=None, row=1)
+    shot = Shot(0, 24, 0.0, 1.0)
+    cache = ArtifactCache(tmp_path / "cache")
+    keys = {}
+    for every in (4, 12):
+        config = load_config(None, overrides={"clip.keyframe_interval": every,
+                                              "clip.max_width": 160, "clip.max_height": 160})
+        key, data, _, _ = _cut(file_digest(video), product, shot, config, cache, BuildReport())
+        frames = keyframe_index(io.BytesIO(data)).frames
+        assert frames[0] == 0 and max(np.diff(frames + [24])) <= every
+        keys[every] = key
+    assert keys[4] != keys[12]

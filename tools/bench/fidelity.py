@@ -407,14 +407,17 @@ def run_oracles(case: TruthCase, built: BuiltPair, stages: Stages) -> None:
     crf = config.clip.crf
     started = time.perf_counter()
     plate = stages.backends["inpainter"].inpaint(clip.frames, case.clip.masks)
-    built.oracle_plate = decode_video_bytes(encode_mp4(plate, clip.fps, crf=crf))[0]
+    every = config.clip.keyframe_interval
+    built.oracle_plate = decode_video_bytes(
+        encode_mp4(plate, clip.fps, crf=crf, keyframe_interval=every))[0]
     job = InsertionInput(
         background=case.clip.plate, cutout=case.photo.cutout,
         boxes=ideal_boxes(case, clip, config.pairs.box_smoothing),
         source_frames=case.clip.frames, source_masks=case.clip.masks, fps=clip.fps, seed=0,
     )
     synth = stages.backends["inserter"].insert(job)
-    built.oracle_synth = decode_video_bytes(encode_mp4(synth, clip.fps, crf=crf))[0]
+    built.oracle_synth = decode_video_bytes(
+        encode_mp4(synth, clip.fps, crf=crf, keyframe_interval=every))[0]
     built.seconds["oracles"] = round(time.perf_counter() - started, 3)
 
 
