@@ -213,7 +213,8 @@ def test_calibration_fits_a_limit_on_tuning_and_reports_held_out(tmp_path, capsy
     run.write_text(json.dumps({"cases": tuning + held}))
     assert cal.main([str(run)]) == 0
     out = capsys.readouterr().out
-    assert "| removal | > 0.04 |" in out and "| held-out | 2 (1) | fitted |" in out
+    current = cal.DEFAULT_LIMITS["removal"].bound
+    assert f"| removal | > {current:g} | > 0.1 |" in out and "| held-out | 2 (1) | fitted |" in out
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(SystemExit):
