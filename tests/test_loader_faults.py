@@ -28,16 +28,22 @@ from pvtt.loaders.dataset import SampleError
 from pvtt.loaders.store import open_dataset
 
 PAIRS = 16
-BAD_MEDIA = 3  # sample whose synth.mp4 is not a video in the bad-media dataset
+BAD_MEDIA = 3  # sample whose synth.mp4 does not decode in the bad-media dataset
+
+
+def _rotten(mp4: bytes) -> bytes:
+    """``mp4`` with its coded pictures zeroed: it demuxes (the writer indexes its
+    keyframes) but no frame decodes, as after bit rot in storage."""
+    start = mp4.index(b"mdat") + 4
+    return mp4[:start] + bytes(len(mp4) - start)
 
 
 def _build(out: Path, shared: Path, *, bad_media: bool = False) -> Path:
     samples = make_samples(shared, PAIRS)
     if bad_media:
         s = samples[BAD_MEDIA]
-        garbage = b"\x00\x00\x00\x18ftypisom not a video" * 8
         samples[BAD_MEDIA] = dataclasses.replace(
-            s, pair=dataclasses.replace(s.pair, synth_video=garbage)
+            s, pair=dataclasses.replace(s.pair, synth_video=_rotten(s.pair.synth_video))
         )
     sinks = [LanceSink(compact=False, fragment_bytes=20_000), TarSink(max_samples=4)]
     with DatasetWriter(out, sinks=sinks) as writer:
@@ -53,7 +59,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def bad_media(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Path, str]:
-    """A dataset with one synth.mp4 that is not a video, and that pair's id."""
+    """A dataset with one synth.mp4 that does not decode, and that pair's id."""
     out = _build(tmp_path_factory.mktemp("faults") / "bad", shared_data, bad_media=True)
     return out, make_samples(shared_data, PAIRS)[BAD_MEDIA].pair.pair_id
 

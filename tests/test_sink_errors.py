@@ -135,6 +135,24 @@ def test_a_value_a_sink_cannot_encode_reaches_no_sink(tmp_path: Path, shared_dat
     assert lance_ids == tar_ids == {s.pair.pair_id for i, s in enumerate(samples) if i != 2}
 
 
+def test_a_video_that_does_not_demux_reaches_no_sink(tmp_path: Path, shared_data: Path) -> None:
+    """Its keyframes cannot be indexed, so neither sink writes the pair, which is named."""
+    samples = make_samples(shared_data, 4)
+    samples[1] = dataclasses.replace(samples[1], pair=dataclasses.replace(
+        samples[1].pair, synth_video=b"\x00\x00\x00\x18ftypisom not a video" * 8))
+    out = tmp_path / "out"
+    with DatasetWriter(out, max_samples=4) as writer:
+        for i, sample in enumerate(samples):
+            if i == 1:
+                with pytest.raises(SampleError, match="synth.*cannot be indexed") as caught:
+                    writer.write(sample)
+                assert caught.value.key == sample.pair.pair_id
+            else:
+                writer.write(sample)
+    lance_ids, tar_ids = _ids(out)
+    assert lance_ids == tar_ids == {s.pair.pair_id for i, s in enumerate(samples) if i != 1}
+
+
 def test_an_encode_error_in_prepare_is_a_rejection(
     tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
