@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -58,7 +59,7 @@ from pvtt.loaders.frames import (
 from pvtt.loaders.plan import SamplePlan
 from pvtt.loaders.query import PairFilter
 from pvtt.loaders.readers import FIELDS, LanceReader, MissingFieldError, TarReader
-from pvtt.loaders.selection import Selection, fingerprint, select
+from pvtt.loaders.selection import META_COLUMNS, READ_COLUMNS, Selection, fingerprint, select
 from pvtt.loaders.store import BuiltDataset
 from pvtt.loaders.tar_reader import ShardFormatError
 
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 VIDEO_FIELDS = ("synth_video", "source_video", "background_video")
+META_BATCH = 64
+"""Selected pairs whose scalar columns are read from Lance in one take (at least a batch)."""
 SKIP_SLOTS = 257
 """Shared skip counters: slot 0 for the main process, ``1 + worker id`` (mod 256) for each
 DataLoader worker, so every slot has one writer and no update is lost."""
@@ -116,11 +119,13 @@ def _plain_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_meta(meta: Any, pair_id: str) -> None:
-    """The scalar columns read with a sample must be that pair's (a tar json is data too)."""
-    if not isinstance(meta, dict) or meta.get("pair_id") != pair_id:
-        found = meta.get("pair_id") if isinstance(meta, dict) else type(meta).__name__
-        raise ValueError(f"its json belongs to {found!r}, not to this pair")
+def _check_meta(meta: Any, pair_id: str | None) -> None:
+    """The scalar columns read with a sample must be that pair's (a tar json is data too);
+    ``pair_id`` None: the id is not known apart from them (a Lance row read by its id)."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("pair_id"), str):
+        raise ValueError(f"its row has no pair id ({type(meta).__name__})")
+    if pair_id is not None and meta["pair_id"] != pair_id:
+        raise ValueError(f"its json belongs to {meta['pair_id']!r}, not to this pair")
     count = meta.get("frame_count")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"its frame_count {count!r} is not a frame count")
@@ -267,8 +272,10 @@ class PairDataset(IterableDataset):
             note_lance_used()
         dataset = BuiltDataset(self.out, self.storage_options)
         selection = select(
-            dataset, self.filter, self.format, skip_unreadable=self.on_error == "skip"
+            dataset, self.filter, self.format, skip_unreadable=self.on_error == "skip",
+            columns=META_COLUMNS if "meta" in self.fields else READ_COLUMNS,
         )
+        pa.default_memory_pool().release_unused()  # the scan's buffers, ~40 B a pair at 1M
         for what, count in selection.unreadable:
             log.warning("left out %d pairs that cannot be read: %s", count, what)
         if selection.fingerprint != self.fingerprint:
@@ -282,12 +289,18 @@ class PairDataset(IterableDataset):
 
     def prepare_for_fork(self) -> None:
         """Plan here, before this process (which has started Lance) forks, if planning needs
-        Lance: the child then reads without Lance. An error is kept for the child to report:
-        Python ignores errors raised while forking."""
-        if self._context is not None or not self._plans_with_lance:
+        Lance: the child then reads without Lance. A Lance plan also reads its selected rows'
+        scalar columns now (:meth:`~pvtt.loaders.selection.LanceRows.hold`), which the child
+        could not. An error is kept for the child to report: Python ignores errors raised
+        while forking."""
+        if not self._plans_with_lance:
             return
         try:
-            self._context = self._open()
+            if self._context is None:
+                self._context = self._open()
+            rows = self._context.selection.rows
+            if rows is not None and self._context.pid == os.getpid():
+                rows.hold()
         except Exception as exc:  # noqa: BLE001 - reported by the child that needs the plan
             self._fork_error = exc
 
@@ -356,24 +369,31 @@ class PairDataset(IterableDataset):
         return self._iterate(ctx, plan.worker_positions(worker), slot)
 
     def _iterate(self, ctx: _Context, positions: np.ndarray, slot: int) -> Iterator[dict[str, Any]]:
-        for index in positions:
-            sample = self._sample(ctx, int(index), slot)
-            self._done += 1  # plan positions used, skipped ones included
-            if sample is None:
-                continue
-            self._yielded += 1
-            yield sample
+        step = max(self.batch_size, META_BATCH)
+        for start in range(0, len(positions), step):
+            block = positions[start : start + step]
+            try:
+                ctx.selection.fetch(block)
+            except (OSError, ValueError):
+                pass  # each pair's row is read alone then, and fails (or is skipped) alone
+            for index in block:
+                sample = self._sample(ctx, int(index), slot)
+                self._done += 1  # plan positions used, skipped ones included
+                if sample is None:
+                    continue
+                self._yielded += 1
+                yield sample
 
     def _sample(self, ctx: _Context, index: int, slot: int) -> dict[str, Any] | None:
-        pair_id = ctx.selection.pair_ids[index]
         try:
             return self._decode(ctx, index)
         except (MediaDecodeError, ShardFormatError, MissingFieldError, OSError, ValueError) as exc:
+            pair_id = ctx.selection.pair_id(index)
             where = self._where(ctx, index)
             if self.on_error == "raise":
-                raise SampleError(f"{where}: pair {pair_id}: {exc}") from exc
+                raise SampleError(f"{where}: pair {pair_id or '(row not read)'}: {exc}") from exc
             self._skips[slot] += 1
-            log.warning("skipped pair %s (%s): %s", pair_id, where, exc)
+            log.warning("skipped pair %s (%s): %s", pair_id or "(row not read)", where, exc)
             return None
 
     def _where(self, ctx: _Context, index: int) -> str:
@@ -385,7 +405,7 @@ class PairDataset(IterableDataset):
 
     def _decode(self, ctx: _Context, index: int) -> dict[str, Any]:
         media, meta = ctx.reader.read(index, self.fields)
-        _check_meta(meta, ctx.selection.pair_ids[index])
+        _check_meta(meta, ctx.selection.pair_id(index))
         out: dict[str, Any] = {}
         frame_idx: np.ndarray | None = None
         if any(f in self.fields for f in (*VIDEO_FIELDS, "masks")):

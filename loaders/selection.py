@@ -1,12 +1,19 @@
 """Which pairs an epoch draws from, and where each one's bytes live.
 
 A :class:`Selection` is the filtered list of pairs in canonical order (sorted by
-``pair_id``), with the metadata the loader needs to plan (difficulty level,
-quality score) and to read (a Lance row id, or a tar shard and byte range). It
-is computed from metadata only: Lance pushes the filter down to its scalar
-indexes; a tar dataset is planned from its shard indexes, so shards without a
-selected sample are never opened, and a ``where`` over a column the indexes lack
-is answered by the ``pairs`` table when there is one (sample json otherwise).
+``pair_id``), with what the loader needs to plan (difficulty level, quality score) and
+to read (a Lance row id, or a tar shard and byte range). It is computed from metadata
+only: Lance pushes the filter down to its scalar indexes; a tar dataset is planned from
+its shard indexes, so shards without a selected sample are never opened, and a ``where``
+over a column the indexes lack is answered by the ``pairs`` table when there is one
+(sample json otherwise).
+
+A Lance selection is compact: numpy arrays of row ids (8 bytes), difficulty codes (1) and
+quality scores (4) per pair, about 13 bytes a pair. Planning reads only ``pair_id`` (to
+sort), ``difficulty_level`` and ``quality_score``; the scalar columns a sample yields are
+read per batch of selected rows (:class:`LanceRows`). Holding them all as Arrow cost
+~1,100 bytes a pair and 5 s to a first sample at a million selected pairs
+(``tools/bench/loader.py --plan``), in every process that planned.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import lance
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pvtt.loaders.query import (
     DIFFICULTIES,
@@ -34,19 +44,73 @@ from pvtt.schemas.manifest import ManifestError
 from pvtt.schemas.tables import scalar_columns
 
 LEVEL = {d: i for i, d in enumerate(DIFFICULTIES)}
+META_COLUMNS = tuple(c for c in scalar_columns("pairs") if c != "target_boxes")
+"""The scalar columns a sample's ``meta`` holds (per-frame boxes are large and not yielded)."""
+READ_COLUMNS = ("pair_id", "clip_id", "target_id", "frame_count")
+"""The scalar columns reading and decoding a sample need when ``meta`` is not asked for."""
+
+
+class LanceRows:
+    """Scalar columns of selected pairs, read from the ``pairs`` table per batch of rows.
+
+    :meth:`fetch` reads a batch in one take by row id; :meth:`row` answers from that batch
+    (or reads its one row). A process that will fork children which must not run Lance
+    calls :meth:`hold` first: every selected row is read once, as Arrow, and the children
+    share its pages (Arrow never writes to them, so copy-on-write copies nothing).
+    """
+
+    def __init__(
+        self, table: lance.LanceDataset, row_ids: np.ndarray, columns: Sequence[str]
+    ) -> None:
+        self.table = table
+        self.row_ids = row_ids
+        self.columns = list(columns)
+        self.absent = absent_columns(table, self.columns)
+        self.held: pa.Table | None = None
+        self._batch: dict[int, dict[str, Any]] = {}
+
+    def _take(self, indices: np.ndarray) -> pa.Table:
+        present = [c for c in self.columns if c not in self.absent]
+        try:
+            table = self.table._take_rows(self.row_ids[indices].tolist(), columns=present)
+        except RuntimeError as exc:  # Lance reports a data file it cannot read this way too
+            raise OSError(f"reading rows of the pairs table failed: {exc}") from exc
+        return with_null_columns(table, self.absent, self.columns)
+
+    def fetch(self, indices: Sequence[int] | np.ndarray) -> None:
+        """Read the rows of selected pairs ``indices`` at once; ``row`` then answers them."""
+        idx = np.asarray(indices, dtype=np.int64)
+        table = self.held.take(pa.array(idx)) if self.held is not None else self._take(idx)
+        self._batch = dict(zip(idx.tolist(), table.to_pylist(), strict=True))
+
+    def fetched(self, index: int) -> dict[str, Any] | None:
+        """Selected pair ``index``'s row if the last read holds it, without reading."""
+        return self._batch.get(index)
+
+    def row(self, index: int) -> dict[str, Any]:
+        """The scalar columns of selected pair ``index``."""
+        if index not in self._batch:
+            self.fetch([index])
+        return self._batch[index]
+
+    def hold(self) -> None:
+        """Read every selected row now, for children forked from this process."""
+        if self.held is None:
+            self.held = self._take(np.arange(len(self.row_ids)))
 
 
 @dataclass
 class Selection:
     """The selected pairs, sorted by ``pair_id``."""
 
-    pair_ids: list[str]
     levels: np.ndarray
+    """Difficulty codes (int8, 0..3 for easy..expert)."""
     qualities: np.ndarray
-    meta: pa.Table | None
-    """Scalar columns of the selected pairs as Arrow (Lance), row ``i`` for pair ``i``;
-    None for tar, whose json is read with the sample. Kept columnar: one Python dict per
-    row would cost ~1 GB and seconds per worker at a million pairs."""
+    """Quality scores (float32, NaN where none)."""
+    pair_ids: list[str] | None
+    """Pair ids (tar; a Lance selection reads them with its rows)."""
+    rows: LanceRows | None
+    """Scalar columns read per batch (Lance); None for tar, whose json is read with the sample."""
     row_ids: np.ndarray | None
     """Lance row ids (Lance datasets)."""
     shard_entries: list[tuple[str, dict[str, Any]]] | None
@@ -58,12 +122,31 @@ class Selection:
     is before filtering: the filter cannot be evaluated on what cannot be read."""
 
     def __len__(self) -> int:
-        return len(self.pair_ids)
+        return len(self.levels)
+
+    @property
+    def plan_bytes(self) -> int:
+        """Bytes of the per-pair arrays this selection keeps (rows held for a fork aside)."""
+        arrays = (self.levels, self.qualities, self.row_ids)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def pair_id(self, index: int) -> str | None:
+        """Pair ``index``'s id: tar's from its index entry, Lance's from its row once that
+        was read (None before)."""
+        if self.pair_ids is not None:
+            return self.pair_ids[index]
+        row = self.rows.fetched(index) if self.rows is not None else None
+        return row.get("pair_id") if row is not None else None
+
+    def fetch(self, indices: Sequence[int] | np.ndarray) -> None:
+        """Read the scalar columns of the selected pairs ``indices`` in one batch (Lance)."""
+        if self.rows is not None:
+            self.rows.fetch(indices)
 
     def row(self, index: int) -> dict[str, Any]:
         """The scalar columns of selected pair ``index`` (Lance selections)."""
-        assert self.meta is not None
-        return self.meta.slice(index, 1).to_pylist()[0]
+        assert self.rows is not None
+        return self.rows.row(index)
 
 
 def fingerprint(dataset: BuiltDataset, flt: PairFilter, fmt: str) -> str:
@@ -75,15 +158,21 @@ def fingerprint(dataset: BuiltDataset, flt: PairFilter, fmt: str) -> str:
 
 
 def select(
-    dataset: BuiltDataset, flt: PairFilter, fmt: str, *, skip_unreadable: bool = False
+    dataset: BuiltDataset,
+    flt: PairFilter,
+    fmt: str,
+    *,
+    skip_unreadable: bool = False,
+    columns: Sequence[str] = META_COLUMNS,
 ) -> Selection:
     """The pairs of ``dataset`` that ``flt`` selects, read from format ``fmt``.
 
     ``skip_unreadable``: leave out the pairs of a Lance fragment or a shard index that
-    cannot be read (listed in ``Selection.unreadable``) instead of raising.
+    cannot be read (listed in ``Selection.unreadable``) instead of raising. ``columns``:
+    the scalar columns a Lance selection's rows hold (:data:`META_COLUMNS` for ``meta``).
     """
     if fmt == "lance":
-        return _select_lance(dataset, flt, skip_unreadable)
+        return _select_lance(dataset, flt, skip_unreadable, columns)
     if fmt == "tar":
         return _select_tar(dataset, flt, skip_unreadable)
     raise ValueError(f"format must be 'lance' or 'tar', got {fmt!r}")
@@ -97,9 +186,22 @@ def _qualities(values: list[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float32)
 
 
-def _select_lance(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool) -> Selection:
-    # per-frame boxes are large and the loader does not yield them: leave them out
-    wanted = [c for c in scalar_columns("pairs") if c != "target_boxes"]
+def _level_codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Difficulty codes from ``difficulty_level``, or from ``difficulty`` names in Arrow."""
+    if pa.types.is_integer(column.type):
+        return column.to_numpy().astype(np.int8)
+    codes = pc.index_in(column, value_set=pa.array(DIFFICULTIES))
+    if codes.null_count:
+        raise ValueError("pairs table: a difficulty outside " + ", ".join(DIFFICULTIES))
+    return codes.to_numpy().astype(np.int8)
+
+
+def _select_lance(
+    dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool, row_columns: Sequence[str]
+) -> Selection:
+    names = dataset.pairs.schema.names
+    level = "difficulty_level" if "difficulty_level" in names else "difficulty"
+    wanted = ["pair_id", level, "quality_score"]
     absent = absent_columns(dataset.pairs, wanted)
     columns = [c for c in wanted if c not in absent]
     args = {"columns": columns, "filter": flt.to_sql(), "with_row_id": True}
@@ -120,14 +222,16 @@ def _select_lance(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool)
             if parts
             else lance_table(dataset.pairs.scanner(**args, fragments=[]))
         )
-    table = with_null_columns(table, absent, wanted).sort_by("pair_id")
-    row_ids = table.column("_rowid").to_numpy()
-    meta = table.drop_columns(["_rowid"])
+    table = with_null_columns(table, absent, wanted)
+    order = pc.sort_indices(table.column("pair_id"))
+    table = table.drop_columns(["pair_id"]).take(order)  # the ids are not kept
+    row_ids = table.column("_rowid").to_numpy().astype(np.uint64)
+    qualities = table.column("quality_score").fill_null(np.nan).to_numpy()
     return Selection(
-        pair_ids=table.column("pair_id").to_pylist(),
-        levels=_levels(table.column("difficulty").to_pylist()),
-        qualities=_qualities(table.column("quality_score").to_pylist()),
-        meta=meta,
+        levels=_level_codes(table.column(level)),
+        qualities=qualities.astype(np.float32),
+        pair_ids=None,
+        rows=LanceRows(dataset.pairs, row_ids, row_columns),
         row_ids=row_ids,
         shard_entries=None,
         fingerprint=fingerprint(dataset, flt, "lance"),
@@ -150,10 +254,10 @@ def _select_tar(dataset: BuiltDataset, flt: PairFilter, skip_unreadable: bool) -
     entries, _ = select_entries(dataset, flt, entries)
     entries.sort(key=lambda e: e[1]["key"])
     return Selection(
-        pair_ids=[e["key"] for _, e in entries],
         levels=_levels([e["difficulty"] for _, e in entries]),
         qualities=_qualities([e["quality_score"] for _, e in entries]),
-        meta=None,
+        pair_ids=[e["key"] for _, e in entries],
+        rows=None,
         row_ids=None,
         shard_entries=entries,
         fingerprint=fingerprint(dataset, flt, "tar"),
