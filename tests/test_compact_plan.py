@@ -101,13 +101,14 @@ def test_difficulty_names_become_codes_when_a_table_lacks_levels() -> None:
         selection_module._level_codes(pa.chunked_array([["hard", "impossible"]]))
 
 
+def _no_take_at_all(self: selection_module.LanceRows, indices: np.ndarray) -> pa.Table:
+    raise AssertionError("rows were read by take")
+
+
 def _no_take(_worker: int) -> None:
-    """In a forked worker: reading rows through Lance would fail the test."""
+    """In a forked worker: reading rows through Lance fails the test."""
 
-    def refuse(self: selection_module.LanceRows, indices: np.ndarray) -> pa.Table:
-        raise AssertionError("a forked worker read rows through Lance")
-
-    selection_module.LanceRows._take = refuse  # type: ignore[method-assign]
+    selection_module.LanceRows._take = _no_take_at_all  # type: ignore[method-assign]
 
 
 def test_a_fork_after_lance_ran_shares_rows_read_before_it(built: Path) -> None:
@@ -138,3 +139,31 @@ def test_a_row_that_cannot_be_read_is_skipped_alone(
     ds = PairDataset(built, fields=("meta",), passed=None, shuffle=False, on_error="skip")
     got = [s["meta"]["pair_id"] for s in ds]
     assert len(got) == ROWS - 1 and ds.skipped == 1
+
+
+@pytest.mark.parametrize("difficulty", [None, "expert"])
+def test_rows_held_for_a_fork_are_the_selected_rows_in_order(
+    built: Path, table: pa.Table, difficulty: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = PairDataset(built, fields=("meta",), passed=None, difficulty=difficulty, shuffle=False)
+    rows = ds._ctx().selection.rows
+    assert rows is not None
+    monkeypatch.setattr(selection_module.LanceRows, "_take", _no_take_at_all)  # one scan
+    rows.hold()
+    assert rows.held is not None
+    mask = (
+        np.ones(ROWS, bool)
+        if difficulty is None
+        else (table.column("difficulty").to_numpy(zero_copy_only=False) == difficulty)
+    )
+    want = _expected(table, mask)
+    assert rows.held.column("pair_id").to_pylist() == [w["pair_id"] for w in want]
+    assert rows.held.column_names == rows.columns
+
+
+def test_an_empty_selection_holds_no_rows(built: Path) -> None:
+    ds = PairDataset(built, fields=("meta",), passed=None, where="frame_count < 0")
+    rows = ds._ctx().selection.rows
+    assert rows is not None and len(ds) == 0
+    rows.hold()
+    assert rows.held is not None and rows.held.num_rows == 0
