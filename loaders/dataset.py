@@ -27,6 +27,7 @@ loses one).
 from __future__ import annotations
 
 import copy
+import ctypes
 import logging
 import math
 import os
@@ -93,6 +94,20 @@ class _Context:
     def forked(self, dataset: BuiltDataset) -> _Context:
         """The same plan for this process, forked from ``pid``: no Lance, its own files."""
         return _Context(os.getpid(), self.selection, self.reader.forked(dataset))
+
+
+def _release_freed_memory() -> None:
+    """Give the memory the planning scan freed back to the system.
+
+    The scan reads ``pair_id`` of every selected row to sort them; Arrow's pool and the C
+    heap keep those freed pages, ~95 B a pair at a million pairs, about 4x the plan itself
+    (``tools/bench/loader.py`` part 6). glibc's ``malloc_trim`` returns the heap's; other
+    C libraries keep theirs.
+    """
+    pa.default_memory_pool().release_unused()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -275,7 +290,7 @@ class PairDataset(IterableDataset):
             dataset, self.filter, self.format, skip_unreadable=self.on_error == "skip",
             columns=META_COLUMNS if "meta" in self.fields else READ_COLUMNS,
         )
-        pa.default_memory_pool().release_unused()  # the scan's buffers, ~40 B a pair at 1M
+        _release_freed_memory()
         for what, count in selection.unreadable:
             log.warning("left out %d pairs that cannot be read: %s", count, what)
         if selection.fingerprint != self.fingerprint:

@@ -36,6 +36,17 @@ with difficulty. Every figure is a ratio against a baseline measured in the same
 
 Plus bytes-only tar epochs through a ``DataLoader`` with 2 workers against one with
 none. Everything else runs in this process (``num_workers=0``).
+
+6. **the plan at scale** (``--plan-rows``, default 2,000,000; ``--plan-only`` runs just
+   this): a metadata-only ``pairs`` table (``tools/bench/store.py``'s) opened as
+   ``PairDataset(fields=("meta",))``, unfiltered (the default ``passed=True``) and for hard
+   pairs with score >= 0.9, each in a fresh process: seconds to the first sample, resident
+   memory above the imports after it and at its peak, per selected row, and the plan's own
+   arrays (selection plus the epoch's positions) per row; the RSS an extra selected row
+   costs (unfiltered less filtered, so the Lance runtime's fixed cost cancels). Baseline, in the same run: the
+   plan as it was before it was made compact (every scalar column of the selected rows
+   held as Arrow, sorted by ``pair_id``, the ids as a Python list), which
+   :func:`old_plan_first_sample` repeats step by step.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,7 +78,9 @@ from pvtt.builder.video import encode_mp4, read_frames
 from pvtt.builder.writer import DatasetWriter
 from pvtt.loaders import PairDataset
 from pvtt.loaders.dataset import _plain_meta
-from pvtt.loaders.query import DIFFICULTIES
+from pvtt.loaders.plan import epoch_order
+from pvtt.loaders.query import DIFFICULTIES, PairFilter, lance_table
+from pvtt.loaders.selection import META_COLUMNS
 from pvtt.loaders.store import open_dataset
 from pvtt.schemas.keys import clip_id, image_id, pair_id
 from pvtt.schemas.masks import DEFAULT_MASK_CODEC, encode_masks
@@ -74,7 +88,14 @@ from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord
 from pvtt.schemas.taxonomy import Taxonomy
 from pvtt.tools.bench.media import test_media_dir
 from pvtt.tools.bench.seek import plain_window
-from pvtt.tools.bench.store import DIFFICULTY_MIX, SCORE_BETA, THRESHOLD, WEIGHTS
+from pvtt.tools.bench.store import (
+    DIFFICULTY_MIX,
+    SCORE_BETA,
+    THRESHOLD,
+    WEIGHTS,
+    pairs_table,
+    write_query_dataset,
+)
 
 MB = 1e6
 SHARED_DATA = test_media_dir()
@@ -85,6 +106,11 @@ CUTOUTS = (("car-2.jpg", "car-2.out.png"), ("car-3.jpg", "car-3.out.png"))
 FILTER = {"difficulty": "hard", "passed": None}
 """About 30% of pairs under the default difficulty mix."""
 BYTES_FIELDS = ("synth_video", "meta")
+PLAN_FILTERS: dict[str, dict[str, Any]] = {
+    "unfiltered": {},
+    "hard>=0.9": {"difficulty": "hard", "min_score": 0.9},
+}
+"""Part 6's selections: the default (passed pairs) and hard pairs scored at least 0.9."""
 
 
 # -- the dataset ------------------------------------------------------------------------
@@ -710,6 +736,140 @@ def _print_decode(part: dict[str, Any]) -> None:
         )
 
 
+def _memory() -> tuple[int, int]:
+    """(resident bytes now, peak resident bytes) of this process (Linux)."""
+    found = {}
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0]) * 1024
+    return found["VmRSS"], found["VmHWM"]
+
+
+def old_plan_first_sample(out: Path, filter_kwargs: dict[str, Any], seed: int) -> tuple[int, int]:
+    """The plan as it was before it was made compact, to its first sample's ``meta``.
+
+    Every scalar column of the selected rows read as Arrow and sorted by ``pair_id``,
+    the ids as a Python list, levels and scores as lists turned into arrays, then the
+    epoch order and one row's dict. Returns (selected rows, bytes of the arrays, the
+    table and the id strings).
+    """
+    flt = PairFilter.make(**filter_kwargs)
+    table = lance_table(
+        open_dataset(out).pairs, columns=list(META_COLUMNS), filter=flt.to_sql(), with_row_id=True
+    ).sort_by("pair_id")
+    pair_ids = table.column("pair_id").to_pylist()
+    levels = np.array([DIFFICULTIES.index(d) for d in table.column("difficulty").to_pylist()])
+    qualities = np.array(table.column("quality_score").to_pylist(), dtype=np.float32)
+    row_ids = table.column("_rowid").to_numpy()
+    meta = table.drop_columns(["_rowid"])
+    order = epoch_order(len(pair_ids), seed=seed, epoch=0, shuffle=True)
+    _plain_meta(meta.slice(int(order[0]), 1).to_pylist()[0])
+    arrays = levels.astype(np.int8).nbytes + qualities.nbytes + row_ids.nbytes + order.nbytes
+    ids = sys.getsizeof(pair_ids) + sum(sys.getsizeof(i) for i in pair_ids)
+    return len(pair_ids), arrays + meta.nbytes + ids
+
+
+def _plan_child(out: Path, impl: str, name: str, seed: int) -> dict[str, Any]:
+    """One part 6 figure, measured in this (fresh) process."""
+    import lance  # noqa: F401 - imported before the baseline, as PairDataset imports it
+
+    gc.collect()
+    base, _ = _memory()
+    kwargs = PLAN_FILTERS[name]
+    start = time.perf_counter()
+    if impl == "old":
+        rows, arrays = old_plan_first_sample(out, kwargs, seed)
+    else:
+        ds = PairDataset(out, fields=("meta",), seed=seed, **kwargs)
+        next(iter(ds))
+        sel = ds._ctx().selection
+        rows, arrays = len(sel), sel.plan_bytes + 8 * len(sel)  # + the epoch's int64 positions
+    first_s = time.perf_counter() - start
+    rss, peak = _memory()
+    figure = {
+        "rows": rows,
+        "first_s": first_s,
+        "rss_bytes": rss - base,
+        "peak_bytes": peak - base,
+        "array_bytes": arrays,
+    }
+    if impl == "new":  # a resume at 90% of the epoch, in the same process, warm
+        state = ds.state_dict(samples_seen=int(0.9 * rows))
+        start = time.perf_counter()
+        resumed = PairDataset(out, fields=("meta",), seed=seed, **kwargs)
+        resumed.load_state_dict(state)
+        next(iter(resumed))
+        figure["resume_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        next(iter(PairDataset(out, fields=("meta",), seed=seed, **kwargs)))
+        figure["warm_start_s"] = time.perf_counter() - start
+    return figure
+
+
+def measure_plan(root: Path, rows: int, seed: int) -> dict[str, Any]:
+    """Part 6: the plan of a ``rows``-row ``pairs`` table, compact against the old, each
+    figure in a fresh process (its memory is the process's own)."""
+    out = root / "plan"
+    written = write_query_dataset(out, pairs_table(rows, seed=seed), None)
+    figures: dict[str, Any] = {"table_rows": rows, "fragments": written["fragments"]}
+    for name in PLAN_FILTERS:
+        for impl in ("old", "new"):
+            command = [sys.executable, "-m", "pvtt.tools.bench.loader", "--plan-child",
+                       str(out), impl, name, "--seed", str(seed)]  # fmt: skip
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            figures[f"{name}/{impl}"] = json.loads(done.stdout.strip().splitlines()[-1])
+        old, new = figures[f"{name}/old"], figures[f"{name}/new"]
+        if old["rows"] != new["rows"]:
+            raise AssertionError(
+                f"{name}: the old plan selects {old['rows']}, the new {new['rows']}"
+            )
+        figures[f"{name}/ratios"] = {
+            "first_s": new["first_s"] / old["first_s"],
+            "rss_bytes": new["rss_bytes"] / max(old["rss_bytes"], 1),
+            "peak_bytes": new["peak_bytes"] / max(old["peak_bytes"], 1),
+            "resume_vs_start": new["resume_s"] / new["warm_start_s"],
+        }
+    for impl in ("old", "new"):  # the memory one more selected row costs, fixed costs aside
+        big, small = (figures[f"{name}/{impl}"] for name in PLAN_FILTERS)
+        extra = max(big["rows"] - small["rows"], 1)
+        figures[f"marginal/{impl}"] = (big["rss_bytes"] - small["rss_bytes"]) / extra
+    return figures
+
+
+def _print_plan(part: dict[str, Any]) -> None:
+    print(
+        f"\n6. the plan of a {part['table_rows']:,}-row pairs table ({part['fragments']} "
+        'fragments), PairDataset(fields=("meta",)), fresh process each; bytes per selected row'
+    )
+    print(
+        f"   {'selection':<12}{'plan':<5}{'rows':>10}{'first s':>9}{'RSS B/row':>11}"
+        f"{'peak B/row':>12}{'arrays B/row':>14}"
+    )
+    for name in PLAN_FILTERS:
+        for impl in ("old", "new"):
+            f = part[f"{name}/{impl}"]
+            n = max(f["rows"], 1)
+            print(
+                f"   {name:<12}{impl:<5}{f['rows']:>10,}{f['first_s']:>9.2f}"
+                f"{f['rss_bytes'] / n:>11.0f}{f['peak_bytes'] / n:>12.0f}"
+                f"{f['array_bytes'] / n:>14.1f}"
+            )
+        r, new = part[f"{name}/ratios"], part[f"{name}/new"]
+        print(
+            f"   {name:<12}new/old: first sample x{r['first_s']:.2f}, RSS x{r['rss_bytes']:.2f}, "
+            f"peak x{r['peak_bytes']:.2f}; resume@90% {new['resume_s']:.2f} s, "
+            f"x{r['resume_vs_start']:.2f} of a warm start ({new['warm_start_s']:.2f} s)"
+        )
+    old, new = part["marginal/old"], part["marginal/new"]
+    print(
+        f"   RSS per extra selected row (unfiltered less hard>=0.9, which leaves the Lance "
+        f"runtime's fixed cost out): old {old:.0f} B, new {new:.0f} B, x{new / old:.3f}; "
+        "arrays: what the plan keeps per row"
+    )
+
+
 def _print_resume(part: dict[str, Any], reps: int) -> None:
     print(
         "\n4. time to the first sample (synth_video 16 frames from frame 0 + meta), warm cache, "
@@ -787,6 +947,9 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         f"{w['w0_samples_s']:.0f} samples/s; ratio x{w['ratio']:.2f} "
         f"(x{w['steady_ratio']:.2f} after the first sample)"
     )
+
+    results["plan"] = measure_plan(root, args.plan_rows, args.seed)
+    _print_plan(results["plan"])
     return results
 
 
@@ -803,13 +966,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, help="where to write temporary data (a tempdir)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--plan-rows", type=int, help="rows of part 6's table (2,000,000; quick 200,000)"
+    )
+    parser.add_argument("--plan-only", action="store_true", help="run part 6 only")
+    parser.add_argument(
+        "--plan-child", nargs=3, metavar=("OUT", "IMPL", "NAME"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
+    if args.plan_child is not None:  # one part 6 figure, in the fresh process it needs
+        out, impl, name = args.plan_child
+        print(json.dumps(_plan_child(Path(out), impl, name, args.seed)))
+        return
     quick = args.quick
     args.pairs = args.pairs or (120 if quick else 400)
     args.clips = args.clips or (2 if quick else len(SEGMENTS))
     args.reps = args.reps or (3 if quick else 7)
     args.decode_16 = args.decode_16 or (24 if quick else 64)
     args.decode_all = args.decode_all or (12 if quick else 32)
+    args.plan_rows = args.plan_rows or (200_000 if quick else 2_000_000)
     video = args.data / "sam2" / "04_coffee.mp4"
     if not video.is_file():
         parser.error(f"{video}: missing; pass --data with the test media folder (tests/data of a checkout)")
@@ -817,7 +992,12 @@ def main(argv: list[str] | None = None) -> None:
         args.dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pvtt-bench-", dir=args.dir) as tmp:
-        results = run(args, Path(tmp))
+        if args.plan_only:
+            results = {"argv": sys.argv[1:], "load_avg_start": os.getloadavg()}
+            results["plan"] = measure_plan(Path(tmp), args.plan_rows, args.seed)
+            _print_plan(results["plan"])
+        else:
+            results = run(args, Path(tmp))
     results["total_s"] = time.perf_counter() - start
     results["load_avg_end"] = os.getloadavg()
     print(
