@@ -60,7 +60,14 @@ from pvtt.loaders.frames import (
 from pvtt.loaders.plan import SamplePlan
 from pvtt.loaders.query import PairFilter
 from pvtt.loaders.readers import FIELDS, LanceReader, MissingFieldError, TarReader
-from pvtt.loaders.selection import META_COLUMNS, READ_COLUMNS, Selection, fingerprint, select
+from pvtt.loaders.selection import (
+    META_COLUMNS,
+    READ_COLUMNS,
+    Selection,
+    fingerprint,
+    lance_selection,
+    select,
+)
 from pvtt.loaders.store import BuiltDataset
 from pvtt.loaders.tar_reader import ShardFormatError
 
@@ -90,10 +97,42 @@ class _Context:
     pid: int
     selection: Selection
     reader: LanceReader | TarReader
+    shared: SharedPlan | None = None
 
     def forked(self, dataset: BuiltDataset) -> _Context:
         """The same plan for this process, forked from ``pid``: no Lance, its own files."""
-        return _Context(os.getpid(), self.selection, self.reader.forked(dataset))
+        return _Context(os.getpid(), self.selection, self.reader.forked(dataset), self.shared)
+
+    def share(self) -> SharedPlan | None:
+        """A Lance plan's arrays moved into shared memory (once), for spawned workers: a
+        tensor pickled for a DataLoader worker travels as a handle to the same pages."""
+        sel = self.selection
+        if sel.row_ids is None or sel.rows is None:
+            return None
+        if self.shared is None:
+            row_ids, levels, qualities = (
+                torch.from_numpy(np.ascontiguousarray(a)).share_memory_()
+                for a in (sel.row_ids.view(np.int64), sel.levels, sel.qualities)
+            )
+            sel.row_ids = sel.rows.row_ids = row_ids.numpy().view(np.uint64)
+            sel.levels, sel.qualities = levels.numpy(), qualities.numpy()
+            self.shared = SharedPlan((row_ids, levels, qualities), sel.rows.columns, sel.unreadable)
+        return self.shared
+
+
+@dataclass
+class SharedPlan:
+    """What a spawned worker needs to use its parent's Lance plan instead of scanning."""
+
+    arrays: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    """Row ids (as int64), difficulty codes and quality scores, in shared memory."""
+    columns: list[str]
+    unreadable: list[tuple[str, int]]
+
+    def selection(self, dataset: BuiltDataset, flt: PairFilter) -> Selection:
+        row_ids, levels, qualities = (t.numpy() for t in self.arrays)
+        arrays = (row_ids.view(np.uint64), levels, qualities)
+        return lance_selection(dataset, flt, arrays, self.columns, self.unreadable)
 
 
 def _release_freed_memory() -> None:
@@ -243,6 +282,7 @@ class PairDataset(IterableDataset):
         self._skips = torch.zeros(SKIP_SLOTS, dtype=torch.int64).share_memory_()
         self._context: _Context | None = None
         self._fork_error: Exception | None = None
+        self._shared_plan: SharedPlan | None = None
         prepare_before_fork(self)
 
     @property
@@ -286,9 +326,10 @@ class PairDataset(IterableDataset):
         if self._plans_with_lance:
             note_lance_used()
         dataset = BuiltDataset(self.out, self.storage_options)
-        selection = select(
-            dataset, self.filter, self.format, skip_unreadable=self.on_error == "skip",
-            columns=META_COLUMNS if "meta" in self.fields else READ_COLUMNS,
+        selection = (
+            self._shared_plan.selection(dataset, self.filter)
+            if self._shared_plan is not None and self.format == "lance"
+            else self._select(dataset)
         )
         _release_freed_memory()
         for what, count in selection.unreadable:
@@ -301,6 +342,12 @@ class PairDataset(IterableDataset):
             else TarReader(dataset, selection)
         )
         return _Context(os.getpid(), selection, reader)
+
+    def _select(self, dataset: BuiltDataset) -> Selection:
+        return select(
+            dataset, self.filter, self.format, skip_unreadable=self.on_error == "skip",
+            columns=META_COLUMNS if "meta" in self.fields else READ_COLUMNS,
+        )
 
     def prepare_for_fork(self) -> None:
         """Plan here, before this process (which has started Lance) forks, if planning needs
@@ -320,8 +367,13 @@ class PairDataset(IterableDataset):
             self._fork_error = exc
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled for a spawned worker without the plan, which that worker makes again."""
+        """Pickled for a spawned worker without the plan's reader. A Lance plan made here
+        travels as its arrays in shared memory (:class:`SharedPlan`), so the worker scans
+        nothing and every worker reads the same pages; otherwise the worker plans again."""
         state = self.__dict__.copy()
+        ctx = self._context
+        if ctx is not None and ctx.pid == os.getpid():
+            state["_shared_plan"] = ctx.share() or self._shared_plan
         state["_context"] = state["_fork_error"] = None
         return state
 

@@ -252,16 +252,30 @@ def _select_lance(
     order = pc.sort_indices(table.column("pair_id"))
     table = table.drop_columns(["pair_id"]).take(order)  # the ids are not kept
     row_ids = table.column("_rowid").to_numpy().astype(np.uint64)
-    qualities = table.column("quality_score").fill_null(np.nan).to_numpy()
+    qualities = table.column("quality_score").fill_null(np.nan).to_numpy().astype(np.float32)
+    levels = _level_codes(table.column(level))
+    return lance_selection(dataset, flt, (row_ids, levels, qualities), row_columns, unreadable)
+
+
+def lance_selection(
+    dataset: BuiltDataset,
+    flt: PairFilter,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray],
+    columns: Sequence[str],
+    unreadable: list[tuple[str, int]],
+) -> Selection:
+    """The Lance selection planned elsewhere, from its ``(row_ids, levels, qualities)``
+    (a spawned DataLoader worker gets them in shared memory): nothing is scanned."""
+    row_ids, levels, qualities = arrays
     return Selection(
-        levels=_level_codes(table.column(level)),
-        qualities=qualities.astype(np.float32),
+        levels=levels,
+        qualities=qualities,
         pair_ids=None,
-        rows=LanceRows(dataset.pairs, row_ids, row_columns, flt.to_sql()),
+        rows=LanceRows(dataset.pairs, row_ids, columns, flt.to_sql()),
         row_ids=row_ids,
         shard_entries=None,
         fingerprint=fingerprint(dataset, flt, "lance"),
-        unreadable=unreadable,
+        unreadable=list(unreadable),
     )
 
 

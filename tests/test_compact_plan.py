@@ -7,6 +7,8 @@ rows a sample yields must still be its own, in the canonical (``pair_id``) order
 
 from __future__ import annotations
 
+import pickle
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +169,28 @@ def test_an_empty_selection_holds_no_rows(built: Path) -> None:
     assert rows is not None and len(ds) == 0
     rows.hold()
     assert rows.held is not None and rows.held.num_rows == 0
+
+
+def test_a_pickled_dataset_takes_the_plan_in_shared_memory(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = PairDataset(built, fields=("meta",), passed=None, difficulty="easy", shuffle=False)
+    want = [s["meta"]["pair_id"] for s in ds]
+    blob = ForkingPickler.dumps(ds)  # as a DataLoader pickles it for a spawned worker
+
+    def no_scan(*args: object) -> None:
+        raise AssertionError("the worker scanned the table again")
+
+    monkeypatch.setattr(selection_module, "_select_lance", no_scan)
+    worker = pickle.loads(blob)  # noqa: S301 - our own bytes
+    assert worker._shared_plan is not None
+    assert all(t.is_shared() for t in worker._shared_plan.arrays)
+    assert [s["meta"]["pair_id"] for s in worker] == want
+    assert worker._ctx().selection.row_ids.dtype == np.uint64
+
+
+def test_spawned_workers_yield_what_the_main_process_does(built: Path) -> None:
+    ds = PairDataset(built, fields=("meta",), passed=None, difficulty="hard", shuffle=False)
+    want = [s["meta"]["pair_id"] for s in ds]
+    loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+    assert [b["meta"]["pair_id"] for b in loader] == want
