@@ -7,13 +7,22 @@ of their rank's list, so the loader's output order is the rank's list order and
 "samples seen" is always a prefix of it. Resuming skips the consumed positions
 without reading them; a different world size continues the same epoch.
 
-Lance is not fork-safe once its runtime has started, so Lance only plans: the
-selection and where each blob lies (:mod:`pvtt.loaders.lance_blobs`), made in the first
-process that needs them, and inherited by DataLoader workers forked after that, which read
-with plain file reads and never run Lance. A process that has started Lance plans every
-live dataset just before it forks (:mod:`pvtt.loaders.forking`), so ``len(ds)`` or a look
-at a sample in the main process is fine with the default ``fork`` start method; spawned
-workers plan again for themselves.
+The plan is compact (:mod:`pvtt.loaders.selection`): row ids, difficulty codes and
+scores as arrays, ~21 bytes a selected pair with the epoch's positions; the scalar
+columns of a sample (``meta``, and the ids reading needs) are read from Lance per batch
+of :data:`META_BATCH` selected rows.
+
+Lance is not fork-safe once its runtime has started, so a forked process never runs it:
+the selection and where each blob lies (:mod:`pvtt.loaders.lance_blobs`) are made in the
+first process that needs them, and inherited by DataLoader workers forked after that,
+which read with plain file reads. A process that has started Lance plans every live
+dataset just before it forks (:mod:`pvtt.loaders.forking`) and then also reads every
+selected row's scalar columns, which its forked workers share (copy-on-write pages that
+nothing writes): ``len(ds)`` or a look at a sample in the main process is fine with the
+default ``fork`` start method, but costs that read (3 s and ~270 bytes of Arrow a pair
+for ``meta`` at a million pairs). Workers forked from a process that never started
+Lance, and spawned workers, run Lance themselves; a spawned worker takes a plan its
+parent made in shared memory instead of planning again.
 
 ``on_error="skip"`` skips a pair that cannot be read or decoded (a truncated or
 deleted shard, a missing Lance data file, media that does not decode), logs it and

@@ -570,10 +570,10 @@ def measure_decode(
 def measure_resume(out: Path, pairs: int, reps: int, seed: int) -> dict[str, Any]:
     """Part 4: time to the first sample, fresh start against a resume at 90%, and naive.
 
-    Each timed call starts after a full garbage collection. Opening a Lance selection
-    makes Python lists of every selected pair's per-frame ``target_boxes``, enough objects
-    to set off a full collection every other open here (~100 ms against ~13 ms); without
-    the reset, alternating start and resume would charge every such pass to one of them.
+    Each timed call starts after a full garbage collection. Opening a selection can make
+    enough Python objects (a tar selection keeps a dict per index entry) to set off a full
+    collection; without the reset, alternating start and resume would charge
+    every such pass to one of them.
     """
     kwargs = dict(
         fields=("synth_video", "meta"), num_frames=16, frame_start="first", passed=None, seed=seed
