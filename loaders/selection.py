@@ -46,6 +46,8 @@ from pvtt.schemas.tables import scalar_columns
 LEVEL = {d: i for i, d in enumerate(DIFFICULTIES)}
 META_COLUMNS = tuple(c for c in scalar_columns("pairs") if c != "target_boxes")
 """The scalar columns a sample's ``meta`` holds (per-frame boxes are large and not yielded)."""
+DICT_ROWS = 256
+"""Rows of a batch turned into Python dicts together."""
 READ_COLUMNS = ("pair_id", "clip_id", "target_id", "frame_count")
 """The scalar columns reading and decoding a sample need when ``meta`` is not asked for."""
 
@@ -53,8 +55,9 @@ READ_COLUMNS = ("pair_id", "clip_id", "target_id", "frame_count")
 class LanceRows:
     """Scalar columns of selected pairs, read from the ``pairs`` table per batch of rows.
 
-    :meth:`fetch` reads a batch in one take by row id; :meth:`row` answers from that batch
-    (or reads its one row). A process that will fork children which must not run Lance
+    :meth:`fetch` reads a batch in one take by row id, kept as Arrow; :meth:`row` answers
+    from that batch (or reads its one row). A take costs ~0.6 ms a row for 64 rows of a
+    2M-row table and ~0.03 ms for 4,096 (pylance 14), so callers grow their batches. A process that will fork children which must not run Lance
     calls :meth:`hold` first: every selected row is read once, as Arrow, and the children
     share its pages (Arrow never writes to them, so copy-on-write copies nothing).
     """
@@ -73,7 +76,11 @@ class LanceRows:
         self.columns = list(columns)
         self.absent = absent_columns(table, self.columns)
         self.held: pa.Table | None = None
-        self._batch: dict[int, dict[str, Any]] = {}
+        self._batch: pa.Table | None = None
+        self._at: dict[int, int] = {}
+        """Selected pair index -> its row in ``_batch``."""
+        self._dicts: tuple[pa.Table | None, int, list[dict[str, Any]]] = (None, 0, [])
+        """(table, first row, rows as dicts) of the rows last turned into Python."""
 
     def _take(self, indices: np.ndarray) -> pa.Table:
         present = [c for c in self.columns if c not in self.absent]
@@ -84,20 +91,42 @@ class LanceRows:
         return with_null_columns(table, self.absent, self.columns)
 
     def fetch(self, indices: Sequence[int] | np.ndarray) -> None:
-        """Read the rows of selected pairs ``indices`` at once; ``row`` then answers them."""
+        """Read the rows of selected pairs ``indices`` at once; ``row`` then answers them.
+        Rows held for a fork need no read."""
+        if self.held is not None:
+            return
         idx = np.asarray(indices, dtype=np.int64)
-        table = self.held.take(pa.array(idx)) if self.held is not None else self._take(idx)
-        self._batch = dict(zip(idx.tolist(), table.to_pylist(), strict=True))
+        self._batch = None  # a failed read leaves no stale batch behind
+        self._batch = self._take(idx)
+        self._at = {index: at for at, index in enumerate(idx.tolist())}
 
     def fetched(self, index: int) -> dict[str, Any] | None:
-        """Selected pair ``index``'s row if the last read holds it, without reading."""
-        return self._batch.get(index)
+        """Selected pair ``index``'s row if it is in memory, without reading."""
+        if self.held is not None:  # read in the epoch's order: one row at a time
+            return self._dict(self.held, index, 1)
+        at = self._at.get(index)
+        if at is None or self._batch is None:
+            return None
+        return self._dict(self._batch, at, DICT_ROWS)
+
+    def _dict(self, table: pa.Table, at: int, chunk: int) -> dict[str, Any]:
+        """Row ``at`` of ``table`` as a dict. A batch, read in its order, is turned into
+        Python ``chunk`` rows at once: 0.006 ms a row for 256 against 0.067 ms alone."""
+        held, first, rows = self._dicts
+        if held is not table or not first <= at < first + len(rows):
+            first = at - at % chunk
+            rows = table.slice(first, chunk).to_pylist()
+            self._dicts = (table, first, rows)
+        return rows[at - first]
 
     def row(self, index: int) -> dict[str, Any]:
         """The scalar columns of selected pair ``index``."""
-        if index not in self._batch:
+        found = self.fetched(index)
+        if found is None:
             self.fetch([index])
-        return self._batch[index]
+            found = self.fetched(index)
+        assert found is not None
+        return found
 
     def hold(self) -> None:
         """Read every selected row now, for children forked from this process.

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from pvtt.loaders import PairDataset
 from pvtt.loaders import selection as selection_module
-from pvtt.loaders.dataset import META_BATCH
+from pvtt.loaders.dataset import META_BATCH_MAX
 from pvtt.loaders.query import DIFFICULTIES
 from pvtt.tools.bench.store import pairs_table, write_query_dataset
 
@@ -73,7 +73,7 @@ def test_levels_and_scores_match_the_filtered_rows(built: Path, table: pa.Table)
     np.testing.assert_allclose(sel.qualities, [w["quality_score"] for w in want], rtol=1e-6)
 
 
-def test_scalar_columns_are_read_once_per_batch(
+def test_scalar_columns_are_read_in_growing_batches(
     built: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     takes: list[int] = []
@@ -84,9 +84,10 @@ def test_scalar_columns_are_read_once_per_batch(
         return take(self, indices)
 
     monkeypatch.setattr(selection_module.LanceRows, "_take", counted)
-    samples = list(PairDataset(built, fields=("meta",), passed=None))
+    samples = list(PairDataset(built, fields=("meta",), passed=None, batch_size=3))
     assert len(samples) == ROWS
-    assert takes == [META_BATCH] * (ROWS // META_BATCH) + [ROWS % META_BATCH]
+    assert takes == [3, 6, 12, 24, 48, 96, 111]  # doubling from the batch size
+    assert META_BATCH_MAX >= 1024
 
 
 def test_without_meta_only_the_columns_reading_needs_are_read(built: Path) -> None:
