@@ -231,8 +231,10 @@ def test_lance_data_file_gone_mid_epoch(damaged: Path, table: str, field: str) -
         (copy / data_file.relative_to(damaged)).unlink()
         if mode == "raise":
             first_lost = min(lost, key=order.index)
+            # a pair whose own row is gone is named by its row: the plan keeps no pair ids
+            pair = r"\(row not read\)" if table == "pairs" else first_lost
             with pytest.raises(
-                SampleError, match=rf"pairs.lance row \d+: pair {first_lost}: .*{data_file.name}"
+                SampleError, match=rf"pairs.lance row \d+: pair {pair}: .*{data_file.name}"
             ):
                 list(it)
             continue
