@@ -57,9 +57,10 @@ class LanceRows:
 
     :meth:`fetch` reads a batch in one take by row id, kept as Arrow; :meth:`row` answers
     from that batch (or reads its one row). A take costs ~0.6 ms a row for 64 rows of a
-    2M-row table and ~0.03 ms for 4,096 (pylance 14), so callers grow their batches. A process that will fork children which must not run Lance
-    calls :meth:`hold` first: every selected row is read once, as Arrow, and the children
-    share its pages (Arrow never writes to them, so copy-on-write copies nothing).
+    2M-row table and ~0.03 ms for 4,096 (pylance 14), so callers grow their batches. A
+    process that will fork children which must not run Lance calls :meth:`hold` first:
+    every selected row is read once, as Arrow, and the children share its pages (Arrow
+    never writes to them, so copy-on-write copies nothing).
     """
 
     def __init__(
@@ -132,7 +133,7 @@ class LanceRows:
         """Read every selected row now, for children forked from this process.
 
         One filtered scan, put in selection order by row id: 3x faster than a take of
-        every row (2.0 s against 5.8 s for 970k of 2M rows). A table that cannot be scanned
+        every row (3.2 s against 5.8 s for 970k of 2M rows). A table that cannot be scanned
         whole (a fragment left out as unreadable) is read by take.
         """
         if self.held is not None:
