@@ -1,4 +1,5 @@
-"""Per-image work: the product cut-out (RGBA, trimmed to its alpha box), cached."""
+"""Per-image work: the product cut-out (RGBA, trimmed to its alpha box) and its
+completeness check, cached: both depend on the photo alone, not on the pairs using it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pvtt.builder.cache import ArtifactCache, cache_key, file_digest
 from pvtt.builder.pairs import ImageRef
 from pvtt.builder.report import BuildReport
+from pvtt.builder.stages.checks import cutout_completeness
 from pvtt.builder.stages.cutout import cutout_aspect, trim_to_alpha
 from pvtt.builder.stages.protocols import Matter, StageRejected
 
@@ -26,6 +28,8 @@ class ProductArtefacts:
     cutout: np.ndarray
     cutout_png: bytes
     aspect: float
+    completeness: float
+    """The ``cutout`` hard check (:func:`~pvtt.builder.stages.checks.cutout_completeness`)."""
 
 
 def load_rgb(data: bytes, name: str) -> np.ndarray:
@@ -64,7 +68,12 @@ def prepare_image(
             raise StageRejected(meta["rejected"])
         png = blobs["cutout"]
         cutout = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
-        return ProductArtefacts(ref, data, meta["width"], meta["height"], cutout, png, meta["aspect"])
+        completeness = meta.get("completeness")
+        if completeness is None:  # cached before the check was part of this stage
+            with report.timed("check"):
+                completeness = cutout_completeness(load_rgb(data, str(ref.path)), cutout)
+        return ProductArtefacts(ref, data, meta["width"], meta["height"], cutout, png,
+                                meta["aspect"], completeness)
     image = load_rgb(data, str(ref.path))
     try:
         with report.timed("matte"):
@@ -74,6 +83,9 @@ def prepare_image(
         raise StageRejected(f"{ref.path.name}: {exc.reason}") from None
     png = encode_png(cutout)
     aspect = cutout_aspect(cutout)
+    with report.timed("check"):
+        completeness = cutout_completeness(image, cutout)
     height, width = image.shape[:2]
-    cache.put(key, {"width": width, "height": height, "aspect": aspect}, {"cutout": png})
-    return ProductArtefacts(ref, data, width, height, cutout, png, aspect)
+    cache.put(key, {"width": width, "height": height, "aspect": aspect,
+                    "completeness": completeness}, {"cutout": png})
+    return ProductArtefacts(ref, data, width, height, cutout, png, aspect, completeness)

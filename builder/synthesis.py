@@ -7,14 +7,9 @@ import numpy as np
 from pvtt.builder.boxes import adapt_box_to_aspect, interpolate_missing, smooth_boxes
 from pvtt.builder.clips import ClipArtefacts
 from pvtt.builder.pairs import PairPlan
-from pvtt.builder.products import ProductArtefacts, load_rgb
+from pvtt.builder.products import ProductArtefacts
 from pvtt.builder.report import BuildReport
-from pvtt.builder.stages.checks import (
-    cutout_completeness,
-    insert_visibility,
-    mask_completeness,
-    removal,
-)
+from pvtt.builder.stages.checks import insert_visibility, mask_completeness, removal
 from pvtt.builder.stages.protocols import Inserter, InsertionInput, Scorer, ScoringInput
 from pvtt.builder.stages.quality import judge
 from pvtt.builder.video import encode_mp4
@@ -42,15 +37,15 @@ def track_to_target(track: np.ndarray, frame_size: tuple[int, int], aspect: floa
 
 def run_checks(clip: ClipArtefacts, product: ProductArtefacts, synth: np.ndarray,
                boxes: np.ndarray) -> dict[str, float]:
-    """The hard checks of :mod:`pvtt.builder.stages.checks` on one pair's artefacts."""
+    """The hard checks of :mod:`pvtt.builder.stages.checks` on one pair's artefacts (the
+    cut-out's, made once per image, comes with the product)."""
     prompt = clip.detection.get("box")
-    photo = load_rgb(product.image_bytes, product.ref.path.name)
     return {
         "removal": removal(clip.frames, clip.masks, clip.background),
         "mask": mask_completeness(clip.masks, None if prompt is None else np.asarray(prompt),
                                   int(clip.detection.get("frame_index", 0))),
         "insert": insert_visibility(synth, clip.background, product.cutout, boxes),
-        "cutout": cutout_completeness(photo, product.cutout),
+        "cutout": product.completeness,
     }
 
 
