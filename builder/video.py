@@ -14,6 +14,8 @@ import io
 import logging
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -514,12 +516,31 @@ def keyframe_index(source: Source) -> KeyframeIndex:
     return KeyframeIndex([rank for rank, _ in keys], [int(pos) for _, pos in keys])
 
 
+_RECENT_INDEXES: OrderedDict[int, tuple[bytes, KeyframeIndex]] = OrderedDict()
+_RECENT_LOCK = threading.Lock()
+_RECENT_KEPT = 8
+"""Indexes of the last videos indexed, by the identity of their bytes: every sink of a
+build indexes the pair's synthesized video, and the tar sink its clip's source and
+background videos again for every pair of the clip, all the same bytes objects."""
+
+
 def mp4_keyframe_index(data: bytes) -> KeyframeIndex | None:
     """:func:`keyframe_index` of MP4 bytes; None for bytes that are no MP4 (no ``ftyp`` box
-    first: the stand-in media of benchmarks and tests), so indexing costs them nothing."""
+    first: the stand-in media of benchmarks and tests), so indexing costs them nothing.
+    The same bytes object asked again soon is demuxed once (:data:`_RECENT_INDEXES`)."""
     if data[4:8] != b"ftyp":
         return None
-    return keyframe_index(io.BytesIO(data))
+    with _RECENT_LOCK:
+        seen = _RECENT_INDEXES.get(id(data))
+        if seen is not None and seen[0] is data:
+            _RECENT_INDEXES.move_to_end(id(data))
+            return seen[1]
+    index = keyframe_index(io.BytesIO(data))
+    with _RECENT_LOCK:
+        _RECENT_INDEXES[id(data)] = (data, index)  # holding data keeps its id from reuse
+        while len(_RECENT_INDEXES) > _RECENT_KEPT:
+            _RECENT_INDEXES.popitem(last=False)
+    return index
 
 
 def mux_frames(out: Any, stream: Any, frames: np.ndarray, rate: Fraction) -> None:
