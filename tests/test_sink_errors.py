@@ -118,21 +118,27 @@ def test_rows_lance_cannot_store_reach_no_sink(tmp_path: Path, shared_data: Path
     assert {"clip_id": clip.key, "frame_count": samples[4].clip.frame_count} in clips
 
 
-def test_a_value_a_sink_cannot_encode_reaches_no_sink(tmp_path: Path, shared_data: Path) -> None:
-    samples = make_samples(shared_data, 6)
-    samples[2].pair.fps = float("nan")
-    out = tmp_path / "out"
+def _write_refusing_one(out: Path, samples: list, bad: int, match: str) -> SampleError:
+    """Write ``samples``, the ``bad``-th refused with ``match``; no sink holds it, all the
+    others are written. The refusal, for the caller's further checks."""
     with DatasetWriter(out, max_samples=4) as writer:
         for i, sample in enumerate(samples):
-            if i == 2:
-                with pytest.raises(SampleError, match="the tar sink cannot write it") as caught:
+            if i == bad:
+                with pytest.raises(SampleError, match=match) as caught:
                     writer.write(sample)
                 assert caught.value.key == sample.pair.pair_id
-                assert "Out of range float values" in caught.value.reason
             else:
                 writer.write(sample)
     lance_ids, tar_ids = _ids(out)
-    assert lance_ids == tar_ids == {s.pair.pair_id for i, s in enumerate(samples) if i != 2}
+    assert lance_ids == tar_ids == {s.pair.pair_id for i, s in enumerate(samples) if i != bad}
+    return caught.value
+
+
+def test_a_value_a_sink_cannot_encode_reaches_no_sink(tmp_path: Path, shared_data: Path) -> None:
+    samples = make_samples(shared_data, 6)
+    samples[2].pair.fps = float("nan")
+    refused = _write_refusing_one(tmp_path / "out", samples, 2, "the tar sink cannot write it")
+    assert "Out of range float values" in refused.reason
 
 
 def test_a_video_that_does_not_demux_reaches_no_sink(tmp_path: Path, shared_data: Path) -> None:
@@ -140,17 +146,7 @@ def test_a_video_that_does_not_demux_reaches_no_sink(tmp_path: Path, shared_data
     samples = make_samples(shared_data, 4)
     samples[1] = dataclasses.replace(samples[1], pair=dataclasses.replace(
         samples[1].pair, synth_video=b"\x00\x00\x00\x18ftypisom not a video" * 8))
-    out = tmp_path / "out"
-    with DatasetWriter(out, max_samples=4) as writer:
-        for i, sample in enumerate(samples):
-            if i == 1:
-                with pytest.raises(SampleError, match="synth.*cannot be indexed") as caught:
-                    writer.write(sample)
-                assert caught.value.key == sample.pair.pair_id
-            else:
-                writer.write(sample)
-    lance_ids, tar_ids = _ids(out)
-    assert lance_ids == tar_ids == {s.pair.pair_id for i, s in enumerate(samples) if i != 1}
+    _write_refusing_one(tmp_path / "out", samples, 1, "synth.*cannot be indexed")
 
 
 def test_an_encode_error_in_prepare_is_a_rejection(
