@@ -24,6 +24,8 @@ documentation shows:
   ``large_binary`` blob columns of Lance file format 2.1 (format 2.2 stores blobs as an
   extension type it reads as descriptors), so the table is written as 2.1; it is built
   inside the process that iterates, as Lance is not fork-safe.
+- **lancedb**: a LanceDB table read by its training loader, ``StreamingDataset``
+  (``compare_lancedb``): filter pushed down, resume by its ``state_dict``.
 
 Readers yield :class:`Row` objects; :class:`Samples` turns them into what a training
 loop gets, in the DataLoader worker: the bytes and the scalar columns, or the decoded
@@ -32,14 +34,11 @@ tensors (the same decoding as ``PairDataset``: :func:`decode_row`).
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import types
 import zlib
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +51,9 @@ from pvtt.loaders.dataset import _plain_meta
 from pvtt.loaders.frames import FrameSampler, decode_frames, decode_masks_at, decode_rgba
 from pvtt.schemas.masks import MASKS_FILE_EXTENSION
 from pvtt.schemas.records import scalar_dict
+from pvtt.tools.bench.compare_base import MEDIA, Row, Selector, Tool, arrow_batches
+from pvtt.tools.bench.compare_lancedb import LanceDBTool
 
-MEDIA = ("synth_video", "source_video", "masks", "target_image")
-"""The media of a training sample, in ``PairDataset``'s field names."""
 VIDEOS = ("synth_video", "source_video")
 WDS_SUFFIX = {
     "synth_video": "synth.mp4",
@@ -65,22 +64,6 @@ WDS_SUFFIX = {
 """Member names: those of a pvtt tar sample."""
 LANCE_TORCH_BATCH = 16
 """Rows per ``LanceDataset`` batch (one ``take_blobs`` per media column and batch)."""
-
-
-@dataclass(frozen=True)
-class Row:
-    """One pair as every alternative stores it."""
-
-    key: str
-    meta: bytes
-    """The pair's scalar columns as json (pvtt's tar ``{key}.json``)."""
-    difficulty: str
-    quality_score: float
-    media: dict[str, bytes]
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.meta) + sum(len(v) for v in self.media.values())
 
 
 def rows_of(samples: Iterable[PairSample]) -> Iterator[Row]:
@@ -103,25 +86,6 @@ def rows_of(samples: Iterable[PairSample]) -> Iterator[Row]:
             quality_score=float(s.pair.quality_score),
             media=media,  # type: ignore[arg-type]
         )
-
-
-@dataclass(frozen=True)
-class Selector:
-    """A filter by difficulty and minimum quality score, as SQL and as a predicate."""
-
-    difficulties: frozenset[str]
-    min_score: float
-
-    def __call__(self, difficulty: str, quality_score: float | None) -> bool:
-        return (
-            difficulty in self.difficulties
-            and quality_score is not None
-            and quality_score >= self.min_score
-        )
-
-    def sql(self) -> str:
-        names = ", ".join(f"'{d}'" for d in sorted(self.difficulties))
-        return f"difficulty IN ({names}) AND quality_score >= {self.min_score!r}"
 
 
 # -- what a training loop gets ----------------------------------------------------------
@@ -168,42 +132,6 @@ class Samples(IterableDataset):
 
 
 # -- the alternatives -------------------------------------------------------------------
-
-
-class Tool(ABC):
-    """Writer and reader of one alternative data stack."""
-
-    name = ""
-    needs = ""
-    """Package (import name) the tool needs."""
-
-    def missing(self) -> str | None:
-        """Why the tool cannot run here, or None."""
-        try:
-            self._import()
-        except (ImportError, RuntimeError, OSError, AttributeError) as exc:
-            return f"{self.needs} does not import: {type(exc).__name__}: {exc}"
-        return None
-
-    def _import(self) -> Any:
-        return importlib.import_module(self.needs)
-
-    @abstractmethod
-    def write(self, folder: Path, rows: Iterable[Row], shard_samples: int) -> None:
-        """Store ``rows`` in ``folder`` (created), about ``shard_samples`` per shard or file."""
-
-    @abstractmethod
-    def rows(self, folder: Path, select: Selector | None = None) -> Iterable[Row]:
-        """The tool's dataset of rows in its stored order, filtered its own way."""
-
-    def resume_state(self, folder: Path, skip: int) -> Any:
-        """What the tool saves to resume after ``skip`` samples (untimed preparation);
-        by default the count, for tools that can only skip ahead."""
-        return skip
-
-    @abstractmethod
-    def resume(self, folder: Path, state: Any) -> Row:
-        """The first row after restoring ``state``, from a fresh dataset."""
 
 
 def _skip(rows: Iterable[Row], count: int) -> Row:
@@ -501,17 +429,9 @@ class LanceTorchTool(Tool):
     def write(self, folder: Path, rows: Iterable[Row], shard_samples: int) -> None:
         import lance
 
-        def batches() -> Iterator[pa.RecordBatch]:
-            batch: list[Row] = []
-            for row in rows:
-                batch.append(row)
-                if len(batch) == 8:
-                    yield _lance_batch(batch)
-                    batch = []
-            if batch:
-                yield _lance_batch(batch)
-
-        reader = pa.RecordBatchReader.from_batches(LANCE_FLAT_SCHEMA, batches())
+        reader = pa.RecordBatchReader.from_batches(
+            LANCE_FLAT_SCHEMA, arrow_batches(rows, LANCE_FLAT_SCHEMA)
+        )
         lance.write_dataset(
             reader,
             str(folder / "pairs.lance"),
@@ -527,17 +447,6 @@ class LanceTorchTool(Tool):
 
     def resume(self, folder: Path, state: Any) -> Row:
         return _skip(self.rows(folder), state)
-
-
-def _lance_batch(rows: list[Row]) -> pa.RecordBatch:
-    columns = {
-        "key": [r.key for r in rows],
-        "difficulty": [r.difficulty for r in rows],
-        "quality_score": [r.quality_score for r in rows],
-        "json": [r.meta for r in rows],
-        **{name: [r.media[name] for r in rows] for name in MEDIA},
-    }
-    return pa.RecordBatch.from_pydict(columns, schema=LANCE_FLAT_SCHEMA)
 
 
 def _lance_rows(batch: dict[str, Any], **_: Any) -> list[Row]:
@@ -576,5 +485,5 @@ class _LanceTorchRows(IterableDataset):
 
 
 ALTERNATIVES: dict[str, Tool] = {
-    t.name: t for t in (WebDatasetTool(), MDSTool(), HFTool(), LanceTorchTool())
+    t.name: t for t in (WebDatasetTool(), MDSTool(), HFTool(), LanceTorchTool(), LanceDBTool())
 }
