@@ -1,0 +1,159 @@
+"""New versions of a built dataset's tables, published through its manifest.
+
+``pvtt review`` appends labels and ``pvtt calibrate --apply`` rewrites the gate's
+verdict columns. Both follow the build's commit rule: Lance writes a new table version
+first, its files are made durable, and only then does an atomic manifest rewrite name
+that version; a process killed in between leaves the previous manifest, and readers,
+untouched. Media columns are never rewritten: labels live in their own table, and a
+verdict update writes new data files for the updated columns only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import lance
+import pyarrow as pa
+
+from pvtt.builder.sinks.lance import SCALAR_INDEXES, DurableTree
+from pvtt.schemas.labels import LABELS_PATH, LABELS_SCHEMA, LABELS_TABLE
+from pvtt.schemas.manifest import (
+    Manifest,
+    ManifestError,
+    TableInfo,
+    atomic_write_bytes,
+    read_manifest,
+    write_manifest,
+)
+from pvtt.schemas.shards import FILTER_COLUMNS
+from pvtt.schemas.tables import MEDIA_COLUMNS, TABLE_KEYS
+
+_VERSIONED = re.compile(r"(\.v\d+)?\.json$")
+"""A shard index name's ending, with the pairs version an earlier update gave it."""
+
+
+def local_root(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a local folder; editing a dataset on an object store is refused."""
+    if "://" in os.fspath(out):
+        raise ValueError(f"{out}: only a local dataset folder can be edited (labels, --apply)")
+    return Path(out)
+
+
+def append_labels(out: str | os.PathLike[str], rows: list[dict[str, object]]) -> TableInfo:
+    """Append ``rows`` (:data:`LABELS_SCHEMA` dicts) as one new version of the labels table.
+
+    The table is appended to at the version the manifest names: versions a killed
+    session committed to Lance but never to the manifest are rolled back first, so
+    their rows never appear.
+    """
+    root = local_root(out)
+    manifest = read_manifest(root)
+    uri = root / LABELS_PATH
+    data = pa.Table.from_pylist(rows, schema=LABELS_SCHEMA)
+    info = manifest.tables.get(LABELS_TABLE)
+    if info is None:
+        mode = "overwrite" if uri.exists() else "create"
+    else:
+        _roll_back_to(uri, info.version)
+        mode = "append"
+    ds = lance.write_dataset(data, str(uri), schema=LABELS_SCHEMA, mode=mode)
+    return _publish(root, manifest, LABELS_TABLE, LABELS_PATH, ds)
+
+
+def replace_pair_columns(
+    out: str | os.PathLike[str],
+    updates: pa.Table,
+    edit_manifest: Callable[[Manifest], None] | None = None,
+) -> TableInfo:
+    """Set the columns of ``updates`` (``pair_id`` plus the columns to replace) in ``pairs``.
+
+    Each fragment gets new data files for those columns only (Lance's column update),
+    so media blobs are neither read nor copied; the scalar indexes are brought up to
+    date. ``edit_manifest``, when given, changes the manifest that publishes the new
+    version (e.g. the threshold and counts the new verdicts come with).
+    """
+    root = local_root(out)
+    manifest = read_manifest(root)
+    info = manifest.tables.get("pairs")
+    if info is None:
+        raise ManifestError(f"{root}: the dataset has no Lance pairs table to update")
+    key = TABLE_KEYS["pairs"]
+    touched = [c for c in updates.column_names if c != key]
+    bad = [c for c in touched if c in MEDIA_COLUMNS["pairs"]]
+    if key not in updates.column_names or not touched or bad:
+        raise ValueError(
+            f"updates need {key!r} and scalar columns to set, got {updates.column_names}"
+        )
+    uri = root / info.path
+    latest = lance.dataset(str(uri))
+    if latest.version != info.version:
+        raise ManifestError(
+            f"{uri}: version {latest.version} is newer than the manifest's {info.version} "
+            "(a build still running, or one killed before it committed); finish it first"
+        )
+    fragments, fields = [], set()
+    for fragment in latest.get_fragments():
+        meta, modified = fragment.update_columns(updates, left_on=key, right_on=key)
+        fragments.append(meta)
+        fields.update(modified)
+    op = lance.LanceOperation.Update(updated_fragments=fragments, fields_modified=sorted(fields))
+    ds = lance.LanceDataset.commit(str(uri), op, read_version=info.version)
+    indexed = {c for c, _ in SCALAR_INDEXES["pairs"]}
+    if indexed & set(touched):
+        ds.optimize.optimize_indices()  # the update left the changed fragments unindexed
+        ds = lance.dataset(str(uri))
+    if edit_manifest is not None:
+        edit_manifest(manifest)
+    indexed_in_tar = [c for c in touched if c in FILTER_COLUMNS]
+    if indexed_in_tar and manifest.shards:
+        _rewrite_shard_indexes(root, manifest, updates, indexed_in_tar, ds.version)
+    return _publish(root, manifest, "pairs", info.path, ds)
+
+
+def _rewrite_shard_indexes(
+    root: Path, manifest: Manifest, updates: pa.Table, columns: list[str], version: int
+) -> None:
+    """Give the tar shards new indexes carrying the updated filter columns.
+
+    A shard's index holds the filter columns its readers select samples by, so it must
+    agree with the table. The tar members (and each sample's own json) are left as
+    built: the new index files, named after the pairs version, are written beside the
+    old ones and the manifest (written by the caller) names them.
+    """
+    key = TABLE_KEYS["pairs"]
+    values = {row[key]: row for row in updates.select([key, *columns]).to_pylist()}
+    for shard in manifest.shards:
+        path = root / shard.index
+        try:
+            index = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{path}: unreadable shard index: {exc}") from None
+        for entry in index["samples"]:
+            new = values.get(entry["key"])
+            if new is not None:
+                entry.update({c: new[c] for c in columns})
+        name = f"{_VERSIONED.sub('', shard.index)}.v{version}.json"
+        atomic_write_bytes(root / name, json.dumps(index).encode("utf-8"))
+        shard.index = name
+        shard.passed = sum(1 for entry in index["samples"] if entry.get("passed"))
+
+
+def _roll_back_to(uri: Path, version: int) -> None:
+    """Make ``version`` the latest version of the table at ``uri`` (a no-op when it is)."""
+    if lance.dataset(str(uri)).version != version:
+        lance.dataset(str(uri), version=version).restore()
+
+
+def _publish(
+    root: Path, manifest: Manifest, name: str, path: str, ds: lance.LanceDataset
+) -> TableInfo:
+    """Make the table's files durable, then name its new version in the manifest."""
+    DurableTree(root / path, durable=False).sync()
+    info = TableInfo(path=path, version=ds.version, rows=ds.count_rows())
+    manifest.tables[name] = info
+    write_manifest(root, manifest)
+    return info
