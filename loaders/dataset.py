@@ -51,6 +51,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pvtt.loaders import shared
 from pvtt.loaders.curriculum import CurriculumSchedule, curriculum_order
 from pvtt.loaders.decode import MediaDecodeError
 from pvtt.loaders.forking import (
@@ -216,6 +217,20 @@ class PairDataset(IterableDataset):
     workers' chunks come back in plan order; ``state_dict(samples_seen=k)`` then
     resumes after the ``k`` samples this rank took from the loader.
 
+    Inside a DataLoader worker every tensor of a sample is made in shared memory
+    (:mod:`pvtt.loaders.shared`): frames are decoded straight into it, so DataLoader's
+    pickler sends the main process a file descriptor and copies nothing.
+
+    ``decode=False`` yields the media undecoded, for a training loop that decodes
+    elsewhere (on the GPU in the main process, say): each media field is a 1-D uint8
+    tensor of its stored bytes (an MP4, the masks codec's bytes, a PNG), with
+    ``frame_indices`` (the frames decoding would take, when a video or the masks are
+    asked for) and ``meta`` as usual. A sample's tensors are views of one buffer the
+    bytes are read straight into (in shared memory inside a worker): one descriptor a
+    sample crosses to the main process, where pickled bytes would be copied four times
+    on the way. ``size``, ``target_size`` and ``decoder`` must be left unset; batch
+    with a ``collate_fn`` that keeps a list (``collate_fn=list``), as the sizes differ.
+
     ``out`` may be an ``s3://bucket/prefix``; ``storage_options`` (endpoint,
     credentials, region: see :mod:`pvtt.loaders.fs`) reach both the tar reads and
     Lance, and travel to DataLoader workers with the dataset.
@@ -238,6 +253,7 @@ class PairDataset(IterableDataset):
         size: tuple[int, int] | None = None,
         target_size: int | tuple[int, int] | None = None,
         decoder: Literal["pyav", "decord", "torchcodec"] = "pyav",
+        decode: bool = True,
         shuffle: bool = True,
         seed: int = 0,
         format: Literal["lance", "tar"] | None = None,
@@ -265,6 +281,9 @@ class PairDataset(IterableDataset):
             target_size = (target_size, target_size)
         self.target_size = check_size(target_size) or self.size
         self.decoder = decoder
+        if not decode and (self.size is not None or self.target_size is not None):
+            raise ValueError("size and target_size resize decoded media; decode=False has none")
+        self.decode = decode
         self.shuffle = shuffle
         self.seed = seed
         self.rank, self.world_size = rank, world_size
@@ -483,16 +502,23 @@ class PairDataset(IterableDataset):
             return f"{os.path.join(self.out, path)} bytes {entry['offset']}-{entry['end']}"
         return f"{self.out}/lance/pairs.lance row {int(sel.row_ids[index])}"  # type: ignore[index]
 
+    def _frame_indices(self, meta: dict[str, Any]) -> np.ndarray | None:
+        """The frames of pair ``meta`` this epoch takes; None when no field has frames."""
+        if not any(f in self.fields for f in (*VIDEO_FIELDS, "masks")):
+            return None
+        key = zlib.crc32(meta["pair_id"].encode())
+        rng = np.random.default_rng([self.seed, self.epoch, key])
+        return self.sampler.indices(meta["frame_count"], rng)
+
     def _decode(self, ctx: _Context, index: int) -> dict[str, Any]:
+        if not self.decode:
+            return self._undecoded(ctx, index)
         media, meta = ctx.reader.read(index, self.fields)
         _check_meta(meta, ctx.selection.pair_id(index))
         out: dict[str, Any] = {}
-        frame_idx: np.ndarray | None = None
-        if any(f in self.fields for f in (*VIDEO_FIELDS, "masks")):
-            key = zlib.crc32(meta["pair_id"].encode())
-            rng = np.random.default_rng([self.seed, self.epoch, key])
-            frame_idx = self.sampler.indices(meta["frame_count"], rng)
-            out["frame_indices"] = torch.from_numpy(frame_idx)
+        frame_idx = self._frame_indices(meta)
+        if frame_idx is not None:
+            out["frame_indices"] = shared.output(frame_idx)
         for name in self.fields:
             if name in VIDEO_FIELDS:
                 out[name] = decode_frames(media[name], frame_idx, size=self.size,
@@ -503,6 +529,38 @@ class PairDataset(IterableDataset):
                 out[name] = decode_rgba(media[name], size=self.target_size, what=name)
             elif name == "meta":
                 out[name] = _plain_meta(meta)
+        return out
+
+    def _undecoded(self, ctx: _Context, index: int) -> dict[str, Any]:
+        """The sample of ``decode=False``: the media's stored bytes read into one buffer,
+        with room for the frame indices in front when their count is known beforehand."""
+        media_fields = tuple(f for f in self.fields if f != "meta")
+        framed = any(f in media_fields for f in (*VIDEO_FIELDS, "masks"))
+        count = self.sampler.num_frames if framed else 0
+        front = 8 * (count or 0)  # int64 indices; the buffer's start is page-aligned
+        block = torch.empty(0, dtype=torch.uint8)
+
+        def alloc(size: int) -> np.ndarray:
+            nonlocal block
+            block = shared.empty((front + size,), torch.uint8)
+            return block.numpy()[front:]
+
+        spans, meta = ctx.reader.read_into(index, media_fields, alloc)
+        _check_meta(meta, ctx.selection.pair_id(index))
+        out: dict[str, Any] = {}
+        frame_idx = self._frame_indices(meta)
+        if frame_idx is not None:
+            if front:
+                out["frame_indices"] = block[:front].view(torch.int64)
+                out["frame_indices"].copy_(torch.from_numpy(frame_idx))
+            else:  # every frame of the clip: the count was not known before the read
+                out["frame_indices"] = shared.output(frame_idx)
+        for name in self.fields:
+            if name == "meta":
+                out[name] = _plain_meta(meta)
+            else:
+                span = spans[name]
+                out[name] = block[front + span.start : front + span.stop]
         return out
 
     # -- epochs and resume -----------------------------------------------------

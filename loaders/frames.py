@@ -27,6 +27,7 @@ import torch
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
+from pvtt.loaders import shared
 from pvtt.loaders.decode import MediaDecodeError, decode_image
 from pvtt.schemas.masks import decode_masks
 
@@ -127,16 +128,19 @@ def decode_frames(
     channels-last view of one contiguous ``T x H x W x C`` array: no copy is made to
     reorder it, and ``torch.stack`` in a collate function yields a contiguous batch.
     ``backend`` picks PyAV (default, always installed), decord or torchcodec (imported
-    only when asked for).
+    only when asked for). PyAV's frames are written straight into the output, which a
+    DataLoader worker allocates in shared memory (:mod:`pvtt.loaders.shared`): it reaches
+    the main process without a copy. decord's and torchcodec's come in their own tensors,
+    which the worker's pickler copies once.
     """
     wanted = _check_indices(indices)
     size = check_size(size)
     if backend not in _BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(_BACKENDS)}")
-    unique, inverse = np.unique(wanted, return_inverse=True)
     if backend == "pyav":
-        frames = torch.from_numpy(_pyav_frames(data, unique, size, what))
-    elif backend == "decord":
+        return _pyav_frames(data, wanted, size, what).permute(0, 3, 1, 2)
+    unique, inverse = np.unique(wanted, return_inverse=True)
+    if backend == "decord":
         frames = _decord_frames(data, unique, size, what)
     else:
         frames = _torchcodec_frames(data, unique, size, what)
@@ -168,8 +172,10 @@ def decode_masks_at(
     if size is not None and size != picked.shape[1:]:
         rows = _nearest(picked.shape[1], size[0])
         cols = _nearest(picked.shape[2], size[1])
-        picked = picked[:, rows[:, None], cols[None, :]]
-    return torch.from_numpy(np.ascontiguousarray(picked))
+        out = shared.empty((picked.shape[0], *size), torch.bool)
+        np.take(np.take(picked, rows, axis=1), cols, axis=2, out=out.numpy())
+        return out
+    return shared.output(picked)
 
 
 def decode_rgba(
@@ -183,14 +189,13 @@ def decode_rgba(
     size = check_size(size)
     rgba = decode_image(data, mode="RGBA", what=what)
     if size is not None and size != rgba.shape[:2]:
-        rgba = letterbox(rgba, size)
-    if not rgba.flags.writeable:
-        rgba = rgba.copy()
-    return torch.from_numpy(rgba).permute(2, 0, 1)
+        return letterbox(rgba, size).permute(2, 0, 1)
+    return shared.output(rgba).permute(2, 0, 1)
 
 
-def letterbox(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """RGBA ``H x W x 4`` scaled to fit ``size=(height, width)``, centred on transparent padding.
+def letterbox(rgba: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """RGBA ``H x W x 4`` scaled to fit ``size=(height, width)``, centred on transparent padding
+    (a ``height x width x 4`` tensor, in shared memory inside a DataLoader worker).
 
     The image keeps its aspect ratio and is scaled up or down until it touches two sides of
     the box (bilinear; Pillow premultiplies alpha while it resamples, so transparent pixels
@@ -202,9 +207,9 @@ def letterbox(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     fit_height = min(size[0], max(1, round(height * scale)))
     fit_width = min(size[1], max(1, round(width * scale)))
     resized = Image.fromarray(rgba).resize((fit_width, fit_height), Image.Resampling.BILINEAR)
-    out = np.zeros((*size, 4), dtype=np.uint8)
+    out = shared.empty((*size, 4), torch.uint8).zero_()
     top, left = (size[0] - fit_height) // 2, (size[1] - fit_width) // 2
-    out[top : top + fit_height, left : left + fit_width] = np.asarray(resized)
+    out.numpy()[top : top + fit_height, left : left + fit_width] = np.asarray(resized)
     return out
 
 
@@ -242,9 +247,11 @@ of CPU for a 720p clip, where a 16-frame window takes 60-80 ms to decode."""
 
 
 def _pyav_frames(
-    data: bytes, unique: np.ndarray, size: tuple[int, int] | None, what: str
-) -> np.ndarray:
-    """Frames at the sorted distinct ``unique`` indices, as ``U x H x W x 3``.
+    data: bytes, wanted: np.ndarray, size: tuple[int, int] | None, what: str
+) -> torch.Tensor:
+    """Frames at ``wanted`` (any order, repeats allowed) as ``T x H x W x 3``, allocated by
+    :func:`pvtt.loaders.shared.empty`: each decoded frame is converted once and written
+    into every slot that asks for it.
 
     Decoding starts at the last keyframe at or before the first wanted frame (the demuxed
     packets carry the container's sync-sample flags, so no index has to be passed in) and
@@ -256,9 +263,13 @@ def _pyav_frames(
     timestamps; a stream without distinct timestamps is decoded whole from its start and
     its frames are counted instead.
     """
-    slots = {int(index): slot for slot, index in enumerate(unique)}
+    unique = np.unique(wanted)
+    slots: dict[int, list[int]] = {}
+    for slot, index in enumerate(wanted.tolist()):
+        slots.setdefault(index, []).append(slot)
     resize = {} if size is None else {"height": size[0], "width": size[1]}
-    out: np.ndarray | None = None
+    out: torch.Tensor | None = None
+    array: np.ndarray | None = None
     pending = set(slots)
     decoded = 0
     reformatter = VideoReformatter()  # one swscale context for the clip, not one a frame
@@ -288,13 +299,15 @@ def _pyav_frames(
                 for frame in codec.decode(packet):
                     index = decoded if ranks is None else ranks.get(frame.pts, -1)
                     decoded += 1
-                    slot = slots.get(index)
-                    if slot is None:
+                    taken = slots.get(index)
+                    if taken is None:
                         continue
                     image = reformatter.reformat(frame, format="rgb24", **resize).to_ndarray()
                     if out is None:
-                        out = np.empty((unique.size, *image.shape), dtype=np.uint8)
-                    out[slot] = image
+                        out = shared.empty((wanted.size, *image.shape), torch.uint8)
+                        array = out.numpy()
+                    for slot in taken:
+                        array[slot] = image  # type: ignore[index]
                     pending.discard(index)
                     if not pending:
                         return out

@@ -301,6 +301,19 @@ class RangeFiles:
             raise OSError(f"{path}: {size} bytes at {offset} asked for, {len(data)} there")
         return data
 
+    def read_into(self, path: str, offset: int, out: np.ndarray) -> None:
+        """Fill ``out`` (a uint8 array) with the bytes at ``offset``: a local file is read
+        straight into it (``os.preadv``), an object-store file is fetched, then copied."""
+        size = len(out)
+        if self.fs is not None:
+            data = self.fs.cat_file(path, start=offset, end=offset + size)
+            got = min(len(data), size)
+            out[:got] = np.frombuffer(data, np.uint8, got)
+        else:
+            got = pread_into(self._fd(path), out, offset)
+        if got != size:
+            raise OSError(f"{path}: {size} bytes at {offset} asked for, {got} there")
+
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
         if fd is not None:
@@ -317,3 +330,16 @@ class RangeFiles:
     def close(self) -> None:
         while self._fds:
             os.close(self._fds.popitem()[1])
+
+
+def pread_into(fd: int, out: np.ndarray, offset: int) -> int:
+    """Read file ``fd`` at ``offset`` into ``out`` (a uint8 array) with ``os.preadv``, no
+    intermediate bytes; returns how many bytes came (fewer at the end of the file)."""
+    view = memoryview(out).cast("B")
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done

@@ -16,13 +16,24 @@ from __future__ import annotations
 import copy
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from pvtt.loaders.forking import LanceForkError
-from pvtt.loaders.lance_blobs import BlobTable, RangeFiles, locate
+from pvtt.loaders.lance_blobs import BlobTable, RangeFiles, locate, pread_into
 from pvtt.loaders.selection import Selection
 from pvtt.loaders.store import BuiltDataset
-from pvtt.loaders.tar_reader import RangeBuffer, entry_range, iter_members, parse_sample_json
+from pvtt.loaders.tar_reader import (
+    RangeBuffer,
+    ShardFormatError,
+    entry_range,
+    iter_members,
+    member_spans,
+    parse_sample_json,
+)
 from pvtt.schemas.masks import MASKS_FILE_EXTENSION
 
 MEDIA_FIELDS = ("synth_video", "source_video", "background_video", "masks", "target_image")
@@ -51,6 +62,45 @@ _WHOLE_SAMPLE = {"synth.mp4", "source.mp4"}
 """Members whose request makes reading a tar sample's whole byte range worthwhile."""
 OPEN_SHARDS = 16
 """Local shard files a ``TarReader`` keeps open."""
+
+
+Allocate = Callable[[int], np.ndarray]
+"""Gives a reader the buffer (a 1-D uint8 array of exactly that many bytes) one sample's
+media are read into."""
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A stored value to read with a plain read, and the cache key it goes under (None: not
+    cached)."""
+
+    path: str
+    offset: int
+    size: int
+    cache_key: tuple[str, str] | None
+
+
+def place(
+    sources: Mapping[str, bytes | _Span],
+    alloc: Allocate,
+    read_span: Callable[[_Span, np.ndarray], None] | None = None,
+) -> dict[str, slice]:
+    """Lay ``sources`` end to end in one ``alloc``-ed buffer: bytes are copied in, spans
+    read in by ``read_span``; returns each field's slice of the buffer."""
+    sizes = [s.size if isinstance(s, _Span) else len(s) for s in sources.values()]
+    buffer = alloc(sum(sizes))
+    out: dict[str, slice] = {}
+    at = 0
+    for (name, source), size in zip(sources.items(), sizes, strict=True):
+        part = buffer[at : at + size]
+        if isinstance(source, _Span):
+            assert read_span is not None
+            read_span(source, part)
+        else:
+            part[:] = np.frombuffer(source, np.uint8)
+        out[name] = slice(at, at + size)
+        at += size
+    return out
 
 
 class MissingFieldError(KeyError):
@@ -153,12 +203,40 @@ class LanceReader:
         return child
 
     def read(self, index: int, fields: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, Any]]:
+        sources, meta = self._sources(index, fields)
+        media = {
+            name: self._fetch(source) if isinstance(source, _Span) else source
+            for name, source in sources.items()
+        }
+        return media, meta
+
+    def read_into(
+        self, index: int, fields: tuple[str, ...], alloc: Allocate
+    ) -> tuple[dict[str, slice], dict[str, Any]]:
+        """Like :meth:`read`, but the media go into one buffer, ``alloc(total bytes)``, each
+        field at its slice: values read with plain reads straight into it, cached ones
+        copied."""
+        sources, meta = self._sources(index, fields)
+
+        def read_span(span: _Span, out: np.ndarray) -> None:
+            self.files.read_into(span.path, span.offset, out)
+            self.bytes_read += span.size
+            if span.cache_key is not None:
+                self.cache.put(span.cache_key, out.tobytes())
+
+        return place(sources, alloc, read_span), meta
+
+    def _sources(
+        self, index: int, fields: tuple[str, ...]
+    ) -> tuple[dict[str, bytes | _Span], dict[str, Any]]:
+        """The scalar columns of pair ``index`` and, for each media field, its bytes (cached,
+        or read through Lance) or where to read them."""
         meta = self.selection.row(index)
-        out: dict[str, bytes] = {}
+        out: dict[str, bytes | _Span] = {}
         if "synth_video" in fields:
             assert self._pair_slots is not None
             slot = int(self._pair_slots[index])
-            out["synth_video"] = self._blob("pairs", "synth_video", slot, meta["pair_id"])
+            out["synth_video"] = self._blob("pairs", "synth_video", slot, meta["pair_id"], None)
         for name, column in _LANCE_COLUMNS["clips"][1].items():
             if name in fields:
                 out[name] = self._shared("clips", column, meta["clip_id"])
@@ -167,18 +245,20 @@ class LanceReader:
             out["target_image"] = self._shared("products", "image_rgba", image)
         return out, meta
 
-    def _shared(self, table: str, column: str, key: str) -> bytes:
+    def _shared(self, table: str, column: str, key: str) -> bytes | _Span:
         cached = self.cache.get((column, key))
         if cached is not None:
             return cached
         slot = self.blobs[table].keys.get(key)  # type: ignore[union-attr]
         if slot is None:
             raise MissingFieldError(f"{key}: {column} is not stored in this dataset")
-        data = self._blob(table, column, slot, key)
-        self.cache.put((column, key), data)
-        return data
+        return self._blob(table, column, slot, key, (column, key))
 
-    def _blob(self, table: str, column: str, slot: int, key: str) -> bytes:
+    def _blob(
+        self, table: str, column: str, slot: int, key: str, cache_key: tuple[str, str] | None
+    ) -> bytes | _Span:
+        """Where value ``slot`` of ``column`` lies; a value that only Lance can read is read
+        (and cached under ``cache_key``) now."""
         located = self.blobs[table]
         if slot < 0:
             raise located.missing(f"{column} of {key}")
@@ -186,13 +266,21 @@ class LanceReader:
         if spans.is_null(slot):
             raise MissingFieldError(f"{key}: {column} is not stored in this dataset")
         if spans.plain:
-            data = self.files.read(*spans.span(slot))
-        else:
-            row_id = int(located.row_ids[slot])
-            ((_address, data),) = self._tables[table].read_blobs(column, ids=[row_id])
-            if data is None:
-                raise MissingFieldError(f"{key}: {column} is not stored in this dataset")
+            return _Span(*spans.span(slot), cache_key)
+        row_id = int(located.row_ids[slot])
+        ((_address, data),) = self._tables[table].read_blobs(column, ids=[row_id])
+        if data is None:
+            raise MissingFieldError(f"{key}: {column} is not stored in this dataset")
         self.bytes_read += len(data)
+        if cache_key is not None:
+            self.cache.put(cache_key, data)
+        return data
+
+    def _fetch(self, span: _Span) -> bytes:
+        data = self.files.read(span.path, span.offset, span.size)
+        self.bytes_read += len(data)
+        if span.cache_key is not None:
+            self.cache.put(span.cache_key, data)
         return data
 
 
@@ -236,19 +324,36 @@ class TarReader:
             members = {f: d for f, d in iter_members(fh, path, entry, wanted) if d is not None}
             self.bytes_read += sum(len(v) for v in members.values())
         meta = parse_sample_json(members.pop("json"), path, entry["key"])
-        out: dict[str, bytes] = {}
-        for name in fields:
-            if name == "meta":
-                continue
-            member = _TAR_MEMBERS[name]
-            if member not in members:
-                raise MissingFieldError(
-                    f"{path}: sample {entry['key']} has no {member}; build with "
-                    f"output.tar_{'masks' if name == 'masks' else 'background'} = true "
-                    "or read format='lance'"
-                )
-            out[name] = members[member]
-        return out, meta
+        return _pick(members, fields, path, entry), meta
+
+    def read_into(
+        self, index: int, fields: tuple[str, ...], alloc: Allocate
+    ) -> tuple[dict[str, slice], dict[str, Any]]:
+        """Like :meth:`read`, but the media go into one buffer, ``alloc(bytes)``, each field
+        at its slice. Where :meth:`read` reads a sample's whole byte range, it is read
+        straight into the buffer and the fields are its members' slices (the buffer holds
+        the tar headers and the other members too); otherwise the members read are copied
+        in."""
+        assert self.selection.shard_entries is not None
+        path, entry = self.selection.shard_entries[index]
+        wanted = {_TAR_MEMBERS[f] for f in fields} | {"json"}
+        if not (self.dataset.storage.local and _WHOLE_SAMPLE <= wanted):
+            media, meta = self.read(index, fields)
+            return place(media, alloc), meta
+        key, offset, end = entry_range(entry, path)
+        buffer = alloc(end - offset)
+        got = pread_into(self._open(path).fileno(), buffer, offset)
+        if got != end - offset:
+            raise ShardFormatError(
+                f"{path}: sample {key!r} is truncated: bytes {offset}-{end} indexed, {got} there"
+            )
+        self.bytes_read += got
+        spans = {
+            member: slice(start - offset, start - offset + size)
+            for member, start, size in member_spans(RangeBuffer(buffer, offset), path, entry)
+        }
+        meta = parse_sample_json(buffer[spans.pop("json")].tobytes(), path, key)
+        return _pick(spans, fields, path, entry), meta
 
     def _open(self, path: str) -> BinaryIO:
         fh = self._files.get(path)
@@ -262,3 +367,22 @@ class TarReader:
         while len(self._files) > OPEN_SHARDS:
             self._files.popitem(last=False)[1].close()
         return fh
+
+
+def _pick(
+    members: Mapping[str, Any], fields: tuple[str, ...], path: str, entry: Any
+) -> dict[str, Any]:
+    """Each media field's member of a tar sample (``members`` by member name)."""
+    out: dict[str, Any] = {}
+    for name in fields:
+        if name == "meta":
+            continue
+        member = _TAR_MEMBERS[name]
+        if member not in members:
+            raise MissingFieldError(
+                f"{path}: sample {entry['key']} has no {member}; build with "
+                f"output.tar_{'masks' if name == 'masks' else 'background'} = true "
+                "or read format='lance'"
+            )
+        out[name] = members[member]
+    return out

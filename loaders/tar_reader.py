@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 _FIELD = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 BLOCK = tarfile.BLOCKSIZE
 JSON_PROBE = 64 << 10
@@ -45,7 +47,7 @@ class ShardFormatError(ValueError):
 class RangeBuffer:
     """Bytes ``[base, base + len(data))`` of a shard, read with the shard's own offsets."""
 
-    def __init__(self, data: bytes, base: int) -> None:
+    def __init__(self, data: bytes | np.ndarray, base: int) -> None:
         self._view = memoryview(data)
         self._base = base
         self._pos = 0
@@ -170,13 +172,12 @@ def split_member_name(name: str, key: str, shard: Path | str) -> str:
     return field
 
 
-def iter_members(
-    fh: BinaryIO | RangeBuffer,
-    shard: Path | str,
-    entry: dict[str, Any],
-    want: set[str] | None = None,
-) -> Iterator[tuple[str, bytes | None]]:
-    """``(field, bytes)`` of each member of one sample; bytes None when not in ``want``.
+def member_spans(
+    fh: BinaryIO | RangeBuffer, shard: Path | str, entry: dict[str, Any]
+) -> Iterator[tuple[str, int, int]]:
+    """``(field, offset of its data, size)`` of each member of one sample, reading only the
+    headers: a caller that reads the sample's bytes into a buffer of its own finds each
+    member there.
 
     The first member is the sample's json, as every pvtt shard writes it.
     """
@@ -194,16 +195,30 @@ def iter_members(
         if field in seen:
             raise ShardFormatError(f"{shard}: sample {key!r} has two {field!r} members")
         seen.add(field)
-        data: bytes | None = None
-        if want is None or field in want:
-            fh.seek(data_start)
-            data = fh.read(info.size)
-            if len(data) != info.size:
-                raise ShardFormatError(f"{shard}: member {info.name!r} is truncated")
-        yield field, data
+        yield field, data_start, info.size
         offset = data_start + _padded(info.size)
     if offset != end:
         raise ShardFormatError(f"{shard}: sample {key!r} does not end where its index says")
+
+
+def iter_members(
+    fh: BinaryIO | RangeBuffer,
+    shard: Path | str,
+    entry: dict[str, Any],
+    want: set[str] | None = None,
+) -> Iterator[tuple[str, bytes | None]]:
+    """``(field, bytes)`` of each member of one sample; bytes None when not in ``want``.
+
+    The first member is the sample's json, as every pvtt shard writes it.
+    """
+    for field, data_start, size in member_spans(fh, shard, entry):
+        data: bytes | None = None
+        if want is None or field in want:
+            fh.seek(data_start)
+            data = fh.read(size)
+            if len(data) != size:
+                raise ShardFormatError(f"{shard}: member {entry['key']}.{field} is truncated")
+        yield field, data
 
 
 def read_sample(

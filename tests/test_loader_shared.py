@@ -1,0 +1,183 @@
+"""Samples leave DataLoader workers in shared memory, and ``decode=False`` yields stored bytes.
+
+A tensor in ordinary memory is copied into shared memory by the worker's pickler before it
+travels; one made in shared memory travels as it is. The probe below looks at a sample
+inside the worker, before it is pickled, so it sees which of the two the loader made.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from records_factory import make_samples
+from torch.utils.data import DataLoader, IterableDataset
+
+from pvtt.builder.writer import DatasetWriter
+from pvtt.loaders import PairDataset
+from pvtt.schemas.masks import MASKS_FILE_EXTENSION
+
+PAIRS = 24
+FIELDS = ("synth_video", "source_video", "masks", "target_image", "meta")
+MEDIA = FIELDS[:-1]
+TAR_MEMBERS = {
+    "synth_video": "synth.mp4",
+    "source_video": "source.mp4",
+    "masks": f"masks.{MASKS_FILE_EXTENSION}",
+    "target_image": "target.png",
+}
+
+pytestmark = pytest.mark.filterwarnings("ignore:lance is not fork-safe")  # Lance's, at each fork
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    out = tmp_path_factory.mktemp("shared") / "out"
+    with DatasetWriter(out, max_samples=8, include_masks=True) as writer:
+        for sample in make_samples(shared_data, PAIRS):
+            writer.write(sample)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stored(built: Path) -> dict[str, dict[str, bytes]]:
+    """Every pair's media as the tar shards hold them, read with ``tarfile``."""
+    out: dict[str, dict[str, bytes]] = {}
+    for shard in sorted(built.rglob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                key, _, name = member.name.partition(".")
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                out.setdefault(key, {})[name] = data
+    assert len(out) == PAIRS
+    return out
+
+
+class Probe(IterableDataset):
+    """Yields each sample with, per tensor, whether it lies in shared memory where it was
+    made (looked at before the worker pickles it)."""
+
+    def __init__(self, dataset: PairDataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for sample in self.dataset:
+            made = {k: v.is_shared() for k, v in sample.items() if isinstance(v, torch.Tensor)}
+            storages = {
+                k: v.untyped_storage().data_ptr()
+                for k, v in sample.items()
+                if isinstance(v, torch.Tensor)
+            }
+            yield {"sample": sample, "made_shared": made, "storages": storages}
+
+
+def _run(dataset: PairDataset, workers: int) -> list[dict[str, Any]]:
+    loader = DataLoader(
+        Probe(dataset),
+        batch_size=None,
+        num_workers=workers,
+        multiprocessing_context="fork" if workers else None,
+    )
+    return list(loader)
+
+
+def _dataset(built: Path, fmt: str, **kwargs: Any) -> PairDataset:
+    settings: dict[str, Any] = dict(fields=FIELDS, passed=None, shuffle=False, num_frames=4)
+    return PairDataset(built, format=fmt, **{**settings, **kwargs})
+
+
+@pytest.mark.parametrize("fmt", ["lance", "tar"])
+def test_decoded_tensors_are_made_in_shared_memory_by_workers(built: Path, fmt: str) -> None:
+    here = _run(_dataset(built, fmt, size=(48, 64), target_size=32), 0)
+    workers = _run(_dataset(built, fmt, size=(48, 64), target_size=32), 2)
+    assert len(here) == len(workers) == PAIRS
+    for mine, theirs in zip(here, workers, strict=True):
+        assert not any(mine["made_shared"].values()), "the main process allocates ordinarily"
+        assert all(theirs["made_shared"].values()), theirs["made_shared"]
+        assert set(theirs["made_shared"]) == {"frame_indices", *MEDIA}
+        a, b = mine["sample"], theirs["sample"]
+        assert a["meta"]["pair_id"] == b["meta"]["pair_id"]
+        for name in ("frame_indices", *MEDIA):
+            assert b[name].is_shared()
+            assert b[name].dtype == a[name].dtype and torch.equal(a[name], b[name]), name
+
+
+def test_decoded_tensors_unresized_are_made_in_shared_memory(built: Path) -> None:
+    first = _run(_dataset(built, "lance"), 1)[0]
+    assert all(first["made_shared"].values()), first["made_shared"]
+
+
+@pytest.mark.parametrize("fmt", ["lance", "tar"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_undecoded_fields_are_the_stored_bytes(
+    built: Path, stored: dict[str, dict[str, bytes]], fmt: str, workers: int
+) -> None:
+    decoded_indices = {
+        s["meta"]["pair_id"]: s["frame_indices"]
+        for s in _dataset(built, fmt, seed=3, frame_start="random")
+    }
+    got = _run(_dataset(built, fmt, seed=3, frame_start="random", decode=False), workers)
+    assert [g["sample"]["meta"]["pair_id"] for g in got] == list(decoded_indices)
+    for probe in got:
+        sample = probe["sample"]
+        key = sample["meta"]["pair_id"]
+        for name in MEDIA:
+            tensor = sample[name]
+            assert tensor.dtype == torch.uint8 and tensor.ndim == 1
+            assert tensor.numpy().tobytes() == stored[key][TAR_MEMBERS[name]], (key, name)
+        assert torch.equal(sample["frame_indices"], decoded_indices[key])
+        # one buffer a sample: every field is a view of the same storage
+        assert len(set(probe["storages"].values())) == 1
+        assert all(probe["made_shared"].values()) == (workers > 0)
+        assert not workers or all(t.is_shared() for t in sample.values() if torch.is_tensor(t))
+
+
+def test_undecoded_every_frame_and_meta_only(built: Path) -> None:
+    every = PairDataset(built, fields=("masks", "meta"), passed=None, num_frames=None, decode=False)
+    for sample in every:
+        count = sample["meta"]["frame_count"]
+        assert torch.equal(sample["frame_indices"], torch.arange(count))
+    meta_only = list(PairDataset(built, fields=("meta",), passed=None, decode=False))
+    assert len(meta_only) == PAIRS and set(meta_only[0]) == {"meta"}
+    with pytest.raises(ValueError, match="decode=False"):
+        PairDataset(built, fields=FIELDS, decode=False, size=(32, 32))
+
+
+@pytest.mark.parametrize("fmt", ["lance", "tar"])
+def test_undecoded_resume_after_k_yields_exactly_the_rest(built: Path, fmt: str) -> None:
+    kwargs: dict[str, Any] = dict(seed=5, shuffle=True, decode=False)
+    ds = _dataset(built, fmt, **kwargs)
+    it = iter(ds)
+    head = [next(it)["meta"]["pair_id"] for _ in range(7)]
+    state = ds.state_dict()
+    fresh = _dataset(built, fmt, **kwargs)
+    fresh.load_state_dict(state)
+    rest = [s["meta"]["pair_id"] for s in fresh]
+    assert head + rest == [s["meta"]["pair_id"] for s in _dataset(built, fmt, **kwargs)]
+    assert len(head + rest) == PAIRS
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_undecoded_truncated_sample_raises_or_is_skipped(
+    built: Path, tmp_path: Path, workers: int
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    probe = _dataset(copy, "tar", decode=False)
+    path, entry = probe._ctx().selection.shard_entries[7]  # the last sample of the first shard
+    shard = copy / path
+    with open(shard, "r+b") as fh:
+        fh.truncate(int(entry["offset"]) + (int(entry["end"]) - int(entry["offset"])) // 2)
+    with pytest.raises(Exception, match="truncated"):
+        _run(_dataset(copy, "tar", decode=False), workers)
+    skipping = _dataset(copy, "tar", decode=False, on_error="skip")
+    got = _run(skipping, workers)
+    assert len(got) == PAIRS - 1 and skipping.skipped == 1
+    assert entry["key"] not in {g["sample"]["meta"]["pair_id"] for g in got}
