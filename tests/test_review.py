@@ -315,29 +315,30 @@ def test_each_session_appends_a_version_and_skips_labelled_pairs(built: Path) ->
     assert old.count_rows() == 1
 
 
-def test_a_session_killed_before_its_manifest_leaves_no_labels(built: Path) -> None:
+def test_verdicts_the_manifest_does_not_name_yet_are_kept_by_the_next_save(built: Path) -> None:
     session = ReviewSession(built, ALL, order="pair_id", reviewer="a")
     ids = [r["pair_id"] for r in session.rows]
     session.label(ids[0], "accept")
     session.save()
-    # a later session committed to Lance, then died before naming it in the manifest
-    ghost = {
+    # a session committed to Lance, then died before naming that version in the manifest
+    lost = {
         "pair_id": ids[1],
         "label": "reject",
         "reason": "other",
-        "reviewer": "ghost",
+        "reviewer": "killed",
         "time": datetime.now(timezone.utc),
-        "build_id": "x",
+        "build_id": "test",
     }
-    stray = pa.Table.from_pylist([ghost], schema=LABELS_SCHEMA)
-    lance.write_dataset(stray, str(built / LABELS_PATH), mode="append")
+    lance.write_dataset(
+        pa.Table.from_pylist([lost], schema=LABELS_SCHEMA), str(built / LABELS_PATH), mode="append"
+    )
     assert set(latest_labels(open_dataset(built))) == {ids[0]}  # readers trust the manifest
     nxt = ReviewSession(built, ALL, order="pair_id", reviewer="b")
     nxt.label(ids[2], "accept")
     nxt.save()
-    table = read_labels(open_dataset(built))
-    assert sorted(table.column("pair_id").to_pylist()) == sorted([ids[0], ids[2]])
-    assert "ghost" not in table.column("reviewer").to_pylist()
+    table = read_labels(open_dataset(built))  # human verdicts are never thrown away
+    assert sorted(table.column("pair_id").to_pylist()) == sorted(ids[:3])
+    assert sorted(table.column("reviewer").to_pylist()) == ["a", "b", "killed"]
 
 
 # -- the page in a real browser ---------------------------------------------------------

@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "preview": ("preview", "side-by-side video (or contact sheet) of one pair or a filtered few"),
     "report": ("report", "a self-contained HTML report: plots, rejects, timings, a gallery"),
+    "review": ("review", "judge pairs in a local web page; verdicts go to a labels table"),
+    "calibrate": ("calibrate", "the quality gate against human labels: precision, recall, AUC"),
 }
 """Command name -> (module under ``pvtt.tools.commands``, its one-line help), in the
 order ``pvtt --help`` lists them."""

@@ -46,20 +46,16 @@ def local_root(out: str | os.PathLike[str]) -> Path:
 def append_labels(out: str | os.PathLike[str], rows: list[dict[str, object]]) -> TableInfo:
     """Append ``rows`` (:data:`LABELS_SCHEMA` dicts) as one new version of the labels table.
 
-    The table is appended to at the version the manifest names: versions a killed
-    session committed to Lance but never to the manifest are rolled back first, so
-    their rows never appear.
+    Unlike the build's tables, labels are never rolled back to the manifest's version:
+    rows the manifest does not name yet (a session killed between its Lance commit and
+    its manifest, or a manifest rewritten without the table by an older tool) are human
+    verdicts, so they are kept and published with this session's.
     """
     root = local_root(out)
     manifest = read_manifest(root)
     uri = root / LABELS_PATH
     data = pa.Table.from_pylist(rows, schema=LABELS_SCHEMA)
-    info = manifest.tables.get(LABELS_TABLE)
-    if info is None:
-        mode = "overwrite" if uri.exists() else "create"
-    else:
-        _roll_back_to(uri, info.version)
-        mode = "append"
+    mode = "append" if uri.exists() else "create"
     ds = lance.write_dataset(data, str(uri), schema=LABELS_SCHEMA, mode=mode)
     return _publish(root, manifest, LABELS_TABLE, LABELS_PATH, ds)
 
@@ -140,12 +136,6 @@ def _rewrite_shard_indexes(
         atomic_write_bytes(root / name, json.dumps(index).encode("utf-8"))
         shard.index = name
         shard.passed = sum(1 for entry in index["samples"] if entry.get("passed"))
-
-
-def _roll_back_to(uri: Path, version: int) -> None:
-    """Make ``version`` the latest version of the table at ``uri`` (a no-op when it is)."""
-    if lance.dataset(str(uri)).version != version:
-        lance.dataset(str(uri), version=version).restore()
 
 
 def _publish(
