@@ -1,0 +1,206 @@
+"""Benchmark 16-frame window decoding on the GPU (NVDEC) against the CPU path, on a CUDA node.
+
+Run ``python -m pvtt.tools.bench.gpu_decode [--quick] [--json FILE]`` where torch sees a
+GPU and torchcodec loads (see the README, "Decoding on the GPU"). Real 720p clips (3.0-5.0 s
+of ``sam2/04_coffee.mp4``, as ``tools/bench/seek.py`` uses) are encoded as the builder
+encodes them (keyframe every ``clip.keyframe_interval`` frames, index at the front), and the
+same random 16-frame windows are decoded by every path, the frames ending on the GPU, where
+training wants them:
+
+- **cpu**: the loader's CPU decoder (:func:`pvtt.loaders.frames.decode_frames`, as
+  ``PairDataset`` calls it), then a copy to the GPU, in one process; and in a pool of
+  ``--processes`` processes (default: every core), the rate a DataLoader with that many
+  workers could reach at best (the copy to the GPU left out there);
+- **pynvvideocodec**, **torchcodec-beta**, **torchcodec-ffmpeg**: NVDEC through
+  :func:`pvtt.loaders.gpu_decode.decode_frames_on_device` with each decoder (torchcodec with
+  its own NVDEC interface or FFmpeg's), one window at a time and from ``--threads`` threads
+  at once (NVDEC has several engines).
+
+Every rate is also given as a ratio to the single-process CPU rate measured in the same
+run. A path that does not load is reported with its error instead of a figure. The GPU
+frames are compared with the CPU frames of the same window (mean absolute difference in
+8-bit levels): hardware decoders round the colour conversion their own way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pvtt.builder.video import encode_mp4, read_frames
+from pvtt.loaders.frames import decode_frames
+from pvtt.loaders.gpu_decode import decode_frames_on_device
+from pvtt.schemas.config import ClipConfig
+from pvtt.tools.bench.media import test_media_dir
+
+WINDOW = 16
+SEGMENTS = ((0, 135), (135, 150), (60, 105), (195, 90))
+"""(first frame, frames) of ``04_coffee.mp4`` (287 frames at 29.97 fps): 3.0-5.0 s clips."""
+
+GPU_PATHS = (
+    ("pynvvideocodec", "pynvvideocodec", "beta"),
+    ("torchcodec-beta", "torchcodec", "beta"),
+    ("torchcodec-ffmpeg", "torchcodec", "ffmpeg"),
+)
+"""(row name, ``decoder``, ``cuda_backend``) of the GPU paths."""
+
+_CLIPS: list[bytes] = []
+
+
+def encode_clips(video: Path) -> tuple[list[bytes], list[int]]:
+    """The segments encoded as a build encodes clips; their bytes and frame counts."""
+    clips, counts = [], []
+    for start, length in SEGMENTS:
+        frames, fps = read_frames(video, start, start + length)
+        clips.append(encode_mp4(frames, fps, crf=ClipConfig.crf))
+        counts.append(len(frames))
+    return clips, counts
+
+
+def windows(counts: list[int], per_clip: int, seed: int) -> list[tuple[int, np.ndarray]]:
+    """(clip, frame indices) of random 16-frame windows, interleaved across clips."""
+    rng = np.random.default_rng(seed)
+    starts = [rng.integers(0, n - WINDOW + 1, size=per_clip) for n in counts]
+    return [
+        (c, np.arange(starts[c][i], starts[c][i] + WINDOW, dtype=np.int64))
+        for i in range(per_clip)
+        for c in range(len(counts))
+    ]
+
+
+def _pool_init(clips: list[bytes]) -> None:
+    torch.set_num_threads(1)
+    _CLIPS[:] = clips
+
+
+def _pool_window(job: tuple[int, np.ndarray]) -> int:
+    return len(decode_frames(_CLIPS[job[0]], job[1]))
+
+
+def _rate(fn: Callable[[], int], repeats: int) -> float:
+    """Frames per second of ``fn`` (which returns frames decoded): best of ``repeats``."""
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        frames = fn()
+        best = max(best, frames / (time.perf_counter() - start))
+    return best
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    clips, counts = encode_clips(test_media_dir() / "sam2" / "04_coffee.mp4")
+    jobs = windows(counts, args.windows, args.seed)
+    device = torch.device("cuda")
+    rows: dict[str, Any] = {}
+
+    def cpu_one() -> int:
+        for c, idx in jobs:
+            decode_frames(clips[c], idx).to(device, non_blocking=True)
+        torch.cuda.synchronize()
+        return len(jobs) * WINDOW
+
+    cpu_one()  # warm-up: CUDA context, decoder libraries
+    rows["cpu, 1 process"] = {"fps": _rate(cpu_one, args.repeats)}
+    with ProcessPoolExecutor(args.processes, initializer=_pool_init, initargs=(clips,)) as pool:
+        list(pool.map(_pool_window, jobs[: args.processes]))  # start every worker
+        rows[f"cpu, {args.processes} processes"] = {
+            "fps": _rate(lambda: sum(pool.map(_pool_window, jobs, chunksize=4)), args.repeats)
+        }
+    reference = {i: decode_frames(clips[c], idx) for i, (c, idx) in enumerate(jobs[:8])}
+    for name, decoder, backend in GPU_PATHS:
+
+        def gpu(
+            job: tuple[int, np.ndarray], decoder: str = decoder, backend: str = backend
+        ) -> torch.Tensor:
+            return decode_frames_on_device(
+                clips[job[0]], job[1], device=device, decoder=decoder, cuda_backend=backend
+            )
+
+        try:
+            diffs = [
+                (gpu(jobs[i]).cpu().int() - reference[i].int()).abs().float().mean().item()
+                for i in reference
+            ]
+        except (ImportError, RuntimeError, ValueError) as exc:  # the row's finding
+            rows[name] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
+            continue
+
+        def one(gpu: Callable[..., torch.Tensor] = gpu) -> int:
+            for job in jobs:
+                gpu(job)
+            torch.cuda.synchronize()
+            return len(jobs) * WINDOW
+
+        rows[f"{name}, 1 stream"] = {
+            "fps": _rate(one, args.repeats),
+            "mean_abs_diff": float(np.mean(diffs)),
+        }
+        for threads in args.threads:
+            with ThreadPoolExecutor(threads) as pool:
+
+                def many(gpu: Callable[..., torch.Tensor] = gpu, pool: Any = pool) -> int:
+                    for _ in pool.map(gpu, jobs):
+                        pass
+                    torch.cuda.synchronize()
+                    return len(jobs) * WINDOW
+
+                many()
+                rows[f"{name}, {threads} threads"] = {"fps": _rate(many, args.repeats)}
+    base = rows["cpu, 1 process"]["fps"]
+    for row in rows.values():
+        if "fps" in row:
+            row["x_cpu"] = row["fps"] / base
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device),
+        "cores": os.cpu_count(),
+        "windows": len(jobs),
+        "clips": [{"frames": n, "bytes": len(b)} for n, b in zip(counts, clips, strict=True)],
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer windows and repeats")
+    parser.add_argument("--windows", type=int, help="windows per clip (default 40, quick 10)")
+    parser.add_argument("--repeats", type=int, help="timed passes, best kept (default 3, quick 2)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count(), help="CPU pool size")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[4, 8], help="GPU decode threads to try"
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.windows = args.windows or (10 if args.quick else 40)
+    args.repeats = args.repeats or (2 if args.quick else 3)
+    if not torch.cuda.is_available():
+        sys.exit("gpu_decode: torch sees no GPU here; run it on a CUDA node")
+    results = measure(args)
+    print(
+        f"{results['device']}, {results['cores']} cores, {results['windows']} windows of {WINDOW} frames"
+    )
+    print(f"{'path':<28}{'frames/s':>10}{'x cpu':>8}  notes")
+    for name, row in results["rows"].items():
+        if "error" in row:
+            print(f"{name:<28}{'-':>10}{'-':>8}  {row['error']}")
+        else:
+            diff = f"mean |gpu - cpu| {row['mean_abs_diff']:.2f}" if "mean_abs_diff" in row else ""
+            print(f"{name:<28}{row['fps']:>10.0f}{row['x_cpu']:>8.2f}  {diff}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
