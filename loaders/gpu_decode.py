@@ -25,7 +25,9 @@ import os
 import tempfile
 import threading
 import weakref
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -203,3 +205,36 @@ def decode_sample_on_device(
                 what=name,
             )
     return out
+
+
+def decode_on_device(
+    samples: Iterable[Mapping[str, Any]],
+    *,
+    device: str | torch.device = "cuda",
+    threads: int = 8,
+    size: tuple[int, int] | None = None,
+    decoder: GpuDecoder = "pynvvideocodec",
+    cuda_backend: CudaBackend = "beta",
+) -> Iterator[dict[str, Any]]:
+    """``samples`` (undecoded, e.g. a DataLoader over ``PairDataset(decode=False)``) decoded on
+    ``device`` by ``threads`` threads, yielded in their order.
+
+    One stream keeps one NVDEC engine busy and waits on it; an H200 decoded 16-frame 720p
+    windows 5.8x faster from 8 threads than from one (``tools/bench/gpu_decode.py``). At most
+    ``2 * threads`` samples are in flight, so memory stays bounded.
+    """
+    if threads < 1:
+        raise ValueError("threads must be >= 1")
+    options = {"device": device, "size": size, "decoder": decoder, "cuda_backend": cuda_backend}
+    with ThreadPoolExecutor(threads, thread_name_prefix="pvtt-nvdec") as pool:
+        pending: deque[Future[dict[str, Any]]] = deque()
+        try:
+            for sample in samples:
+                pending.append(pool.submit(decode_sample_on_device, sample, **options))
+                if len(pending) >= 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

@@ -15,7 +15,11 @@ import torch
 from pvtt.builder.video import encode_mp4
 from pvtt.loaders.decode import MediaDecodeError
 from pvtt.loaders.frames import decode_frames, frame_count
-from pvtt.loaders.gpu_decode import decode_frames_on_device, decode_sample_on_device
+from pvtt.loaders.gpu_decode import (
+    decode_frames_on_device,
+    decode_on_device,
+    decode_sample_on_device,
+)
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +184,22 @@ def test_nvdec_sessions_are_kept_per_thread_and_repointed(
         decode_frames_on_device(clip, [24], device="cuda:0", what="source_video")
     with pytest.raises(MediaDecodeError, match="background_video: PyNvVideoCodec cannot decode"):
         decode_frames_on_device(b"junk" + clip, [0], device="cuda:0", what="background_video")
+
+
+def test_threads_decode_in_the_samples_order(fake_torchcodec: type, clip: bytes) -> None:
+    samples = [
+        {"synth_video": clip, "frame_indices": torch.arange(i, i + 4), "meta": {"n": i}}
+        for i in range(12)
+    ]
+    out = list(decode_on_device(iter(samples), device="cpu", threads=3, decoder="torchcodec"))
+    assert [s["meta"]["n"] for s in out] == list(range(12))
+    for i, sample in enumerate(out):
+        assert torch.equal(sample["synth_video"], decode_frames(clip, np.arange(i, i + 4)))
+    samples[7]["frame_indices"] = torch.tensor([30])
+    decoded = decode_on_device(samples, device="cpu", threads=3, decoder="torchcodec")
+    with pytest.raises(MediaDecodeError, match="synth_video: frame 30"):
+        for _ in decoded:
+            pass
 
 
 def test_a_sample_without_indices_is_refused() -> None:
