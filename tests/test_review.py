@@ -5,8 +5,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -28,6 +32,7 @@ from pvtt.loaders.query import PairFilter, select_pairs
 from pvtt.loaders.store import open_dataset, read_blobs_by_key
 from pvtt.schemas.labels import LABELS_PATH, LABELS_SCHEMA, REASONS
 from pvtt.schemas.manifest import read_manifest
+from pvtt.tools.cli import main
 from pvtt.tools.commands import review as review_command
 from pvtt.tools.review_server import byte_range, make_server
 from pvtt.tools.review_session import ORDERS, ReviewSession, order_rows
@@ -339,6 +344,60 @@ def test_verdicts_the_manifest_does_not_name_yet_are_kept_by_the_next_save(built
     table = read_labels(open_dataset(built))  # human verdicts are never thrown away
     assert sorted(table.column("pair_id").to_pylist()) == sorted(ids[:3])
     assert sorted(table.column("reviewer").to_pylist()) == ["a", "b", "killed"]
+
+
+def test_the_command_serves_until_interrupted_and_then_saves(built: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "pvtt.tools.cli",
+        "review",
+        str(built),
+        "--port",
+        "0",
+        "--reviewer",
+        "cli",
+        "--rejected",
+        "--order",
+        "score",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()
+        match = re.search(r"reviewing (\d+) pairs .* at (http://127\.0\.0\.1:\d+)/", first)
+        assert match, first + process.stderr.read()
+        url = match.group(2)
+        with urllib.request.urlopen(url + "/api/queue", timeout=60) as response:
+            pairs = json.loads(response.read())["pairs"]
+        assert len(pairs) == int(match.group(1)) and not any(p["passed"] for p in pairs)
+        scores = [p["quality_score"] for p in pairs]
+        assert scores == sorted(scores)
+        body = json.dumps({"pair_id": pairs[0]["pair_id"], "label": "accept"}).encode()
+        request = urllib.request.Request(
+            url + "/api/label", data=body, headers={"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(request, timeout=60).close()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert "labels saved: version" in out
+    labels = latest_labels(open_dataset(built))
+    assert {k: (v["label"], v["reviewer"]) for k, v in labels.items()} == {
+        pairs[0]["pair_id"]: ("accept", "cli")
+    }
+
+
+def test_a_port_in_use_is_a_clear_error(built: Path, capsys: pytest.CaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["review", str(built), "--port", str(port)]) == 1
+    assert f"127.0.0.1:{port}: " in capsys.readouterr().err
 
 
 # -- the page in a real browser ---------------------------------------------------------

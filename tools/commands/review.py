@@ -11,6 +11,7 @@ listens on 127.0.0.1 only and fetches nothing from the network.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pvtt.schemas.manifest import ManifestError
 from pvtt.tools.commands._common import add_filter_arguments, fail, filter_from_args
@@ -56,12 +57,16 @@ def run(args: argparse.Namespace) -> int:
             relabel=args.relabel,
             limit=args.limit,
         )
-        server = make_server(session, args.port)
     except (ValueError, OSError, ManifestError) as exc:
         return fail(str(exc))
+    try:
+        server = make_server(session, args.port)
+    except OSError as exc:
+        return fail(f"127.0.0.1:{args.port}: {exc.strerror}; pick another --port (0: any free)")
     port = server.server_address[1]
     print(f"reviewing {len(session.rows)} pairs of {args.out} at http://127.0.0.1:{port}/")
     print("A accept, 1-7 reject with a reason, S skip, U undo, W save; Ctrl+C saves and stops")
+    sys.stdout.flush()  # the address, before serving: a pipe reader waits for it
     try:
         server.serve_forever()
     except KeyboardInterrupt:
