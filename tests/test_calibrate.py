@@ -326,3 +326,4 @@ def test_the_report_section_exists_only_with_labels(unlabelled: Path, labelled: 
     assert f"<td>{cal.recommended.threshold:.3f}</td>" in page
     assert "1 labels name pairs this dataset no longer holds" in page
     assert "http" not in page and "src=" not in page and "<script" not in page
+    assert calibration_html(open_dataset(labelled)) == page  # an opened dataset does too

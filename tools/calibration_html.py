@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pvtt.loaders.labels import has_labels
-from pvtt.loaders.store import open_dataset
+from pvtt.loaders.store import BuiltDataset, open_dataset
 from pvtt.tools.calibration import (
     DEFAULT_TARGET_PRECISION,
     Calibration,
@@ -29,10 +29,12 @@ PLOT_W, PLOT_H, PAD = 420, 220, 34
 
 
 def calibration_html(
-    out: str | os.PathLike[str], target_precision: float = DEFAULT_TARGET_PRECISION
+    out: str | os.PathLike[str] | BuiltDataset,
+    target_precision: float = DEFAULT_TARGET_PRECISION,
 ) -> str | None:
-    """The section's HTML for the dataset at ``out``, or None when it has no labels."""
-    dataset = open_dataset(out)
+    """The section's HTML for the dataset at ``out`` (a folder, or one the report already
+    opened, object stores included), or None when it has no labels."""
+    dataset = out if isinstance(out, BuiltDataset) else open_dataset(out)
     if not has_labels(dataset):
         return None
     return render(calibrate(dataset, target_precision))
