@@ -204,6 +204,24 @@ def test_filters_select_the_queue(built: Path) -> None:
     assert session.rows and all(not r["passed"] for r in session.rows)
 
 
+def test_a_tar_only_dataset_is_reviewed_from_its_samples(tmp_path: Path, shared_data: Path) -> None:
+    out = tmp_path / "tar-only"
+    with DatasetWriter(out, formats=("tar",), max_samples=4) as writer:
+        for sample in make_samples(shared_data, 4):
+            writer.write(sample)
+    served = Served(ReviewSession(out, ALL, order="pair_id", reviewer="t"))
+    try:
+        pid = served.session.rows[0]["pair_id"]
+        status, _, body = served.get(f"/media/synth/{pid}")
+        assert status == 200 and body[4:8] == b"ftyp"
+        assert served.get(f"/media/masks/{pid}")[0] == 404  # the build kept no masks in tar
+        served.post("/api/label", {"pair_id": pid, "label": "reject", "reason": "insertion"})
+        assert served.post("/api/save", {})[1]["version"] is not None
+    finally:
+        served.close()
+    assert latest_labels(open_dataset(out))[pid]["reason"] == "insertion"
+
+
 def test_media_are_the_stored_bytes_served_by_range(served: Served, built: Path) -> None:
     pid = served.session.rows[0]["pair_id"]
     stored = read_blobs_by_key(open_dataset(built).pairs, "synth_video", "pair_id", [pid])[pid]
