@@ -16,6 +16,12 @@ training wants them:
   its own NVDEC interface or FFmpeg's), one window at a time and from ``--threads`` threads
   at once (NVDEC has several engines).
 
+With ``--loader``, the same comparison end to end: a Lance dataset of ``--pairs`` pairs
+(``tools/bench/loader.py``'s clips and pairs) read through a ``DataLoader`` with each of
+``--workers``: ``PairDataset`` decoding in the workers (frames then copied to the GPU)
+against ``PairDataset(decode=False)`` with the windows decoded on the GPU by
+:func:`pvtt.loaders.gpu_decode.decode_on_device` (``--threads``' largest), in samples/s.
+
 Every rate is also given as a ratio to the single-process CPU rate measured in the same
 run. A path that does not load is reported with its error instead of a figure. The GPU
 frames are compared with the CPU frames of the same window (mean absolute difference in
@@ -28,6 +34,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -37,11 +44,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from pvtt.builder.video import encode_mp4, read_frames
+from pvtt.builder.writer import DatasetWriter
+from pvtt.loaders.dataset import PairDataset
 from pvtt.loaders.frames import decode_frames
-from pvtt.loaders.gpu_decode import decode_frames_on_device
+from pvtt.loaders.gpu_decode import decode_frames_on_device, decode_on_device
 from pvtt.schemas.config import ClipConfig
+from pvtt.tools.bench.loader import load_cutouts, make_clips, make_samples
 from pvtt.tools.bench.media import test_media_dir
 
 WINDOW = 16
@@ -89,7 +100,7 @@ def _pool_window(job: tuple[int, np.ndarray]) -> int:
 
 
 def _rate(fn: Callable[[], int], repeats: int) -> float:
-    """Frames per second of ``fn`` (which returns frames decoded): best of ``repeats``."""
+    """Items per second of ``fn`` (which returns how many it made): best of ``repeats``."""
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
@@ -171,6 +182,44 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def measure_loader(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Samples/s through a DataLoader: decoded in the workers, or bytes there and NVDEC here."""
+    media = test_media_dir()
+    clips = make_clips(media / "sam2" / "04_coffee.mp4", SEGMENTS)
+    samples = make_samples(args.pairs, clips, load_cutouts(media / "rembg"), seed=args.seed)
+    out = root / "dataset"
+    with DatasetWriter(out, formats=("lance",)) as writer:
+        for sample in samples:
+            writer.write(sample)
+    device = torch.device("cuda")
+    common = {"fields": ("synth_video",), "passed": None, "num_frames": WINDOW, "seed": args.seed}
+    threads = max(args.threads)
+    rows: dict[str, Any] = {}
+    for workers in args.workers:
+
+        def cpu(workers: int = workers) -> int:
+            loader = DataLoader(PairDataset(out, **common), batch_size=None, num_workers=workers)
+            count = 0
+            for sample in loader:
+                sample["synth_video"].to(device, non_blocking=True)
+                count += 1
+            torch.cuda.synchronize()
+            return count
+
+        def gpu(workers: int = workers) -> int:
+            dataset = PairDataset(out, decode=False, **common)
+            loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+            count = sum(1 for _ in decode_on_device(loader, device=device, threads=threads))
+            torch.cuda.synchronize()
+            return count
+
+        rows[f"{workers} workers, decoded there"] = {"samples_s": _rate(cpu, args.repeats)}
+        rows[f"{workers} workers, bytes; NVDEC x{threads}"] = {
+            "samples_s": _rate(gpu, args.repeats)
+        }
+    return {"pairs": len(samples), "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer windows and repeats")
@@ -180,6 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, nargs="+", default=[4, 8], help="GPU decode threads to try"
     )
+    parser.add_argument("--loader", action="store_true", help="also measure through PairDataset")
+    parser.add_argument("--pairs", type=int, default=96, help="pairs of the --loader dataset")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[4, 8], help="DataLoader workers for --loader"
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -188,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         sys.exit("gpu_decode: torch sees no GPU here; run it on a CUDA node")
     results = measure(args)
+    if args.loader:
+        with tempfile.TemporaryDirectory(prefix="pvtt-gpu-decode-") as tmp:
+            results["loader"] = measure_loader(args, Path(tmp))
     print(
         f"{results['device']}, {results['cores']} cores, {results['windows']} windows of {WINDOW} frames"
     )
@@ -198,6 +255,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             diff = f"mean |gpu - cpu| {row['mean_abs_diff']:.2f}" if "mean_abs_diff" in row else ""
             print(f"{name:<28}{row['fps']:>10.0f}{row['x_cpu']:>8.2f}  {diff}")
+    if "loader" in results:
+        print(f"\nthrough a DataLoader, {results['loader']['pairs']} pairs, 16-frame windows")
+        for name, row in results["loader"]["rows"].items():
+            print(f"{name:<36}{row['samples_s']:>8.1f} samples/s")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
 
