@@ -7,6 +7,9 @@ encodes them (keyframe every ``clip.keyframe_interval`` frames, index at the fro
 same random 16-frame windows are decoded by every path, the frames ending on the GPU, where
 training wants them:
 
+- **cpu, GOP 250**: the CPU decoder on the same clips encoded as builds encoded them before
+  ``clip.keyframe_interval`` (a keyframe every 250 frames, so a window decodes from the
+  clip's start): the loader's window rate before this work, in one process;
 - **cpu**: the loader's CPU decoder (:func:`pvtt.loaders.frames.decode_frames`, as
   ``PairDataset`` calls it), then a copy to the GPU, in one process; and in a pool of
   ``--processes`` processes (default: every core), the rate a DataLoader with that many
@@ -59,6 +62,8 @@ WINDOW = 16
 SEGMENTS = ((0, 135), (135, 150), (60, 105), (195, 90))
 """(first frame, frames) of ``04_coffee.mp4`` (287 frames at 29.97 fps): 3.0-5.0 s clips."""
 
+OLD_KEYFRAME_INTERVAL = 250
+"""x264's default GOP, which builds used before ``clip.keyframe_interval``: the issue's "today"."""
 GPU_PATHS = (
     ("pynvvideocodec", "pynvvideocodec", "beta"),
     ("torchcodec-beta", "torchcodec", "beta"),
@@ -69,12 +74,14 @@ GPU_PATHS = (
 _CLIPS: list[bytes] = []
 
 
-def encode_clips(video: Path) -> tuple[list[bytes], list[int]]:
+def encode_clips(video: Path, keyframe_interval: int) -> tuple[list[bytes], list[int]]:
     """The segments encoded as a build encodes clips; their bytes and frame counts."""
     clips, counts = [], []
     for start, length in SEGMENTS:
         frames, fps = read_frames(video, start, start + length)
-        clips.append(encode_mp4(frames, fps, crf=ClipConfig.crf))
+        clips.append(
+            encode_mp4(frames, fps, crf=ClipConfig.crf, keyframe_interval=keyframe_interval)
+        )
         counts.append(len(frames))
     return clips, counts
 
@@ -110,12 +117,13 @@ def _rate(fn: Callable[[], int], repeats: int) -> float:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    clips, counts = encode_clips(test_media_dir() / "sam2" / "04_coffee.mp4")
+    video = test_media_dir() / "sam2" / "04_coffee.mp4"
+    clips, counts = encode_clips(video, ClipConfig.keyframe_interval)
     jobs = windows(counts, args.windows, args.seed)
     device = torch.device("cuda")
     rows: dict[str, Any] = {}
 
-    def cpu_one() -> int:
+    def cpu_one(clips: list[bytes] = clips) -> int:
         for c, idx in jobs:
             decode_frames(clips[c], idx).to(device, non_blocking=True)
         torch.cuda.synchronize()
@@ -123,6 +131,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     cpu_one()  # warm-up: CUDA context, decoder libraries
     rows["cpu, 1 process"] = {"fps": _rate(cpu_one, args.repeats)}
+    before, _ = encode_clips(video, OLD_KEYFRAME_INTERVAL)
+    rows[f"cpu, 1 process, GOP {OLD_KEYFRAME_INTERVAL}"] = {
+        "fps": _rate(lambda: cpu_one(before), args.repeats)
+    }
     with ProcessPoolExecutor(args.processes, initializer=_pool_init, initargs=(clips,)) as pool:
         list(pool.map(_pool_window, jobs[: args.processes]))  # start every worker
         rows[f"cpu, {args.processes} processes"] = {
@@ -169,9 +181,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 many()
                 rows[f"{name}, {threads} threads"] = {"fps": _rate(many, args.repeats)}
     base = rows["cpu, 1 process"]["fps"]
+    before = rows[f"cpu, 1 process, GOP {OLD_KEYFRAME_INTERVAL}"]["fps"]
     for row in rows.values():
         if "fps" in row:
-            row["x_cpu"] = row["fps"] / base
+            row["x_cpu"], row["x_before"] = row["fps"] / base, row["fps"] / before
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device),
@@ -248,13 +261,16 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{results['device']}, {results['cores']} cores, {results['windows']} windows of {WINDOW} frames"
     )
-    print(f"{'path':<28}{'frames/s':>10}{'x cpu':>8}  notes")
+    print("x cpu: over the CPU decoder in one process; x before: over it on GOP-250 clips")
+    print(f"{'path':<30}{'frames/s':>10}{'x cpu':>8}{'x before':>10}  notes")
     for name, row in results["rows"].items():
         if "error" in row:
-            print(f"{name:<28}{'-':>10}{'-':>8}  {row['error']}")
+            print(f"{name:<30}{'-':>10}{'-':>8}{'-':>10}  {row['error']}")
         else:
             diff = f"mean |gpu - cpu| {row['mean_abs_diff']:.2f}" if "mean_abs_diff" in row else ""
-            print(f"{name:<28}{row['fps']:>10.0f}{row['x_cpu']:>8.2f}  {diff}")
+            print(
+                f"{name:<30}{row['fps']:>10.0f}{row['x_cpu']:>8.2f}{row['x_before']:>10.2f}  {diff}"
+            )
     if "loader" in results:
         print(f"\nthrough a DataLoader, {results['loader']['pairs']} pairs, 16-frame windows")
         for name, row in results["loader"]["rows"].items():
