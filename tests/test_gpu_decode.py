@@ -228,3 +228,11 @@ def test_nvdec_matches_the_cpu_decoder(
     assert frames.dtype == torch.uint8
     reference = decode_frames(clip, indices)
     assert (frames.cpu().float() - reference.float()).abs().mean() < 3.0
+
+
+def test_the_benchmark_says_where_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvtt.tools.bench import gpu_decode
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="torch sees no GPU here; run it on a CUDA node"):
+        gpu_decode.main(["--quick"])
