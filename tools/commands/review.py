@@ -5,7 +5,8 @@ beside the target cut-out, with the scores and the gate's verdict. Keys: A accep
 1-7 reject with a reason, S skip, U undo, W save, Space play/pause. Verdicts are
 saved (W, closing the page, or stopping the server with Ctrl+C) as one new version of
 OUT/lance/labels.lance; the pairs and their media are never written. The server
-listens on 127.0.0.1 only and fetches nothing from the network.
+listens on 127.0.0.1 only and fetches nothing from the network. Unlike pvtt query,
+review shows passed and rejected pairs alike unless --passed or --rejected is given.
 """
 
 from __future__ import annotations
