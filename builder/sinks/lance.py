@@ -30,6 +30,7 @@ import pyarrow as pa
 from lance.fragment import FragmentMetadata, write_fragments
 
 from pvtt.builder.sinks.base import PairSample, SampleError
+from pvtt.builder.sinks.lance_layout import cluster_unindexed
 from pvtt.builder.video import VideoError, mp4_keyframe_index
 from pvtt.schemas.manifest import Manifest, TableInfo, fsync_dir
 from pvtt.schemas.records import ClipRecord, PairRecord, ProductRecord, to_row
@@ -257,11 +258,13 @@ class LanceSink:
             table.durable.sync()
 
     def finalize(self, manifest: Manifest) -> None:
-        """Compact each commit's small fragments, then build or extend the scalar indexes.
+        """Compact each commit's small fragments, sorting the rows not yet indexed
+        (:mod:`.lance_layout`), then build or extend the scalar indexes.
 
         Every commit appends at least one fragment; queries over thousands of small
-        fragments are many times slower than over a few large ones. In rank mode this
-        is ``pvtt merge``'s work.
+        fragments are many times slower than over a few large ones, and a selective
+        query over unsorted rows reads them one by one. In rank mode this is
+        ``pvtt merge``'s work.
         """
         if not self.commit:
             return
@@ -303,7 +306,8 @@ def optimise_table(
     storage_options: dict[str, str] | None = None,
     durable: DurableTree | None = None,
 ) -> lance.LanceDataset | None:
-    """Compact a table's fragments, build or extend its scalar indexes, make it durable.
+    """Compact a table's fragments (sorting the rows no index covers yet, see
+    :mod:`.lance_layout`), build or extend its scalar indexes, make it durable.
 
     ``uri`` is a folder or, with ``storage_options``, an object-store URI (nothing to
     fsync there: an object is durable once its upload returns). ``durable`` tracks what
@@ -317,6 +321,11 @@ def optimise_table(
         if durable is not None:
             durable.sync()
         return None
+    if compact:  # compaction rewrites these rows anyway: in sorted order
+        sorted_ds = cluster_unindexed(
+            uri, name, rows_per_fragment=target_rows_per_fragment, storage_options=storage_options
+        )
+        ds = sorted_ds if sorted_ds is not None else ds
     if compact and len(ds.get_fragments()) > 1:
         ds.optimize.compact_files(target_rows_per_fragment=target_rows_per_fragment)
         ds = lance.dataset(str(uri), storage_options=storage_options)
