@@ -17,6 +17,7 @@ from typing import Any
 import lance
 import pyarrow as pa
 
+from pvtt.loaders.query_route import read_options
 from pvtt.loaders.store import BuiltDataset
 from pvtt.loaders.where import (
     Column,
@@ -195,8 +196,10 @@ def select_pairs(
 ) -> pa.Table:
     """The selected pairs' scalar columns, typed by the schema; media bytes are never read.
 
-    Lance datasets are filtered by Lance (scalar indexes). Tar-only datasets are filtered
-    on their shard indexes; a sample's json is read only for a column the indexes lack.
+    Lance datasets are filtered by Lance: through the scalar indexes, or by a full scan
+    where the filter selects many scattered rows (:mod:`pvtt.loaders.query_route`; the
+    rows are the same either way). Tar-only datasets are filtered on their shard
+    indexes; a sample's json is read only for a column the indexes lack.
     """
     allowed = scalar_columns("pairs")
     cols = list(columns) if columns else list(allowed)
@@ -204,7 +207,9 @@ def select_pairs(
     if bad:
         raise ValueError(f"unknown or media columns {bad}; scalar columns are {list(allowed)}")
     if dataset.has_lance:
-        return lance_table(dataset.pairs, columns=cols, filter=flt.to_sql(), limit=limit)
+        table, sql = dataset.pairs, flt.to_sql()
+        options = read_options(table, flt.predicate(), sql)
+        return lance_table(table, columns=cols, filter=sql, limit=limit, **options)
     entries = [(s.path, e) for s in dataset.shards for e in dataset.shard_index(s)]
     entries, rows = select_entries(dataset, flt, entries)
     if limit is not None:
