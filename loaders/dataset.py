@@ -228,8 +228,9 @@ class PairDataset(IterableDataset):
     asked for) and ``meta`` as usual. A sample's tensors are views of one buffer the
     bytes are read straight into (in shared memory inside a worker): one descriptor a
     sample crosses to the main process, where pickled bytes would be copied four times
-    on the way. ``size``, ``target_size`` and ``decoder`` must be left unset; batch
-    with a ``collate_fn`` that keeps a list (``collate_fn=list``), as the sizes differ.
+    on the way. ``size`` and ``target_size`` must be left unset (``decoder`` is not
+    used); batch with a ``collate_fn`` that keeps a list (``collate_fn=list``), as the
+    sizes differ. A view keeps its sample's whole buffer alive.
 
     ``out`` may be an ``s3://bucket/prefix``; ``storage_options`` (endpoint,
     credentials, region: see :mod:`pvtt.loaders.fs`) reach both the tar reads and
