@@ -13,14 +13,18 @@ table for ``lance.torch``; MDS through a stand-in for ``streaming``'s torchvisio
 imports, see there), then measures, every tool reading in its stored order (pvtt with
 ``shuffle=False``, no shuffle buffers):
 
-1. **streaming**: samples/s of one epoch through a ``DataLoader`` with 1 and 2 workers,
-   bytes only (the four media fields and the scalar columns; workers send them to the
-   main process pickled, as any IterableDataset of bytes does) and decoded (16 frames
-   from frame 0 of both clips, the masks at those frames, the RGBA cut-out; every tool
-   decodes with ``PairDataset``'s functions, so the rows compare data stacks, not
-   decoders; the first ``--decode-samples`` samples: starting at frame 0 keeps the cost
-   of a pair from depending on where a window falls, though a longer clip still costs
-   more, as its masks decode whole).
+1. **streaming**: samples/s of one epoch through a ``DataLoader`` with 1, 2 and 4
+   workers (``--workers``; more workers than cores oversubscribe them, and the report
+   says so), bytes only (the four media fields and the scalar columns; the alternatives'
+   workers send them to the main process pickled, as any IterableDataset of bytes does;
+   pvtt's come from ``PairDataset(decode=False)``, one shared-memory buffer a sample) and
+   decoded (16 frames from frame 0 of both clips, the masks at those frames, the RGBA
+   cut-out; every tool decodes with ``PairDataset``'s functions, so the rows compare data
+   stacks, not decoders; the first ``--decode-samples`` samples: starting at frame 0
+   keeps the cost of a pair from depending on where a window falls, though a longer
+   clip still costs more, as its masks decode whole), and decoded at **random windows**:
+   the same, with each pair's 16-frame window starting at a frame drawn from a generator
+   seeded per pair (``PairDataset``'s seeding, so every tool decodes the same frames).
 2. **filtered streaming** of ~10% and ~30% of pairs (a set of difficulties and a
    minimum quality score): selected samples/s of one in-process epoch, with each
    tool's own way: pvtt and lance.torch push the filter down, the others read and
@@ -35,8 +39,11 @@ imports, see there), then measures, every tool reading in its stored order (pvtt
 Every figure is reported with its ratio to pvtt (its Lance format) and to the machine's
 raw limit, measured in the same run: a sequential read of the same bytes from one file
 (bytes-only, filters: only the selected pairs' bytes; resume: one pair's bytes), the
-same read plus the same decoding in as many processes as workers, the same bytes
-written to plain files, and the bytes themselves for storage. Reads are cold: every file
+same read plus the same decoding in as many processes as workers (random windows: plain
+PyAV seeking to the keyframe at or before each window and decoding exactly its frames,
+:func:`pvtt.tools.bench.seek.plain_window`, with the masks and cut-out decoded as every
+tool decodes them), the same bytes written to plain files, and the bytes themselves for
+storage. Reads are cold: every file
 of the tool is dropped from the page cache first (``posix_fadvise DONTNEED``); on a
 virtual machine the host may still cache them, which the raw sequential rate shows.
 
@@ -63,6 +70,7 @@ import sys
 import tempfile
 import time
 import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -71,12 +79,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from pvtt.builder.sinks.base import PairSample
 from pvtt.builder.writer import DatasetWriter
 from pvtt.loaders import PairDataset
-from pvtt.loaders.frames import FrameSampler
+from pvtt.loaders.frames import FrameSampler, decode_masks_at, decode_rgba
 from pvtt.schemas.masks import encode_masks
 from pvtt.tools.bench.compare_formats import (
     ALTERNATIVES,
@@ -91,7 +100,6 @@ from pvtt.tools.bench.compare_formats import (
 from pvtt.tools.bench.compare_report import markdown_table, plot, print_table
 from pvtt.tools.bench.loader import (
     SHARED_DATA,
-    BytesOnlyDataset,
     Clip,
     evict,
     load_cutouts,
@@ -99,6 +107,7 @@ from pvtt.tools.bench.loader import (
     make_samples,
     read_ahead_kb,
 )
+from pvtt.tools.bench.seek import plain_window
 from pvtt.tools.bench.store import write_plain_files
 
 MB = 1e6
@@ -109,6 +118,10 @@ SEGMENTS = ((0, 287), (195, 90), (0, 135), (60, 210))
 """(first frame, frames) of ``04_coffee.mp4`` (287 frames, 29.97 fps): 9.6, 3.0, 4.5, 7.0 s."""
 NUM_FRAMES = 16
 SAMPLER = FrameSampler(NUM_FRAMES, 1, "first")
+WINDOW_SAMPLER = FrameSampler(NUM_FRAMES, 1, "random")
+WORKERS = (1, 2, 4)
+MODES = ("bytes", "decode", "window")
+"""DataLoader runs: bytes only, decoded from frame 0, decoded at random windows."""
 FIELDS = (*MEDIA, "meta")
 COPY_TOOLS = ("webdataset", "mds", "hf-datasets")
 """Tools without a filter pushdown, which can rewrite a filtered copy instead."""
@@ -127,11 +140,22 @@ class Metric:
     """pvtt's figure to compare with when pvtt has no figure of its own (copies)."""
 
 
-METRICS = (
-    Metric("stream_bytes_w1", "bytes only, 1 worker", "samples/s", True),
-    Metric("stream_bytes_w2", "bytes only, 2 workers", "samples/s", True),
-    Metric("stream_decode_w1", "decoded, 1 worker", "samples/s", True),
-    Metric("stream_decode_w2", "decoded, 2 workers", "samples/s", True),
+def _stream_metrics(workers: Sequence[int]) -> tuple[Metric, ...]:
+    labels = {
+        "bytes": "bytes only",
+        "decode": "decoded",
+        "window": "decoded, random 16-frame windows",
+    }
+    return tuple(
+        Metric(
+            f"stream_{mode}_w{n}", f"{labels[mode]}, {n} worker{'s' * (n > 1)}", "samples/s", True
+        )
+        for mode in MODES
+        for n in workers
+    )
+
+
+OTHER_METRICS = (
     Metric("filter10", "filter ~10%, one epoch", "selected/s", True),
     Metric("filter30", "filter ~30%, one epoch", "selected/s", True),
     Metric(
@@ -144,6 +168,14 @@ METRICS = (
     Metric("write", "write, fsynced", "MB/s", True),
     Metric("storage", "disk per pair", "MB/pair", False),
 )
+
+
+def metrics(workers: Sequence[int] = WORKERS) -> tuple[Metric, ...]:
+    """The report's rows for runs with these worker counts."""
+    return (*_stream_metrics(workers), *OTHER_METRICS)
+
+
+METRICS = metrics()
 
 
 # -- the pairs --------------------------------------------------------------------------
@@ -334,14 +366,18 @@ class Runner:
         if select is not None:
             kwargs.update(difficulty=set(select.difficulties), min_score=select.min_score)
         if mode == "bytes":
-            return BytesOnlyDataset(self.folder, **kwargs)
-        return PairDataset(self.folder, num_frames=NUM_FRAMES, frame_start="first", **kwargs)
+            return PairDataset(self.folder, decode=False, **kwargs)
+        start = "random" if mode == "window" else "first"
+        return PairDataset(self.folder, num_frames=NUM_FRAMES, frame_start=start, **kwargs)
 
     def dataset(self, mode: str, select: Selector | None = None) -> IterableDataset:
         if self.alt is None:
             return self._pvtt(mode, select)
-        transform = bytes_sample if mode == "bytes" else _decode_first
-        return Samples(self.alt.rows(self.folder, select), transform)
+        transform = {"bytes": bytes_sample, "decode": _decode_first, "window": self._window}
+        return Samples(self.alt.rows(self.folder, select), transform[mode])
+
+    def _window(self, row: Row) -> dict[str, Any]:
+        return decode_row(row, WINDOW_SAMPLER, self.seed)
 
     def resume_state(self, skip: int) -> Any:
         if self.alt is None:
@@ -374,12 +410,22 @@ def loader_epoch(ds: IterableDataset, workers: int, limit: int | None = None) ->
     it = iter(loader)
     for sample in it:
         keys.append(sample["meta"]["pair_id"])
-        media += sum(len(sample[m]) for m in MEDIA if isinstance(sample[m], bytes))
+        media += sum(_stored_bytes(sample[m]) for m in MEDIA)
         if limit is not None and len(keys) >= limit:
             break
     seconds = time.perf_counter() - start
     del it, loader  # stops the workers
     return {"seconds": seconds, "samples": len(keys), "media_bytes": media, "keys": keys}
+
+
+def _stored_bytes(value: Any) -> int:
+    """Bytes of an undecoded field: bytes, or ``PairDataset(decode=False)``'s 1-D uint8
+    tensor; 0 for a decoded one."""
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim == 1:
+        return value.numel()
+    return 0
 
 
 def _check(tool: str, what: str, got: Any, expected: Any) -> None:
@@ -388,13 +434,14 @@ def _check(tool: str, what: str, got: Any, expected: Any) -> None:
 
 
 def measure_streams(runner: Runner, job: dict[str, Any]) -> dict[str, Any]:
-    """Part 1: epochs through a forked DataLoader, bytes only (whole) and decoded (first k)."""
+    """Part 1: epochs through a forked DataLoader, bytes only (whole) and decoded (first k,
+    from frame 0 and at random windows)."""
     tool, pairs = runner.tool, job["pairs"]
     out: dict[str, Any] = {}
-    for mode in ("bytes", "decode"):
+    for mode in MODES:
         for workers in job["workers"]:
             evict(runner.folder)
-            limit = job["decode_samples"] if mode == "decode" else None
+            limit = job["decode_samples"] if mode != "bytes" else None
             got = loader_epoch(runner.dataset(mode), workers, limit)
             _check(tool, f"{mode} w{workers} samples", got["samples"], limit or pairs)
             _check(tool, f"{mode} w{workers} distinct", len(set(got["keys"])), got["samples"])
@@ -482,11 +529,23 @@ class RawFile:
                 yield Row(key, meta, parsed["difficulty"], parsed["quality_score"], media)
 
 
-def _decode_raw(args: tuple[RawFile, int, int]) -> int:
-    raw, first, stop = args
+def _decode_raw(args: tuple[RawFile, int, int, str, int]) -> int:
+    """Decode rows ``first:stop``: from frame 0 as every tool does (``decode``), or at each
+    pair's random window with plain PyAV seeking (``window``); returns how many."""
+    raw, first, stop, mode, seed = args
     count = 0
     for row in raw.rows(first, stop):
-        decode_row(row, SAMPLER)
+        if mode == "decode":
+            decode_row(row, SAMPLER)
+        else:
+            meta = json.loads(row.meta)
+            rng = np.random.default_rng([seed, 0, zlib.crc32(row.key.encode())])
+            frames = WINDOW_SAMPLER.indices(int(meta["frame_count"]), rng)
+            for name in ("synth_video", "source_video"):
+                if plain_window(row.media[name], frames, keep=True) != len(frames):
+                    raise AssertionError(f"raw window of {row.key} {name}: frames missing")
+            decode_masks_at(row.media["masks"], frames)
+            decode_rgba(row.media["target_image"], what="target_image")
         count += 1
     return count
 
@@ -509,16 +568,19 @@ def raw_streams(job: dict[str, Any]) -> dict[str, Any]:
             "mb_s": total / seconds / MB,
         }
     k = job["decode_samples"]
-    for workers in job["workers"]:
-        evict(raw.path)
-        per = math.ceil(k / workers)
-        parts = [(raw, first, min(first + per, k)) for first in range(0, k, per)]
-        start = time.perf_counter()
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            decoded = sum(pool.map(_decode_raw, parts))
-        seconds = time.perf_counter() - start
-        _check(RAW, "decoded", decoded, k)
-        out[f"stream_decode_w{workers}"] = {"value": k / seconds, "seconds": seconds}
+    for mode in ("decode", "window"):
+        for workers in job["workers"]:
+            evict(raw.path)
+            per = math.ceil(k / workers)
+            parts = [
+                (raw, first, min(first + per, k), mode, job["seed"]) for first in range(0, k, per)
+            ]
+            start = time.perf_counter()
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                decoded = sum(pool.map(_decode_raw, parts))
+            seconds = time.perf_counter() - start
+            _check(RAW, f"{mode} decoded", decoded, k)
+            out[f"stream_{mode}_w{workers}"] = {"value": k / seconds, "seconds": seconds}
     return out
 
 
@@ -627,7 +689,9 @@ def machine() -> dict[str, Any]:
 
 
 def records(
-    figures: dict[str, dict[str, list[float]]], missing: dict[str, str]
+    figures: dict[str, dict[str, list[float]]],
+    missing: dict[str, str],
+    workers: Sequence[int] = WORKERS,
 ) -> list[dict[str, Any]]:
     """Median of every (tool, metric), with its ratios to pvtt (Lance) and to the raw limit."""
 
@@ -636,7 +700,7 @@ def records(
         return statistics.median(values) if values else None
 
     out = []
-    for metric in METRICS:
+    for metric in metrics(workers):
         raw = median(RAW, metric.name)
         pvtt = median("pvtt-lance", metric.pvtt_metric or metric.name)
         pvtt_tar = median("pvtt-tar", metric.pvtt_metric or metric.name)
@@ -711,6 +775,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 "shard_samples",
                 "max_frames",
                 "seed",
+                "workers",
             )
         },
     }
@@ -778,7 +843,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     job_base = {
         "pairs": len(rows),
         "media_bytes": media_total,
-        "workers": [1, 2],
+        "workers": list(args.workers),
         "decode_samples": min(args.decode_samples, len(rows)),
         "skip": int(0.9 * len(rows)),
         "seed": args.seed,
@@ -822,7 +887,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         )
     results["figures"] = figures
     results["details"] = details
-    results["records"] = records(figures, missing)
+    results["records"] = records(figures, missing, args.workers)
     results["behind"] = behind(results["records"])
     results["read_ahead_kb"] = read_ahead_kb(root)
     results["load_avg_end"] = os.getloadavg()
@@ -840,9 +905,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode-samples", type=int, help="samples per decoded run (48, quick 12)")
     parser.add_argument("--shard-samples", type=int, help="pairs per shard/file (default pairs/8)")
     parser.add_argument("--max-frames", type=int, help="cut every clip to this many frames")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the test media (default: tests/data of the checkout)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED_DATA,
+        help="the test media (default: tests/data of the checkout)",
+    )
     parser.add_argument("--dir", type=Path, help="where the temporary folder goes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=list(WORKERS), help="DataLoader workers (1 2 4)"
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure here")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the table here")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the figures here")
@@ -862,7 +935,9 @@ def main(argv: list[str] | None = None) -> None:
     args.shard_samples = args.shard_samples or max(1, math.ceil(args.pairs / 8))
     video = args.data / "sam2" / "04_coffee.mp4"
     if not video.is_file():
-        parser.error(f"{video}: missing; pass --data with the test media folder (tests/data of a checkout)")
+        parser.error(
+            f"{video}: missing; pass --data with the test media folder (tests/data of a checkout)"
+        )
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -60,6 +60,20 @@ def header(results: dict[str, Any]) -> str:
         + f"; medians of {st['reps']} read repeats ({st['resume_reps']} resumes each) and "
         f"{st['write_reps']} writes; decoded rows: the first {st['decode_samples']} samples; "
         f"total {results.get('total_s', 0):.0f} s."
+        + oversubscribed(results)
+    )
+
+
+def oversubscribed(results: dict[str, Any]) -> str:
+    """A sentence naming the worker counts above the machine's cores ('' when none)."""
+    cores = results["machine"]["cores"] or 0
+    over = [n for n in results["settings"].get("workers", ()) if n > cores]
+    if not over:
+        return ""
+    counts = ", ".join(str(n) for n in over)
+    return (
+        f" With {counts} workers on {cores} cores (each worker and the main process a busy "
+        "process), the cores are oversubscribed."
     )
 
 

@@ -7,11 +7,8 @@ test data (the mirrored clip, encoded again, stands in for the synthesized video
 real PNG cut-outs, and pairs with the default difficulty mix and scores that drop
 with difficulty. Every figure is a ratio against a baseline measured in the same run:
 
-1. **bytes-only samples/s**: ``PairDataset`` has no undecoded mode, so the benchmark
-   subclasses it and replaces only its per-sample ``_decode`` with the reader call
-   ``_decode`` itself starts with (``ctx.reader.read``) and its conversion of the
-   scalar columns; selection, plan order and error handling stay the library's.
-   Baseline: the same ``synth_video`` bytes, in the same order, read with
+1. **bytes-only samples/s**: ``PairDataset(decode=False)``, its undecoded mode (each
+   media field a 1-D uint8 tensor of the stored bytes). Baseline: the same ``synth_video`` bytes, in the same order, read with
    ``open().read()`` from one file per pair, and from one file holding them all (the
    disk's sequential rate). Cold runs first drop every file of the dataset and the
    baselines from the page cache (``posix_fadvise DONTNEED``); warm runs follow at once.
@@ -34,8 +31,12 @@ with difficulty. Every figure is a ratio against a baseline measured in the same
    first sample (medians, warm cache, each after a full garbage collection), and a
    naive resume that iterates and discards 90% of the epoch.
 
-Plus bytes-only tar epochs through a ``DataLoader`` with 2 workers against one with
-none. Everything else runs in this process (``num_workers=0``).
+5. **DataLoader workers**: bytes-only epochs (``decode=False``), Lance and tar, through a
+   ``DataLoader(batch_size=None)`` with 0, 1, 2 and 4 workers (fork; warm cache), against
+   a sequential read of the same ``synth_video`` bytes from one file, timed in the same
+   loop. A worker's sample reaches the main process as one shared-memory buffer. On a
+   machine with fewer cores than workers the workers are oversubscribed; the report
+   says so. Everything else runs in this process (``num_workers=0``).
 
 6. **the plan at scale** (``--plan-rows``, default 2,000,000; ``--plan-only`` runs just
    this): a metadata-only ``pairs`` table (``tools/bench/store.py``'s) opened as
@@ -106,6 +107,8 @@ CUTOUTS = (("car-2.jpg", "car-2.out.png"), ("car-3.jpg", "car-3.out.png"))
 FILTER = {"difficulty": "hard", "passed": None}
 """About 30% of pairs under the default difficulty mix."""
 BYTES_FIELDS = ("synth_video", "meta")
+WORKERS = (0, 1, 2, 4)
+"""DataLoader worker counts of part 5."""
 PLAN_FILTERS: dict[str, dict[str, Any]] = {
     "unfiltered": {},
     "hard>=0.9": {"difficulty": "hard", "min_score": 0.9},
@@ -318,18 +321,9 @@ def build(out: Path, samples: Sequence[PairSample], shard_samples: int) -> float
 # -- measuring --------------------------------------------------------------------------
 
 
-class BytesOnlyDataset(PairDataset):
-    """``PairDataset`` that stops after its reader: media bytes and scalar columns.
-
-    Only ``_decode`` is replaced: the reader call it starts with, and its own conversion
-    of the scalar columns (which drops the per-frame boxes a collate would walk through),
-    so the timing covers the selection, plan and per-sample path of a training job
-    without the decoder.
-    """
-
-    def _decode(self, ctx: Any, index: int) -> dict[str, Any]:
-        media, meta = ctx.reader.read(index, self.fields)
-        return {**media, "meta": _plain_meta(meta)}
+def _bytes_only(out: Path, fmt: str, **kwargs: Any) -> PairDataset:
+    """The bytes-only dataset every part reads: ``synth_video`` and ``meta``, undecoded."""
+    return PairDataset(out, format=fmt, fields=BYTES_FIELDS, decode=False, **kwargs)
 
 
 def io_counters() -> dict[str, int]:
@@ -403,10 +397,7 @@ def measure_bytes_only(
     out: Path, root: Path, synth: dict[str, bytes], reps: int, seed: int
 ) -> dict[str, Any]:
     """Part 1: epochs of bytes-only samples/s, Lance and tar, against plain file reads."""
-    datasets = {
-        fmt: BytesOnlyDataset(out, format=fmt, fields=BYTES_FIELDS, passed=None, seed=seed)
-        for fmt in ("lance", "tar")
-    }
+    datasets = {fmt: _bytes_only(out, fmt, passed=None, seed=seed) for fmt in ("lance", "tar")}
     orders = {fmt: _epoch(ds)[0] for fmt, ds in datasets.items()}  # also opens each in-process
     if orders["lance"] != orders["tar"]:
         raise AssertionError("Lance and tar yield different orders for the same plan")
@@ -469,7 +460,7 @@ def measure_filter(out: Path, synth_selected: int, selected: int) -> dict[str, A
     for fmt in ("lance", "tar"):
         evict(out)
         before = io_counters()
-        ds = BytesOnlyDataset(out, format=fmt, fields=BYTES_FIELDS, seed=0, **FILTER)
+        ds = _bytes_only(out, fmt, seed=0, **FILTER)
         ctx = ds._ctx()
         opened = _io_delta(before)
         before = io_counters()
@@ -620,44 +611,84 @@ def measure_resume(out: Path, pairs: int, reps: int, seed: int) -> dict[str, Any
     return rows
 
 
-def _worker_epoch(ds: PairDataset, workers: int) -> tuple[float, float, int]:
-    """(seconds for the epoch, seconds after its first sample, samples) through a DataLoader."""
-    loader = DataLoader(ds, batch_size=None, num_workers=workers)
+def _worker_epoch(ds: PairDataset, workers: int) -> tuple[float, float, int, int]:
+    """(seconds for the epoch, seconds after its first sample, samples, synth bytes)
+    through a DataLoader (fork)."""
+    loader = DataLoader(
+        ds,
+        batch_size=None,
+        num_workers=workers,
+        multiprocessing_context="fork" if workers else None,
+    )
     start = time.perf_counter()
-    first, count = start, 0
+    first, count, payload = start, 0, 0
     for sample in loader:
         if count == 0:
             first = time.perf_counter()
-        count += len(sample["synth_video"]) > 0
+        count += 1
+        payload += len(sample["synth_video"])
     end = time.perf_counter()
-    return end - start, end - first, count
+    return end - start, end - first, count, payload
 
 
-def measure_workers(out: Path, pairs: int, reps: int, seed: int) -> dict[str, Any]:
-    """Tar bytes-only epochs through a 2-worker DataLoader (fork) and with no workers.
-
-    The two alternate epoch by epoch (warm cache); "after the first sample" leaves out the
-    workers' start.
-    """
-    ds = BytesOnlyDataset(out, format="tar", fields=BYTES_FIELDS, passed=None, seed=seed)
-    runs: dict[int, list[tuple[float, float, int]]] = {0: [], 2: []}
+def measure_workers(
+    out: Path, one_file: Path, synth: dict[str, bytes], reps: int, seed: int
+) -> dict[str, Any]:
+    """Part 5: bytes-only epochs through a DataLoader with each of :data:`WORKERS`, Lance
+    and tar, against reading the same bytes in the same order from ``one_file`` (part 1's),
+    each repeat timing every run in turn (warm cache). "After the first sample" leaves out
+    the workers' start."""
+    datasets = {fmt: _bytes_only(out, fmt, passed=None, seed=seed) for fmt in ("lance", "tar")}
+    order, _ = _epoch(datasets["lance"])
+    sizes = [len(synth[key]) for key in order]
+    payload = sum(sizes)
+    runs: dict[str, list[tuple[float, float, int, int]]] = {"one_file": []}
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="lance is not fork-safe")  # workers read tar
+        warnings.filterwarnings("ignore", message="lance is not fork-safe")  # the plan is made
+        warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers
         for _ in range(reps):
-            for workers in runs:
-                runs[workers].append(_worker_epoch(ds, workers))
-    row: dict[str, Any] = {"samples": pairs}
-    for workers, got in runs.items():
-        if any(count != pairs for _, _, count in got):
-            raise AssertionError(f"{workers} workers: {[c for *_, c in got]} samples, not {pairs}")
-        total = statistics.median(t for t, _, _ in got)
-        steady = statistics.median(t for _, t, _ in got)
-        row[f"w{workers}_total_s"] = total
-        row[f"w{workers}_samples_s"] = pairs / total
-        row[f"w{workers}_steady_samples_s"] = (pairs - 1) / steady
-    row["ratio"] = row["w2_samples_s"] / row["w0_samples_s"]
-    row["steady_ratio"] = row["w2_steady_samples_s"] / row["w0_steady_samples_s"]
-    return row
+            seconds, got = _timed(lambda: _read_one_file(one_file, sizes))
+            runs["one_file"].append((seconds, seconds, len(sizes), got))
+            for fmt, ds in datasets.items():
+                for workers in WORKERS:
+                    runs.setdefault(f"{fmt}_w{workers}", []).append(_worker_epoch(ds, workers))
+    rows: dict[str, Any] = {}
+    for name, got in runs.items():
+        if any(count != len(order) or nbytes != payload for _, _, count, nbytes in got):
+            raise AssertionError(
+                f"{name}: {[(c, b) for *_, c, b in got]}, not {len(order)} / {payload}"
+            )
+        total = statistics.median(t for t, *_ in got)
+        steady = statistics.median(t for _, t, *_ in got)
+        rows[name] = {
+            "total_s": total,
+            "samples_s": len(order) / total,
+            "steady_samples_s": (len(order) - 1) / steady,
+            "mb_s": payload / total / MB,
+        }
+    for row in rows.values():
+        row["ratio_vs_one_file"] = row["samples_s"] / rows["one_file"]["samples_s"]
+    return {"samples": len(order), "synth_bytes": payload, "cores": os.cpu_count(), "rows": rows}
+
+
+def _print_workers(part: dict[str, Any], reps: int) -> None:
+    over = [n for n in WORKERS if n > (part["cores"] or 0)]
+    note = (
+        f"; {', '.join(map(str, over))} workers oversubscribe the {part['cores']} cores"
+        if over
+        else ""
+    )
+    print(
+        f"\n5. bytes-only (decode=False), synth_video + meta, {part['samples']} pairs, "
+        f"DataLoader(batch_size=None, fork), warm cache, median of {reps}{note}\n"
+        "   x 1 file: samples/s / samples/s of the same bytes read in order from one file"
+    )
+    print(f"   {'run':<14}{'samples/s':>10}{'MB/s':>8}{'after 1st':>10}{'x 1 file':>9}")
+    for name, r in part["rows"].items():
+        print(
+            f"   {name:<14}{r['samples_s']:>10.0f}{r['mb_s']:>8.0f}"
+            f"{r['steady_samples_s']:>10.0f}{r['ratio_vs_one_file']:>9.2f}"
+        )
 
 
 # -- report -----------------------------------------------------------------------------
@@ -938,15 +969,9 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     results["resume"] = measure_resume(out, len(synth), args.reps, args.seed)
     _print_resume(results["resume"], args.reps)
 
-    results["workers"] = measure_workers(out, len(synth), min(args.reps, 3), args.seed)
-    w = results["workers"]
-    print(
-        f"\n5. tar bytes-only, DataLoader(batch_size=None), warm cache, median of "
-        f"{min(args.reps, 3)}: num_workers=2 (fork) {w['w2_samples_s']:.0f} samples/s, "
-        f"{w['w2_steady_samples_s']:.0f} after the first sample; num_workers=0 "
-        f"{w['w0_samples_s']:.0f} samples/s; ratio x{w['ratio']:.2f} "
-        f"(x{w['steady_ratio']:.2f} after the first sample)"
-    )
+    one_file = root / "one" / "all.bin"
+    results["workers"] = measure_workers(out, one_file, synth, min(args.reps, 3), args.seed)
+    _print_workers(results["workers"], min(args.reps, 3))
 
     results["plan"] = measure_plan(root, args.plan_rows, args.seed)
     _print_plan(results["plan"])
@@ -962,7 +987,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode-16", type=int, help="samples decoded at 16 frames (64, 24)")
     parser.add_argument("--decode-all", type=int, help="samples decoded whole (32, 12)")
     parser.add_argument("--shard-samples", type=int, default=128, help="tar samples per shard")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the test media (default: tests/data of the checkout)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED_DATA,
+        help="the test media (default: tests/data of the checkout)",
+    )
     parser.add_argument("--dir", type=Path, help="where to write temporary data (a tempdir)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
     parser.add_argument("--seed", type=int, default=0)
@@ -987,7 +1017,9 @@ def main(argv: list[str] | None = None) -> None:
     args.plan_rows = args.plan_rows or (200_000 if quick else 2_000_000)
     video = args.data / "sam2" / "04_coffee.mp4"
     if not video.is_file():
-        parser.error(f"{video}: missing; pass --data with the test media folder (tests/data of a checkout)")
+        parser.error(
+            f"{video}: missing; pass --data with the test media folder (tests/data of a checkout)"
+        )
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
