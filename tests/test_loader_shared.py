@@ -137,12 +137,19 @@ def test_undecoded_fields_are_the_stored_bytes(
         assert not workers or all(t.is_shared() for t in sample.values() if torch.is_tensor(t))
 
 
-def test_undecoded_every_frame_and_meta_only(built: Path) -> None:
-    every = PairDataset(built, fields=("masks", "meta"), passed=None, num_frames=None, decode=False)
+@pytest.mark.parametrize("fmt", ["lance", "tar"])
+def test_undecoded_every_frame_one_field_and_meta_only(
+    built: Path, stored: dict[str, dict[str, bytes]], fmt: str
+) -> None:
+    # one field: tar reads the member alone (not the sample's whole range) and copies it in
+    every = PairDataset(
+        built, format=fmt, fields=("masks", "meta"), passed=None, num_frames=None, decode=False
+    )
     for sample in every:
-        count = sample["meta"]["frame_count"]
+        key, count = sample["meta"]["pair_id"], sample["meta"]["frame_count"]
         assert torch.equal(sample["frame_indices"], torch.arange(count))
-    meta_only = list(PairDataset(built, fields=("meta",), passed=None, decode=False))
+        assert sample["masks"].numpy().tobytes() == stored[key][TAR_MEMBERS["masks"]]
+    meta_only = list(PairDataset(built, format=fmt, fields=("meta",), passed=None, decode=False))
     assert len(meta_only) == PAIRS and set(meta_only[0]) == {"meta"}
     with pytest.raises(ValueError, match="decode=False"):
         PairDataset(built, fields=FIELDS, decode=False, size=(32, 32))
