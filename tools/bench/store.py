@@ -12,10 +12,17 @@ measured against a baseline taken in the same run, on the same disk:
   a second figure adds an fsync of every file the writer left.
 - **query**: a ``pairs`` table of a million rows (metadata only, media null) with
   realistic difficulty, category and score distributions, wrapped as a dataset with a
-  manifest, queried through :func:`select_pairs` with the scalar indexes the Lance sink
-  builds and, on the same table, with ``use_scalar_index=False`` (a scan). The full run
-  also measures the table split in 512-row fragments, the layout a build with tar
-  shards of 512 samples commits, and times the ``pvtt query`` command end to end.
+  manifest, in several layouts (:data:`LAYOUTS`): finished by the Lance sink's own code
+  (:func:`optimise_table`: rows sorted, compacted, indexed), as written before rows
+  were sorted, and the sorted layout with other index choices. Each filter is read by
+  every route of :data:`ROUTES` on the same table, interleaved: :func:`select_pairs`
+  (what ``pvtt query`` does), Lance with its scalar indexes, Lance's filtered scan
+  (``use_scalar_index=False``: the old baseline) and a full scan (every row read, then
+  filtered); ratios are ``select`` over the scans. A sweep of scattered selections
+  (:func:`measure_crossover`) gives where the index stops paying, and the run ends with
+  the sorted layout against the old one; ``pvtt query`` is timed end to end on the
+  sorted layout. ``--query-only`` skips the write part. The full run also measures the
+  old layout in 512-row fragments.
 """
 
 from __future__ import annotations
@@ -41,9 +48,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pvtt.builder.sinks.base import PairSample
-from pvtt.builder.sinks.lance import SCALAR_INDEXES
+from pvtt.builder.sinks.lance import SCALAR_INDEXES, optimise_table
 from pvtt.builder.writer import DatasetWriter
 from pvtt.loaders.query import DIFFICULTIES, PairFilter, select_pairs
+from pvtt.loaders.query_route import SCAN_OPTIONS, SCATTERED_INDEX_FRACTION, read_options
 from pvtt.loaders.store import open_dataset
 from pvtt.loaders.where_tree import sql_literal
 from pvtt.schemas.keys import clip_id, image_id, pair_id
@@ -435,10 +443,39 @@ def pairs_table(rows: int, *, seed: int = 0, per_clip: int = 50) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=PAIRS_SCHEMA)
 
 
-def write_query_dataset(out: Path, table: pa.Table, fragment_rows: int | None) -> dict[str, float]:
-    """``table`` as the pairs of a Lance-only dataset, scalar indexes as the sink builds them.
+LAYOUTS: dict[str, tuple[str, int | None, tuple[tuple[str, str], ...]]] = {
+    "sink": ("sink", None, ()),
+    "old": ("insertion", None, ()),
+    "sink, score ZONEMAP": ("sink", None, (("quality_score", "ZONEMAP"),)),
+    "sink, no score index": ("sink", None, (("quality_score", ""),)),
+}
+"""Layouts the query part measures: (row order, fragment rows, index changes).
 
-    Returns seconds to write the table and to build its indexes.
+``sink`` is what a build commits now (:func:`optimise_table`: rows sorted, compacted,
+the sink's indexes); ``old`` is a table written before rows were sorted, with the same
+indexes. The last two change one index of the sink's layout (kind ``""``: none)."""
+CROSSOVER_SHARES = (0.005, 0.01, 0.02, 0.04, 0.08)
+"""Shares of the table selected as scattered rows in :func:`measure_crossover`."""
+FULL_LAYOUTS = {"old, 512-row fragments": ("insertion", 512, ())}
+"""Also measured without ``--quick``: the layout a build with 512-sample tar shards
+committed before compaction."""
+
+
+def write_query_dataset(
+    out: Path,
+    table: pa.Table,
+    fragment_rows: int | None,
+    *,
+    order: str = "insertion",
+    index_changes: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """``table`` as the pairs of a Lance-only dataset with the scalar indexes the sink builds.
+
+    ``order="sink"`` finishes the table the way the Lance sink does
+    (:func:`optimise_table`: rows sorted, fragments compacted, indexes built);
+    ``"insertion"`` keeps the rows in ``table``'s order, as tables written before the
+    sink sorted them are. ``index_changes`` then replaces the index of a column by
+    another kind (``""``: drops it). Returns seconds to write the table and to finish it.
     """
     lance_dir = out / "lance"
     lance_dir.mkdir(parents=True)
@@ -454,8 +491,16 @@ def write_query_dataset(out: Path, table: pa.Table, fragment_rows: int | None) -
     options = {"max_rows_per_file": fragment_rows} if fragment_rows else {}
     ds = lance.write_dataset(table, uri, schema=PAIRS_SCHEMA, **options)
     written = time.perf_counter()
-    for column, kind in SCALAR_INDEXES["pairs"]:
-        ds.create_scalar_index(column, index_type=kind)
+    if order == "sink":
+        optimise_table(Path(uri), "pairs")
+    else:
+        for column, kind in SCALAR_INDEXES["pairs"]:
+            ds.create_scalar_index(column, index_type=kind)
+    ds = lance.dataset(uri)
+    for column, kind in index_changes:
+        ds.drop_index(f"{column}_idx")
+        if kind:
+            ds.create_scalar_index(column, index_type=kind)
     indexed = time.perf_counter()
     ds = lance.dataset(uri)
     tables["pairs"] = TableInfo(path="lance/pairs.lance", version=ds.version, rows=ds.count_rows())
@@ -474,76 +519,127 @@ def write_query_dataset(out: Path, table: pa.Table, fragment_rows: int | None) -
         "write_s": written - start,
         "index_s": indexed - written,
         "fragments": len(ds.get_fragments()),
+        "indexes": {i["fields"][0]: i["type"] for i in ds.list_indices()},
     }
 
 
 def query_filters(table: pa.Table) -> list[tuple[str, PairFilter]]:
-    """Selective queries a curator runs, plus one broad query for contrast."""
+    """Selective queries a curator runs (0.2-2.5 % of the rows, and one key), then broad ones."""
     cats = pc.value_counts(table.column("source_category")).to_pylist()
     rarest = min(cats, key=lambda c: c["counts"])["values"]
+    commonest = max(cats, key=lambda c: c["counts"])["values"]
     key = table.column("pair_id")[table.num_rows // 3].as_py()
     return [
         ("difficulty=easy, score>=0.95", PairFilter.make(difficulty="easy", min_score=0.95)),
-        (f"category={rarest}", PairFilter.make(category=rarest)),
+        (
+            "hard, score in [0.8, 0.82]",
+            PairFilter.make(difficulty="hard", min_score=0.8, max_score=0.82),
+        ),
         (
             "score in [0.800, 0.801], all",
             PairFilter.make(min_score=0.8, max_score=0.801, passed=None),
         ),
+        (f"category={rarest}", PairFilter.make(category=rarest)),
         ("pair_id = one key", PairFilter.make(passed=None, where=f"pair_id = {sql_literal(key)}")),
         ("difficulty=expert, rejected", PairFilter.make(difficulty="expert", passed=False)),
+        ("passed (the default)", PairFilter.make()),
+        (f"category={commonest}", PairFilter.make(category=commonest)),
     ]
 
 
-def _median_s(fn: Callable[[], pa.Table], reps: int) -> tuple[float, float, pa.Table]:
-    """(first call, median of ``reps`` further calls, result) in seconds."""
-    start = time.perf_counter()
-    result = fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
+ROUTES = ("select", "index", "lance_scan", "full_scan")
+"""``select``: :func:`select_pairs` (what ``pvtt query`` does); ``index``: Lance with its
+scalar indexes; ``lance_scan``: no index, Lance's late materialization (the old
+baseline); ``full_scan``: every row of the columns read, then filtered."""
+
+
+def _routes(dataset: Any, flt: PairFilter) -> dict[str, Callable[[], pa.Table]]:
+    sql, table = flt.to_sql(), dataset.pairs
+    return {
+        "select": lambda: select_pairs(dataset, flt, columns=COLUMNS),
+        "index": lambda: table.to_table(columns=COLUMNS, filter=sql),
+        "lance_scan": lambda: table.to_table(columns=COLUMNS, filter=sql, use_scalar_index=False),
+        "full_scan": lambda: table.to_table(columns=COLUMNS, filter=sql, **SCAN_OPTIONS),
+    }
+
+
+def _interleaved(fns: dict[str, Callable[[], pa.Table]], reps: int) -> dict[str, float]:
+    """Median seconds of each call, run in turn ``reps`` times after one warm-up round, so
+    that load from other work on a shared machine falls on every route alike; the turn
+    starts one call later each round, so no route always follows the same one."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times), result
+    names = list(fns)
+    for rep in range(reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _ids(table: pa.Table) -> list[str]:
+    return sorted(table.column("pair_id").to_pylist())
 
 
 def measure_queries(
     out: Path, filters: Sequence[tuple[str, PairFilter]], reps: int
 ) -> list[dict[str, Any]]:
-    """Latency of each filter through ``select_pairs`` (indexes) and as a scan, same table."""
+    """Latency of each filter by every route of :data:`ROUTES` on one table; every route
+    must return the same pairs."""
     dataset = open_dataset(out)
     rows = []
     for name, flt in filters:
+        routes = _routes(dataset, flt)
+        expected = _ids(routes["full_scan"]())
+        for route, fn in routes.items():
+            if _ids(fn()) != expected:
+                raise AssertionError(f"{name}: route {route} and a full scan disagree")
         sql = flt.to_sql()
-        indexed = _median_s(lambda flt=flt: select_pairs(dataset, flt, columns=COLUMNS), reps)
-        scanned = _median_s(
-            lambda sql=sql: dataset.pairs.to_table(
-                columns=COLUMNS, filter=sql, use_scalar_index=False
-            ),
-            reps,
-        )
-        ids_indexed = sorted(indexed[2].column("pair_id").to_pylist())
-        if ids_indexed != sorted(scanned[2].column("pair_id").to_pylist()):
-            raise AssertionError(f"{name}: indexed query and scan disagree")
         plan = dataset.pairs.scanner(columns=COLUMNS, filter=sql).explain_plan()
         scan_plan = dataset.pairs.scanner(
-            columns=COLUMNS, filter=sql, use_scalar_index=False
+            columns=COLUMNS, filter=sql, **SCAN_OPTIONS
         ).explain_plan()
         if "ScalarIndexQuery" in scan_plan:
             raise AssertionError(f"{name}: the scan baseline still uses an index:\n{scan_plan}")
+        ms = {k: v * 1e3 for k, v in _interleaved(routes, reps).items()}
+        options = read_options(dataset.pairs, flt.predicate(), sql)
         rows.append(
             {
                 "query": name,
                 "sql": sql,
-                "matched": len(ids_indexed),
+                "matched": len(expected),
+                "share": len(expected) / dataset.pairs.count_rows(),
                 "index_used": "ScalarIndexQuery" in plan,
-                "indexed_ms": indexed[1] * 1e3,
-                "indexed_first_ms": indexed[0] * 1e3,
-                "scan_ms": scanned[1] * 1e3,
-                "scan_first_ms": scanned[0] * 1e3,
-                "speedup": scanned[1] / indexed[1],
+                "select_route": "scan" if options else "index",
+                **{f"{route}_ms": ms[route] for route in ROUTES},
+                "ratio_vs_full_scan": ms["select"] / ms["full_scan"],
+                "ratio_vs_lance_scan": ms["select"] / ms["lance_scan"],
             }
         )
+    return rows
+
+
+def measure_crossover(out: Path, reps: int, shares: Sequence[float]) -> list[dict[str, Any]]:
+    """Index against full scan for scattered rows: score windows (any difficulty, either
+    verdict) of an insertion-ordered table, each holding ``share`` of the rows. Where
+    the ratio passes 1 is what :data:`SCATTERED_INDEX_FRACTION` stands for."""
+    dataset = open_dataset(out)
+    scores = dataset.pairs.to_table(columns=["quality_score"]).column(0).to_numpy()
+    rows = []
+    for share in shares:
+        low, high = (float(q) for q in np.quantile(scores, [0.5, 0.5 + share]))
+        flt = PairFilter.make(min_score=low, max_score=high, passed=None)
+        routes = _routes(dataset, flt)
+        ms = {
+            k: v * 1e3
+            for k, v in _interleaved(
+                {"index": routes["index"], "full_scan": routes["full_scan"]}, reps
+            ).items()
+        }
+        rows.append({"share": share, **{f"{k}_ms": v for k, v in ms.items()}})
+        rows[-1]["index_vs_full_scan"] = ms["index"] / ms["full_scan"]
     return rows
 
 
@@ -588,56 +684,99 @@ def _print_writes(rows: list[dict[str, Any]]) -> None:
 
 
 def _print_queries(layout: str, info: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    indexes = ", ".join(f"{c} {k}" for c, k in info["indexes"].items())
     print(
-        f"\nquery, {info['rows']:,} pairs, {layout} ({info['fragments']} fragments; "
-        f"write {info['write_s']:.1f} s, indexes {info['index_s']:.1f} s); median ms"
+        f"\nquery, {info['rows']:,} pairs, layout {layout!r} ({info['fragments']} fragments; "
+        f"write {info['write_s']:.1f} s, finish {info['index_s']:.1f} s; indexes: {indexes})\n"
+        "  median ms; x full = select / full scan, x lance = select / Lance's filtered scan"
     )
-    print(f"{'query':<32}{'matched':>9}{'indexed':>9}{'scan':>8}{'speedup':>9}{'1st idx':>9}")
+    print(
+        f"{'query':<30}{'matched':>9}{'share':>7}{'route':>6}{'select':>8}{'index':>8}"
+        f"{'lance':>8}{'full':>8}{'x full':>8}{'x lance':>8}"
+    )
     for r in rows:
         mark = "" if r["index_used"] else " (no index in plan)"
         print(
-            f"{r['query']:<32}{r['matched']:>9,}{r['indexed_ms']:>9.1f}{r['scan_ms']:>8.1f}"
-            f"{r['speedup']:>8.1f}x{r['indexed_first_ms']:>9.1f}{mark}"
+            f"{r['query']:<30}{r['matched']:>9,}{r['share']:>7.2%}{r['select_route']:>6}"
+            f"{r['select_ms']:>8.1f}{r['index_ms']:>8.1f}{r['lance_scan_ms']:>8.1f}"
+            f"{r['full_scan_ms']:>8.1f}{r['ratio_vs_full_scan']:>8.3f}"
+            f"{r['ratio_vs_lance_scan']:>8.3f}{mark}"
+        )
+
+
+def _print_against_old(results: list[dict[str, Any]]) -> None:
+    """The sink layout's ``select`` against the old layout's routes, query by query."""
+    by_layout = {r["layout"]: {q["query"]: q for q in r["queries"]} for r in results}
+    new, old = by_layout.get("sink"), by_layout.get("old")
+    if not new or not old:
+        return
+    print(
+        "\nsink layout against a table written before it (same run): select ms, and its "
+        "ratio to the old table's select and full scan"
+    )
+    print(
+        f"{'query':<30}{'share':>7}{'sink':>8}{'old':>8}{'old full':>9}{'x old':>8}{'x old full':>11}"
+    )
+    for name, q in new.items():
+        o = old[name]
+        print(
+            f"{name:<30}{q['share']:>7.2%}{q['select_ms']:>8.1f}{o['select_ms']:>8.1f}"
+            f"{o['full_scan_ms']:>9.1f}{q['select_ms'] / o['select_ms']:>8.3f}"
+            f"{q['select_ms'] / o['full_scan_ms']:>11.3f}"
+        )
+
+
+def _print_crossover(rows: list[dict[str, Any]]) -> None:
+    print(
+        "\nscattered rows (score windows of the old layout): index against a full scan, "
+        f"median ms; select_pairs scans above {SCATTERED_INDEX_FRACTION:.0%}"
+    )
+    print(f"{'share':>7}{'index':>9}{'full':>9}{'ratio':>8}")
+    for r in rows:
+        print(
+            f"{r['share']:>7.1%}{r['index_ms']:>9.1f}{r['full_scan_ms']:>9.1f}"
+            f"{r['index_vs_full_scan']:>8.2f}"
         )
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"quick": args.quick, "argv": sys.argv[1:]}
-    samples = synthetic_samples(args.pairs, seed=args.seed)
-    results["write"] = measure_writes(root / "write", samples, args.reps)
-    del samples
-    _print_writes(results["write"])
+    if not args.query_only:
+        samples = synthetic_samples(args.pairs, seed=args.seed)
+        results["write"] = measure_writes(root / "write", samples, args.reps)
+        del samples
+        _print_writes(results["write"])
 
     table = pairs_table(args.rows, seed=args.seed)
     filters = query_filters(table)
-    layouts = {"one write_dataset": None}
-    if not args.quick:
-        layouts["512-row fragments"] = 512
+    layouts = dict(LAYOUTS) if args.quick else {**LAYOUTS, **FULL_LAYOUTS}
     results["query"] = []
-    for i, (layout, fragment_rows) in enumerate(layouts.items()):
+    for i, (layout, (order, fragment_rows, changes)) in enumerate(layouts.items()):
         out = root / f"query-{i}"
-        info = {
-            "layout": layout,
-            "rows": table.num_rows,
-            **write_query_dataset(out, table, fragment_rows),
-        }
+        written = write_query_dataset(out, table, fragment_rows, order=order, index_changes=changes)
+        info = {"layout": layout, "rows": table.num_rows, **written}
         rows = measure_queries(out, filters, args.query_reps)
         results["query"].append({**info, "queries": rows})
         _print_queries(layout, info, rows)
-        if i == 0:
+        if layout == "sink":
             results["cli"] = time_cli(out)
             cli = results["cli"]
             print(
                 f"\n`{cli['command']}` end to end: {cli['query_s']:.2f} s "
                 f"({cli['rows_printed']:,} rows; `pvtt --version` alone {cli['startup_s']:.2f} s)"
             )
+        if layout == "old":
+            results["crossover"] = measure_crossover(out, args.query_reps, CROSSOVER_SHARES)
+            _print_crossover(results["crossover"])
         shutil.rmtree(out)
+    _print_against_old(results["query"])
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="~100 MB of writes, fewer repeats")
+    parser.add_argument("--query-only", action="store_true", help="skip the write part")
     parser.add_argument("--pairs", type=int, help="pairs to write (default 100, quick 24)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the query table")
     parser.add_argument("--reps", type=int, help="write repeats (median kept; default 7, quick 5)")
