@@ -9,6 +9,7 @@ tables and on tables written before sorting existed.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from pvtt.loaders.where_arrow import evaluate
 from pvtt.loaders.where_tree import sql_literal
 from pvtt.schemas.manifest import TableInfo, read_manifest, write_manifest
 from pvtt.schemas.tables import scalar_columns
+from pvtt.tools.bench import store as store_bench
 from pvtt.tools.bench.store import Sizes, pairs_table, synthetic_samples, write_query_dataset
 
 ROWS = 2_000
@@ -253,3 +255,21 @@ def test_a_column_update_drops_the_sorted_claim(built: dict[str, Path], tmp_path
     assert _read_with(out, flt) == SCAN_OPTIONS
     got = select_pairs(open_dataset(out), flt, columns=ALL)
     assert _by_id(got) == _by_id(_scan(out, flt))
+
+
+def test_the_store_bench_query_part_measures_every_layout_and_route(tmp_path: Path) -> None:
+    """Smoke test of ``tools/bench/store.py --query-only`` on a small table."""
+    figures = tmp_path / "figures.json"
+    store_bench.main(
+        ["--query-only", "--quick", "--rows", "3000", "--query-reps", "1", "--dir", str(tmp_path),
+         "--json", str(figures)]
+    )  # fmt: skip
+    results = json.loads(figures.read_text(encoding="utf-8"))
+    assert [r["layout"] for r in results["query"]] == list(store_bench.LAYOUTS)
+    for layout in results["query"]:
+        assert len(layout["queries"]) == len(store_bench.query_filters(pairs_table(3000)))
+        for q in layout["queries"]:
+            assert q["select_route"] in {"index", "scan"}
+            assert all(q[f"{route}_ms"] > 0 for route in store_bench.ROUTES)
+    assert len(results["crossover"]) == len(store_bench.CROSSOVER_SHARES)
+    assert results["cli"]["rows_printed"] > 0
