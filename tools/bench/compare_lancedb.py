@@ -21,16 +21,19 @@ uses it that way:
   their defaults. A transform turns each fetched ``RecordBatch`` into rows.
 - **resume**: the ``state_dict`` after ``skip`` samples, loaded into a fresh dataset.
 
-Lance's runtime (LanceDB bundles its own) must not start before the DataLoader forks its
-workers, so :class:`LanceDBRows` builds its ``StreamingDataset`` in the process that
-iterates. ``rows`` imports ``lancedb`` in the calling process first (importing is all a
-training script does before it forks; it starts no Lance runtime), so a worker does not
-pay the ~1.1 s import inside a timed epoch. LanceDB registers a fork hook at import that
-restarts its event-loop thread in every forked child and warns once per child.
+LanceDB bundles its own Lance, and its fork support (0.40, "experimental" in its own
+warning) does not cover a runtime in use: after the parent process had read a table
+through ``StreamingDataset``, a forked DataLoader worker hung in 1 of 2 epochs here (a
+``lance-cpu`` thread spinning, no row ever returned). So :class:`LanceDBRows` builds its
+``StreamingDataset`` in the process that iterates, and ``rows`` only imports ``lancedb``
+in the calling process (what a training script does before it forks; forking after the
+import alone never hung here), so a worker does not pay the ~1.1 s import inside a timed
+epoch. LanceDB's fork hook, registered at import, restarts its event-loop thread in
+every forked child and warns once per child.
 
 ``StreamingDataset`` keeps all splits the same length: with ``num_splits`` of 2 and an
 odd number of rows it drops the last row of the epoch, which ``compare.py`` reports as a
-failed count. The bench's pair counts (96 quick, 400 full) are even.
+failed count. The bench's pair counts (96 quick, 400 by default) are even.
 """
 
 from __future__ import annotations
