@@ -34,11 +34,12 @@ from pvtt.loaders.where_tree import Column, Compare, In, IsNull, Literal, Logic,
 CLUSTER_CONFIG_KEY = "pvtt.cluster_keys"
 """Table config key the Lance sink sets on a ``pairs`` table whose rows are sorted by
 the comma-separated columns it names (the builder's ``lance_layout`` writes the same key)."""
-SCATTERED_INDEX_FRACTION = 0.04
+SCATTERED_INDEX_FRACTION = 0.03
 """Above this share of the table, a filter's rows (assumed scattered) are read by a full
-scan. Measured on the store bench's 1M-row table, insertion order, the default
-``pvtt query`` columns (2026-12-03): scattered rows by index cost 0.65x a full scan at
-2 %, 0.92x at 4 %, 1.56x at 8 %."""
+scan. Measured with the store bench's 1M-row table in insertion order, default
+``pvtt query`` columns, three runs on a shared 2-core machine (2026-12-03): scattered
+rows by index cost 0.35-0.51x a full scan at 0.5-1 %, 0.63-1.23x at 2 %, 0.92-1.20x at
+4 %, 1.56-2.17x at 8 %. Near the crossover both routes cost about the same."""
 UNIQUE_KEY = "pair_id"
 """The ``pairs`` key: unique, so a lookup of it selects at most one row a value."""
 MAX_IN_VALUES = 64

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "query",
         description=(
             "Print the pairs of a built dataset that match the filters. Filters run "
-            "inside Lance on its scalar indexes; media bytes are never read."
+            "inside Lance, through its scalar indexes, or as one scan when they select "
+            "many scattered rows; media bytes are never read."
         ),
         epilog="example: pvtt query OUT --difficulty hard,expert --min-score 0.8 --format json",
     )
