@@ -246,7 +246,9 @@ def select_entries(
     if remaining is None or not entries:
         return entries, None
     if dataset.has_lance:
-        table = lance_table(dataset.pairs, columns=["pair_id"], filter=to_sql(node))
+        sql = to_sql(node)
+        options = read_options(dataset.pairs, node, sql)
+        table = lance_table(dataset.pairs, columns=["pair_id"], filter=sql, **options)
         keys = set(table.column("pair_id").to_pylist())
         return [e for e in entries if e[1]["key"] in keys], None
     rows = [dataset.read_sample_json(path, entry) for path, entry in entries]
