@@ -56,15 +56,21 @@ class ClipBackends:
     inpainter: Inpainter
 
 
+def clip_end(shot: Shot, config: BuildConfig) -> int:
+    """The frame after the last one of the clip cut from ``shot``: long shots are cut to
+    ``shots.max_duration_s``. Near-duplicate detection samples the same frames."""
+    if not config.shots.max_duration_s:
+        return shot.end_frame
+    fps_guess = shot.frame_count / max(shot.duration_s, 1e-6)
+    return min(shot.end_frame, shot.start_frame + int(round(config.shots.max_duration_s * fps_guess)))
+
+
 def _cut(video_digest: str, product: Product, shot: Shot, config: BuildConfig,
          cache: ArtifactCache, report: BuildReport) -> tuple[str, bytes, float, tuple[int, int]]:
     """The clip's cache key, the normalised clip (mp4 bytes), its fps, and the display
     size of the source it was scaled from (to map a catalog box onto the clip)."""
     c = config.clip
-    end = shot.end_frame
-    if config.shots.max_duration_s:
-        fps_guess = shot.frame_count / max(shot.duration_s, 1e-6)
-        end = min(end, shot.start_frame + int(round(config.shots.max_duration_s * fps_guess)))
+    end = clip_end(shot, config)
     key = cache_key("clip", CLIP_STAGE_VERSION, video_digest, shot.start_frame, end,
                     c.max_width, c.max_height, c.fps, c.crf, c.keyframe_interval)
     hit = cache.get(key)

@@ -68,11 +68,21 @@ def plan_pairs(
     targets: Sequence[ImageRef],
     config: PairsConfig,
 ) -> list[PairPlan]:
-    """All pairs of ``clips`` x ``targets`` allowed by the config, in a stable order.
+    """All pairs of ``clips`` x ``targets`` allowed by the config, in a stable order:
+    :func:`sample_pairs` of the :func:`candidate_pairs`."""
+    return sample_pairs(candidate_pairs(catalog, clips, targets, config), config)
+
+
+def candidate_pairs(
+    catalog: Catalog,
+    clips: Sequence[tuple[str, Product]],
+    targets: Sequence[ImageRef],
+    config: PairsConfig,
+) -> list[PairPlan]:
+    """Every pair of ``clips`` x ``targets`` the config allows, before any sampling.
 
     ``targets`` are the images whose cut-out succeeded. A product is never paired
-    with itself. With ``difficulty_mix`` the pairs are sampled (seeded) so that the
-    shares of the difficulties come as close to the mix as the candidates allow.
+    with itself.
     """
     candidates: list[PairPlan] = []
     for clip_id, source in clips:
@@ -91,12 +101,19 @@ def plan_pairs(
                     difficulty=catalog.difficulty(source, target),
                 )
             )
+    return candidates
+
+
+def sample_pairs(candidates: list[PairPlan], config: PairsConfig) -> list[PairPlan]:
+    """The ``candidates`` a build makes, in their order. With ``difficulty_mix`` they are
+    sampled (seeded) so that the shares of the difficulties come as close to the mix as
+    the candidates allow; with ``limit``, at most that many (seeded)."""
     if config.difficulty_mix:
-        candidates = _sample_mix(candidates, config.difficulty_mix, config.limit, config.seed)
-    elif config.limit is not None and config.limit < len(candidates):
+        return _sample_mix(candidates, config.difficulty_mix, config.limit, config.seed)
+    if config.limit is not None and config.limit < len(candidates):
         rng = random.Random(config.seed)
         keep = set(rng.sample(range(len(candidates)), config.limit))
-        candidates = [c for i, c in enumerate(candidates) if i in keep]
+        return [c for i, c in enumerate(candidates) if i in keep]
     return candidates
 
 

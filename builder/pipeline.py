@@ -30,7 +30,9 @@ from pvtt.builder.card import write_card
 from pvtt.builder.catalog import Catalog, Product
 from pvtt.builder.clips import ClipArtefacts, ClipBackends, prepare_clip, relative
 from pvtt.builder.device import device_stream_factory
-from pvtt.builder.pairs import ImageRef, PairPlan, choose_images, plan_pairs
+from pvtt.builder.funnel import gate_reason
+from pvtt.builder.near_duplicates import duplicate_shot_indexes, pair_targets
+from pvtt.builder.pairs import ImageRef, PairPlan, candidate_pairs, choose_images, sample_pairs
 from pvtt.builder.products import ProductArtefacts, prepare_image
 from pvtt.builder.registry import create_backend
 from pvtt.builder.report import REPORT_DIR, BuildReport
@@ -123,11 +125,44 @@ def plan_clips(
                 report.reject("shots", f"{item}@{shot.start_frame}", shot.reason or "filtered")
         if not kept:
             report.reject("shots", item, "no usable shot")
-        for index, shot in enumerate(kept):
-            jobs.append(ClipJob(make_clip_id(product.id, index), product, index, shot, digest))
+        report.count("shots.kept", len(kept))
+        try:
+            copies = duplicate_shot_indexes(product.video, digest, kept, config, cache, report,
+                                            item)
+        except (VideoError, OSError) as exc:
+            if machine_failure(exc):
+                raise
+            log.warning("%s: shots not compared for near-duplicates: %s", item, exc)
+            copies = set()  # the clip stage reports frames that do not decode
+        for index, shot in enumerate(kept):  # a copy left out keeps its index: ids stay
+            if index not in copies:
+                jobs.append(ClipJob(make_clip_id(product.id, index), product, index, shot, digest))
     bar.close()
+    report.count("videos", len(catalog))
     report.count("clips.planned", len(jobs))
     return jobs
+
+
+def plan_build_pairs(
+    catalog: Catalog,
+    jobs: list[ClipJob],
+    products: dict[str, ProductArtefacts],
+    config: BuildConfig,
+    report: BuildReport,
+) -> list[PairPlan]:
+    """The pairs of ``jobs``' clips and the cut-outs made (``products``, in catalog order),
+    the photos that copy another product's left out; counted for the funnel."""
+    artefacts = list(products.values())
+    targets = pair_targets([a.ref for a in artefacts], [a.fingerprint for a in artefacts],
+                           config, report, catalog.root)
+    report.count("images.targets", len(targets))
+    with report.timed("plan"):
+        candidates = candidate_pairs(catalog, [(j.clip_id, j.product) for j in jobs], targets,
+                                     config.pairs)
+        plans = sample_pairs(candidates, config.pairs)
+    report.count("pairs.candidates", len(candidates))
+    report.count("pairs.planned", len(plans))
+    return plans
 
 
 def _cached_shots(product: Product, digest: str, cfg: ShotConfig, cache: ArtifactCache,
@@ -177,6 +212,7 @@ class Build:
 
     def _products(self) -> tuple[dict[str, ProductArtefacts], dict[str, ProductRecord]]:
         refs: list[ImageRef] = [r for p in self.catalog for r in choose_images(p, self.config.pairs)]
+        self.report.count("images.chosen", len(refs))
         artefacts: dict[str, ProductArtefacts] = {}
         records: dict[str, ProductRecord] = {}
         bar = _progress(len(refs), "cut-outs", "image", self.progress)
@@ -266,10 +302,7 @@ class Build:
         if self.rank == 0:  # one writer of the products table, whatever the world size
             for record in product_records.values():
                 writer.write_product(record)
-        targets = [a.ref for a in products.values()]
-        plans = plan_pairs(self.catalog, [(j.clip_id, j.product) for j in jobs], targets,
-                           self.config.pairs)
-        self.report.count("pairs.planned", len(plans))
+        plans = plan_build_pairs(self.catalog, jobs, products, self.config, self.report)
         by_clip: dict[str, list[PairPlan]] = defaultdict(list)
         for plan in plans:
             by_clip[plan.clip_id].append(plan)
@@ -278,7 +311,10 @@ class Build:
         pending = {j.clip_id: [p for p in by_clip[j.clip_id] if p.pair_id not in done] for j in mine}
         todo = [j for j in mine if pending[j.clip_id]]
         total = sum(len(v) for v in pending.values())
-        self.report.count("pairs.already_done", sum(len(by_clip[j.clip_id]) for j in mine) - total)
+        assigned = sum(len(by_clip[j.clip_id]) for j in mine)
+        self.report.count("pairs.assigned", assigned)
+        self.report.count("pairs.already_done", assigned - total)
+        self.report.count("clips.todo", len(todo))
         clip_bar = _progress(len(todo), "clips", "clip", self.progress)
         pair_bar = _progress(total, "pairs", "pair", self.progress)
         written = 0
@@ -384,8 +420,13 @@ class Build:
             self.report.reject("pair", plan.pair_id, pair.reason)
             return 0
         key = image_id(plan.target.product.id, plan.target.token)
+        if pair.passed:
+            self.report.count("gate.passed")
+        else:
+            self.report.count(f"gate.failed.{gate_reason(pair.reject_reason or 'no reason')}")
         keep = pair.passed or not self.config.quality.drop_rejected
         if keep:
+            self.report.count("pairs.to_write")
             try:
                 with self.report.timed("write"):
                     writer.write(PairSample(pair=pair, clip=clip_record, product=records[key]))
@@ -412,6 +453,7 @@ class Build:
         self.report.extra["wall_s"] = round(time.perf_counter() - started, 3)
         self.report.extra["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses}
         self.report.extra["backends"] = self.backends_info
+        self.report.extra["device"] = self.config.device
         batching = {kind: b.batch_stats() for kind, b in self.backends.items()
                     if isinstance(b, BatchReporting)}
         if any(batching.values()):

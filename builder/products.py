@@ -1,5 +1,6 @@
-"""Per-image work: the product cut-out (RGBA, trimmed to its alpha box) and its
-completeness check, cached: both depend on the photo alone, not on the pairs using it."""
+"""Per-image work: the product cut-out (RGBA, trimmed to its alpha box), its completeness
+check and the photo's near-duplicate fingerprint, cached: all depend on the photo alone,
+not on the pairs using it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pvtt.builder.pairs import ImageRef
 from pvtt.builder.report import BuildReport
 from pvtt.builder.stages.checks import cutout_completeness
 from pvtt.builder.stages.cutout import cutout_aspect, trim_to_alpha
+from pvtt.builder.stages.dedup import Fingerprint, fingerprint
 from pvtt.builder.stages.protocols import Matter, StageRejected
 
 MATTE_STAGE_VERSION = "1"
@@ -30,6 +32,8 @@ class ProductArtefacts:
     aspect: float
     completeness: float
     """The ``cutout`` hard check (:func:`~pvtt.builder.stages.checks.cutout_completeness`)."""
+    fingerprint: Fingerprint
+    """Of the photo, for near-duplicates across products (:mod:`pvtt.builder.stages.dedup`)."""
 
 
 def load_rgb(data: bytes, name: str) -> np.ndarray:
@@ -68,12 +72,15 @@ def prepare_image(
             raise StageRejected(meta["rejected"])
         png = blobs["cutout"]
         cutout = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
-        completeness = meta.get("completeness")
-        if completeness is None:  # cached before the check was part of this stage
-            with report.timed("check"):
-                completeness = cutout_completeness(load_rgb(data, str(ref.path)), cutout)
+        completeness, prints = meta.get("completeness"), meta.get("fingerprint")
+        if completeness is None or prints is None:  # cached before these were part of the stage
+            image = load_rgb(data, str(ref.path))
+            with report.timed("cutout-check"):
+                completeness = cutout_completeness(image, cutout)
+            with report.timed("dedup-photos"):
+                prints = fingerprint(image).as_json()
         return ProductArtefacts(ref, data, meta["width"], meta["height"], cutout, png,
-                                meta["aspect"], completeness)
+                                meta["aspect"], completeness, Fingerprint.from_json(prints))
     image = load_rgb(data, str(ref.path))
     try:
         with report.timed("matte"):
@@ -83,9 +90,17 @@ def prepare_image(
         raise StageRejected(f"{ref.path.name}: {exc.reason}") from None
     png = encode_png(cutout)
     aspect = cutout_aspect(cutout)
-    with report.timed("check"):
+    with report.timed("cutout-check"):
         completeness = cutout_completeness(image, cutout)
+    with report.timed("dedup-photos"):
+        prints = fingerprint(image)
     height, width = image.shape[:2]
     cache.put(key, {"width": width, "height": height, "aspect": aspect,
-                    "completeness": completeness}, {"cutout": png})
-    return ProductArtefacts(ref, data, width, height, cutout, png, aspect, completeness)
+                    "completeness": completeness, "fingerprint": prints.as_json()},
+              {"cutout": png})
+    return ProductArtefacts(ref, data, width, height, cutout, png, aspect, completeness, prints)
+
+
+def photo_fingerprint(ref: ImageRef) -> Fingerprint:
+    """The fingerprint :func:`prepare_image` stores, without the cut-out (``pvtt plan``)."""
+    return fingerprint(load_rgb(ref.path.read_bytes(), str(ref.path)))

@@ -1,4 +1,4 @@
-"""What a build did: counts per stage, rejects with reasons, time per stage.
+"""What a build did: counts per stage, rejects with reasons, time per stage, the funnel.
 
 Nothing disappears silently: every input a stage skips is recorded with the file
 it came from and why, and ends in ``OUT/report/rejects.jsonl`` and
@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pvtt.builder.funnel import build_funnel
 from pvtt.schemas.manifest import atomic_write_bytes
 
 REPORT_DIR = "report"
 """``OUT/report``; each rank of a multi-rank build reports into ``OUT/report/r{rank:03d}``."""
 LOG_NAME = "build.log"
+DUPLICATES_NAME = "duplicates.jsonl"
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +44,8 @@ class BuildReport:
     seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls: Counter[str] = field(default_factory=Counter)
     rejects: list[Reject] = field(default_factory=list)
+    duplicates: list[Reject] = field(default_factory=list)
+    """Near-duplicates found before pairing, left out or not (``pairs.near_duplicates``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     """Stages run in several threads (clip prefetch, pair workers) and share this report."""
@@ -75,10 +79,21 @@ class BuildReport:
             self.rejects.append(Reject(stage, item, reason))
             self.counts[f"rejected.{stage}"] += 1
 
+    def near_duplicate(self, stage: str, item: str, reason: str, *, dropped: bool) -> None:
+        """A near-duplicate ``item``: listed in ``duplicates.jsonl`` and, if ``dropped``
+        (left out of pairing), a reject of ``stage``."""
+        with self._lock:
+            self.duplicates.append(Reject(stage, item, reason))
+            self.counts[f"duplicates.{stage}"] += 1
+        if dropped:
+            self.reject(stage, item, reason)
+        else:
+            log.info("%s: kept %s: %s", stage, item, reason)
+
     def as_dict(self) -> dict[str, Any]:
         total = sum(self.seconds.values()) or 1.0
         by_reason = Counter(f"{r.stage}: {_reason_kind(r.reason)}" for r in self.rejects)
-        return {
+        stats = {
             "counts": dict(sorted(self.counts.items())),
             "time_per_stage_s": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
             "time_share": {k: round(v / total, 4) for k, v in sorted(self.seconds.items())},
@@ -87,6 +102,8 @@ class BuildReport:
             "rejects": len(self.rejects),
             **self.extra,
         }
+        stats["funnel"] = build_funnel(stats)
+        return stats
 
     @contextmanager
     def logging_to(self, folder: Path) -> Iterator[None]:
@@ -108,11 +125,13 @@ class BuildReport:
             handler.close()
 
     def write(self, folder: Path) -> None:
-        """``statistics.json`` and ``rejects.jsonl`` into ``folder`` (``OUT/report``)."""
+        """``statistics.json``, ``rejects.jsonl`` and ``duplicates.jsonl`` into ``folder``
+        (``OUT/report``)."""
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(folder / "statistics.json", json.dumps(self.as_dict(), indent=2).encode())
-        lines = "".join(json.dumps(r.as_dict()) + "\n" for r in self.rejects)
-        atomic_write_bytes(folder / "rejects.jsonl", lines.encode())
+        for name, items in (("rejects.jsonl", self.rejects), (DUPLICATES_NAME, self.duplicates)):
+            lines = "".join(json.dumps(r.as_dict()) + "\n" for r in items)
+            atomic_write_bytes(folder / name, lines.encode())
 
 
 def _reason_kind(reason: str) -> str:

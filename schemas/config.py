@@ -62,6 +62,9 @@ class ClipConfig:
     """
 
 
+NEAR_DUPLICATE_MODES = ("drop", "report", "off")
+
+
 @dataclass
 class PairsConfig:
     strategy: str = "sampled"
@@ -73,6 +76,17 @@ class PairsConfig:
     limit: int | None = None
     seed: int = 0
     box_smoothing: int = 5
+    near_duplicates: str = "report"
+    """Near-identical shots of one video, and photos that repeat across products, found by
+    perceptual hash (``pvtt.builder.stages.dedup``) before pairing: ``drop`` leaves all but
+    one of each group out of pairing and lists them among the rejects (stages
+    ``dedup-shots`` and ``dedup-photos``), ``report`` only lists them, ``off`` does not
+    look. Both list them in ``report/duplicates.jsonl``; ``pvtt plan`` shows them. The
+    default only reports, so that a new pvtt does not change the pairs of a dataset that
+    a resumed build extends."""
+    near_duplicate_bits: int = 6
+    """Bits (of 64) in which the perceptual hashes of two copies may differ: a re-encoded or
+    resized photo differs in 0-2; the demo catalog's distinct products in 8 and more."""
 
 
 @dataclass
@@ -140,6 +154,14 @@ class BuildConfig:
             raise ConfigError(f"pairs.strategy must be single, all or sampled, not {self.pairs.strategy!r}")
         if self.pairs.images_per_product < 1:
             raise ConfigError("pairs.images_per_product must be >= 1")
+        if self.pairs.near_duplicates not in NEAR_DUPLICATE_MODES:
+            raise ConfigError(
+                f"pairs.near_duplicates must be drop, report or off, not {self.pairs.near_duplicates!r}"
+            )
+        if not 0 <= self.pairs.near_duplicate_bits <= 64:
+            raise ConfigError(
+                f"pairs.near_duplicate_bits must be 0..64, not {self.pairs.near_duplicate_bits}"
+            )
         if self.shots.detector not in ("content", "adaptive"):
             raise ConfigError(f"shots.detector must be content or adaptive, not {self.shots.detector!r}")
         if not 0.0 <= self.quality.threshold <= 1.0:

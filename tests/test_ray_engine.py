@@ -101,6 +101,13 @@ def test_ray_build_equals_local_build(built: tuple[Path, Path, list[str]]) -> No
     assert stats["calls_per_stage"]["insert"] == len(expected)
     assert stats["cache"]["hits"] >= 10 and stats["cache"]["misses"] == 0
     assert _rejects(on_ray) == _rejects(local) and any(s == "clip" for s, _ in _rejects(local))
+    # both engines count the same funnel (the Ray build's stages were cache hits: its seconds differ)
+    local_stats = json.loads((local / "report" / "statistics.json").read_text())
+    assert _flow(stats) == _flow(local_stats) and _flow(stats)[0][1] > 0
+
+
+def _flow(stats: dict) -> list[tuple[str, int, int, dict[str, int]]]:
+    return [(r["stage"], r["in"], r["out"], r["reasons"]) for r in stats["funnel"]["stages"]]
 
 
 def test_ray_finishes_a_folder_that_local_ranks_began(

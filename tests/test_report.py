@@ -44,6 +44,7 @@ pytest.importorskip("matplotlib")
 
 SECTIONS = (
     "summary",
+    "funnel",
     "counts",
     "scores",
     "scorers",
@@ -471,7 +472,7 @@ def test_truth_section_shows_the_gate_against_ground_truth(
     args = ["report", str(built), "-o", str(target), "--per-difficulty", "0"]
     assert main([*args, "--truth", str(truth_file)]) == 0
     page = Page(target.read_text(encoding="utf-8"))
-    assert list(page.sections) == [*SECTIONS[:6], "truth", *SECTIONS[6:]]
+    assert list(page.sections) == [*SECTIONS[:7], "truth", *SECTIONS[7:]]
     gate = page.rows("truth-held-out-gate")
     # made 5: 3 defective (2 rejected, 1 missed), 2 good (1 kept, 1 rejected)
     assert gate["precision"][0] == "0.67" and gate["recall"][0] == "0.67"

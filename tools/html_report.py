@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pvtt import __version__
+from pvtt.builder.funnel import merge_funnels
 from pvtt.builder.report import REPORT_DIR
 from pvtt.builder.resources import RATES_NAME
 from pvtt.loaders.decode import MediaDecodeError
@@ -280,6 +281,9 @@ def sum_rank_statistics(ranks: Sequence[dict[str, Any]]) -> dict[str, Any]:
     walls = [r["wall_s"] for r in ranks if "wall_s" in r]
     if walls:
         out["wall_s"] = max(walls)
+    funnels = [r["funnel"] for r in ranks if "funnel" in r]
+    if funnels and len(funnels) == len(ranks):
+        out["funnel"] = merge_funnels(funnels)
     return out
 
 
@@ -541,6 +545,7 @@ def render_html(data: ReportData) -> str:
 
     sections = [
         ("summary", "Summary", _summary(data)),
+        ("funnel", "Survival funnel", _funnel(data)),
         ("counts", "Pairs by difficulty and category", _counts(data, plots)),
         ("scores", "Quality score by difficulty", _scores(data, plots)),
         ("scorers", "Scores per scorer", _scorers(data, plots)),
@@ -697,6 +702,60 @@ def _summary(data: ReportData) -> str:
     if data.missing:
         out += "\n<h3>Not in this dataset</h3>\n" + "\n".join(_note(n) for n in data.missing)
     return out
+
+
+FUNNEL_REASONS = 3
+"""Reasons shown per funnel stage (the most frequent); the rest are summed."""
+
+
+def _funnel_reasons(reasons: dict[str, int]) -> str:
+    ranked = sorted(reasons.items(), key=lambda kv: -kv[1])
+    shown = [f"{reason} ({n})" for reason, n in ranked[:FUNNEL_REASONS]]
+    rest = sum(n for _, n in ranked[FUNNEL_REASONS:])
+    return "; ".join(shown + ([f"{rest} more"] if rest else [])) or "-"
+
+
+def _funnel(data: ReportData) -> str:
+    funnel = (data.build or {}).get("funnel")
+    if not funnel:
+        return _note("no funnel in the build statistics (built by an older pvtt, or without them)")
+    rows = []
+    for row in funnel["stages"]:
+        lost = row.get("pairs_lost")
+        reasons = _funnel_reasons(row["reasons"])
+        if lost:
+            reasons += f"; their pairs: {lost}"
+        per_pair = row["gpu_s_per_kept_pair"]
+        rows.append(
+            (
+                row["stage"],
+                row["unit"],
+                row["in"],
+                row["out"],
+                "-" if "->" in row["unit"] else _pct(row["out"], row["in"]),
+                reasons,
+                f"{row['seconds']:.2f}",
+                "-" if per_pair is None else f"{per_pair:.3f}",
+            )
+        )
+    header = ("stage", "unit", "in", "out", "kept", "lost: top reasons", "seconds",
+              "GPU-s / kept pair")  # fmt: skip
+    per_pair = funnel["gpu_s_per_kept_pair"]
+    total = (
+        "total", "", "", funnel["kept_pairs"], "", "kept pairs (passed, written)",
+        f"{sum(r['seconds'] for r in funnel['stages']):.2f}",
+        "-" if per_pair is None else f"{per_pair:.3f}",
+    )  # fmt: skip
+    other = ", ".join(f"{k} {v:.2f} s" for k, v in funnel.get("other_seconds", {}).items())
+    text = (
+        "<p>Items in and out of every stage, in pipeline order, and why the others were "
+        "lost. Where a stage's items are the next one's, its out is the next one's in. "
+        "GPU-seconds count the model stages of a CUDA build"
+        + ("" if funnel["on_gpu"] else " (this build ran on the CPU: none)")
+        + (f"; seconds shared by several stages: {_e(other)}" if other else "")
+        + ".</p>"
+    )
+    return "\n".join([text, _table(header, rows, "funnel-table", total=total, text_columns=2)])
 
 
 def _counts(data: ReportData, plots: Any) -> str:

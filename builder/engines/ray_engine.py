@@ -50,8 +50,15 @@ from pvtt.builder.cache import ArtifactCache
 from pvtt.builder.catalog import Catalog, Problem, Product
 from pvtt.builder.clips import ClipArtefacts, ClipBackends, prepare_clip, relative
 from pvtt.builder.merge import merge
-from pvtt.builder.pairs import PairPlan, plan_pairs
-from pvtt.builder.pipeline import STAGE_KINDS, Build, BuildResult, ClipJob, plan_clips
+from pvtt.builder.pairs import PairPlan
+from pvtt.builder.pipeline import (
+    STAGE_KINDS,
+    Build,
+    BuildResult,
+    ClipJob,
+    plan_build_pairs,
+    plan_clips,
+)
 from pvtt.builder.products import ProductArtefacts
 from pvtt.builder.registry import create_backend
 from pvtt.builder.report import REPORT_DIR, BuildReport
@@ -214,6 +221,7 @@ def _part(report: BuildReport, cache: ArtifactCache | None = None) -> dict[str, 
         "seconds": dict(report.seconds),
         "calls": dict(report.calls),
         "rejects": list(report.rejects),
+        "duplicates": list(report.duplicates),
         "cache": hits,
     }
 
@@ -227,6 +235,7 @@ def _absorb(into: BuildReport, parts: Sequence[dict[str, Any]]) -> None:
             into.seconds[stage] += seconds
         into.calls.update(part["calls"])
         into.rejects.extend(part["rejects"])
+        into.duplicates.extend(part["duplicates"])
         for key in ("hits", "misses"):
             total[key] += part["cache"][key]
 
@@ -639,11 +648,7 @@ class _Driver:
         self, jobs: list[ClipJob], products: dict[str, ProductArtefacts], done: set[str], world: int
     ) -> list[_ClipRow]:
         """The clips with pending pairs, each with its pairs and rank (``Build._run``'s plan)."""
-        targets = [a.ref for a in products.values()]
-        plans = plan_pairs(
-            self.catalog, [(j.clip_id, j.product) for j in jobs], targets, self.config.pairs
-        )
-        self.report.count("pairs.planned", len(plans))
+        plans = plan_build_pairs(self.catalog, jobs, products, self.config, self.report)
         by_clip: dict[str, list[PairPlan]] = defaultdict(list)
         for plan in plans:
             by_clip[plan.clip_id].append(plan)
@@ -652,7 +657,9 @@ class _Driver:
             pending = [p for p in by_clip[job.clip_id] if p.pair_id not in done]
             if pending:
                 todo.append(_ClipRow(i % world, job, pending))
+        self.report.count("pairs.assigned", len(plans))
         self.report.count("pairs.already_done", len(plans) - sum(len(t.plans) for t in todo))
+        self.report.count("clips.todo", len(todo))
         return todo
 
     def _per_clip(
@@ -738,6 +745,7 @@ class _Driver:
         folder = self.out / REPORT_DIR
         self.report.extra["wall_s"] = round(time.perf_counter() - started, 3)
         self.report.extra["backends"] = self.backends_info
+        self.report.extra["device"] = self.config.device
         self.report.extra["engine"] = {"name": "ray", "gpus_per_actor": self.gpus}
         self.report.write(folder)
         rates = measured_rates(self.report.as_dict(), self.config)

@@ -18,8 +18,10 @@ from PIL import Image
 
 from pvtt.builder.cache import ArtifactCache
 from pvtt.builder.catalog import Catalog, check_catalog
+from pvtt.builder.near_duplicates import SHOT_STAGE, pair_targets
 from pvtt.builder.pairs import choose_images, plan_pairs
 from pvtt.builder.pipeline import plan_clips
+from pvtt.builder.products import photo_fingerprint
 from pvtt.builder.report import BuildReport
 from pvtt.builder.resources import (
     ClipSize,
@@ -46,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "plan",
         description=(
             "Run the shot step (CPU; cached in the build's cache with --cache-dir) and plan "
-            "the pairs exactly as `pvtt build` would, then estimate the hours of every "
+            "the pairs exactly as `pvtt build` would (near-duplicate shots and photos "
+            "left out, and listed), then estimate the hours of every "
             "stage and the bytes written. Rates come from a build's OUT/report/rates.json "
             "(--rates) where it used the same backends, else from documented defaults; "
             "the output says which."
@@ -84,7 +87,9 @@ def plan_build(
     *,
     progress: bool = False,
 ) -> tuple[Estimate, BuildReport]:
-    """The estimate for building ``catalog`` with ``config``, and the shot step's report."""
+    """The estimate for building ``catalog`` with ``config``, and the report of the steps
+    run (shots, near-duplicates). Every chosen photo is priced (the build mattes them all);
+    those that copy another product's photo are left out of pairing, as in the build."""
     report = BuildReport()
     jobs = plan_clips(catalog, config, cache, report, progress=progress)
     infos: dict[Path, VideoInfo] = {}
@@ -94,6 +99,11 @@ def plan_build(
             infos[job.product.video] = probe(job.product.video)
         clips.append(clip_size(job.clip_id, job.shot, infos[job.product.video], config))
     refs = [r for product in catalog for r in choose_images(product, config.pairs)]
+    targets = refs
+    if config.pairs.near_duplicates != "off":
+        targets = pair_targets(
+            refs, [photo_fingerprint(r) for r in refs], config, report, catalog.root
+        )
     images = []
     for ref in refs:
         with Image.open(ref.path) as img:
@@ -101,7 +111,7 @@ def plan_build(
         images.append(
             ImageSize(image_id(ref.product.id, ref.token), ref.path.stat().st_size, width, height)
         )
-    plans = plan_pairs(catalog, [(j.clip_id, j.product) for j in jobs], refs, config.pairs)
+    plans = plan_pairs(catalog, [(j.clip_id, j.product) for j in jobs], targets, config.pairs)
     pairs = [
         PairSize(p.clip_id, image_id(p.target.product.id, p.target.token), p.difficulty.value)
         for p in plans
@@ -124,7 +134,26 @@ def _measured(stage: StageCost) -> str:
     return f"{_rate(stage.rate, stage.unit)} at {stage.frame_pixels / 1e6:.2f} MP"
 
 
-def print_plan(est: Estimate, videos: int, report: BuildReport, rates: str | None) -> None:
+DUPLICATES_SHOWN = 10
+
+
+def print_duplicates(report: BuildReport, mode: str) -> None:
+    """The near-duplicates found (``pairs.near_duplicates``), the first few by name."""
+    if not report.duplicates:
+        return
+    shots = sum(d.stage == SHOT_STAGE for d in report.duplicates)
+    photos = len(report.duplicates) - shots
+    verdict = "left out of pairing" if mode == "drop" else "kept (near_duplicates = report)"
+    print(f"near-duplicates {verdict}: {shots} shots, {photos} photos")
+    for dup in report.duplicates[:DUPLICATES_SHOWN]:
+        print(f"  {dup.item}: {dup.reason}")
+    if len(report.duplicates) > DUPLICATES_SHOWN:
+        print(f"  ... and {len(report.duplicates) - DUPLICATES_SHOWN} more (--json lists all)")
+
+
+def print_plan(
+    est: Estimate, videos: int, report: BuildReport, rates: str | None, mode: str
+) -> None:
     clips_used = max(est.clips, 1)
     print(
         f"{videos} videos -> {est.clips} clips ({est.clip_frames:,} frames, "
@@ -140,6 +169,7 @@ def print_plan(est: Estimate, videos: int, report: BuildReport, rates: str | Non
             f"shots dropped by the filter or unreadable videos: {len(lost)} "
             "(see `pvtt shots VIDEO`)"
         )
+    print_duplicates(report, mode)
     total = max(est.pairs, 1)
     print(
         "difficulty: "
@@ -225,10 +255,12 @@ def run(args: argparse.Namespace) -> int:
             videos=len(catalog),
             rates_file=args.rates,
             shots_s=round(report.seconds.get("shots", 0.0), 3),
-            shot_rejects=[r.as_dict() for r in report.rejects],
+            shot_rejects=[r.as_dict() for r in report.rejects if r.stage == "shots"],
+            near_duplicates=[r.as_dict() for r in report.duplicates],
+            near_duplicates_mode=config.pairs.near_duplicates,
         )
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        print_plan(est, len(catalog), report, args.rates)
+        print_plan(est, len(catalog), report, args.rates, config.pairs.near_duplicates)
     return 0
