@@ -25,7 +25,7 @@ from pvtt.builder.stages.dedup import (
     fingerprint,
 )
 from pvtt.builder.stages.shots import Shot
-from pvtt.builder.video import read_frames
+from pvtt.builder.video import iter_frames, probe
 from pvtt.schemas.config import BuildConfig
 
 SHOT_STAGE = "dedup-shots"
@@ -40,14 +40,21 @@ def sample_frames(shot: Shot, end: int) -> list[int]:
     return sorted({shot.start_frame, (shot.start_frame + last) // 2, last})
 
 
-def shot_prints(video: Path, shot: Shot, config: BuildConfig) -> list[Fingerprint]:
-    """Fingerprints of the frames :func:`sample_frames` picks in the clip cut from ``shot``."""
-    prints = []
-    for index in sample_frames(shot, clip_end(shot, config)):
-        frames, _ = read_frames(video, index, index + 1, max_size=THUMB_SIZE)
-        if len(frames):
-            prints.append(fingerprint(frames[0]))
-    return prints
+def shot_prints(video: Path, shots: Sequence[Shot], config: BuildConfig) -> list[list[Fingerprint]]:
+    """Per shot, fingerprints of the frames :func:`sample_frames` picks in the clip cut
+    from it. One pass decodes the video from the first sample to the last: seeking to each
+    sample decodes from the keyframe before it, up to a few hundred frames each time."""
+    samples = [sample_frames(shot, clip_end(shot, config)) for shot in shots]
+    wanted = {index for frames in samples for index in frames}
+    first, last = min(wanted), max(wanted)
+    found: dict[int, Fingerprint] = {}
+    # frames at the rate they are numbered in, so the i-th one decoded is frame first + i
+    rate = probe(video).frame_rate
+    frames = iter_frames(video, first, last + 1, max_size=THUMB_SIZE, fps=rate)
+    for index, frame in enumerate(frames, start=first):
+        if index in wanted:
+            found[index] = fingerprint(frame)
+    return [[found[i] for i in picks if i in found] for picks in samples]
 
 
 def duplicate_shot_indexes(
@@ -71,7 +78,7 @@ def duplicate_shot_indexes(
         prints = [[Fingerprint.from_json(p) for p in shot] for shot in hit[0]["prints"]]
     else:
         with report.timed(SHOT_STAGE):
-            prints = [shot_prints(video, shot, config) for shot in kept]
+            prints = shot_prints(video, kept, config)
         cache.put(key, {"prints": [[p.as_json() for p in shot] for shot in prints]}, {})
     # the longest shot of a group is kept, then the first
     order = sorted(range(len(kept)), key=lambda i: (-kept[i].frame_count, i))
