@@ -151,6 +151,16 @@ def test_plan_lists_and_build_leaves_out_the_copies(catalog: Path, tmp_path: Pat
     assert any(p.endswith("__mug-1") for p in pairs)
 
 
+def test_plan_says_what_it_would_leave_out(
+    catalog: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, "drop")
+    assert main(["plan", str(catalog), "--config", str(config), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "near-duplicates left out of pairing: 1 shot, 1 photo" in text
+    assert "  videos/loop.mp4@32: near-duplicate shot: repeats frames 0-16" in text
+
+
 @pytest.mark.parametrize("mode", ["off", "report"])
 def test_off_and_report_keep_every_shot_and_photo(
     catalog: Path, tmp_path: Path, mode: str

@@ -144,7 +144,10 @@ def print_duplicates(report: BuildReport, mode: str) -> None:
     shots = sum(d.stage == SHOT_STAGE for d in report.duplicates)
     photos = len(report.duplicates) - shots
     verdict = "left out of pairing" if mode == "drop" else "kept (near_duplicates = report)"
-    print(f"near-duplicates {verdict}: {shots} shots, {photos} photos")
+    print(
+        f"near-duplicates {verdict}: {shots} shot{'' if shots == 1 else 's'}, "
+        f"{photos} photo{'' if photos == 1 else 's'}"
+    )
     for dup in report.duplicates[:DUPLICATES_SHOWN]:
         print(f"  {dup.item}: {dup.reason}")
     if len(report.duplicates) > DUPLICATES_SHOWN:
