@@ -13,6 +13,7 @@ from pvtt.builder.funnel import STAGES, build_funnel, merge_funnels
 from pvtt.builder.report import BuildReport
 from pvtt.loaders.store import open_dataset
 from pvtt.tools.cli import main
+from pvtt.tools.html_report import load_build_statistics
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +117,22 @@ def test_html_report_shows_the_funnel(built: Path, tmp_path: Path) -> None:
     for stage in STAGES:
         assert f'<th class="l" scope="row">{stage.name}</th>' in table
     assert "GPU-s / kept pair" in table
+
+
+def test_a_two_rank_build_counts_the_catalog_once_and_every_pair(
+    built: Path, tmp_path: Path
+) -> None:
+    catalog, config = write_shop_catalog(tmp_path / "catalog", ("neck", "mug"))
+    out = tmp_path / "out"
+    for rank in (0, 1):
+        assert main(["build", str(catalog), str(out), "--config", str(config), "--rank",
+                     str(rank), "--world-size", "2", "--no-progress"]) == 0  # fmt: skip
+    assert main(["merge", str(out)]) == 0
+    stats, _, notes = load_build_statistics(open_dataset(out))
+    assert stats is not None and not notes
+    ranks = _rows(stats["funnel"])
+    one = _rows(json.loads((built / "report" / "statistics.json").read_text())["funnel"])
+    # the same catalog as one rank built: the same funnel, seconds aside
+    for name, row in one.items():
+        assert (ranks[name]["in"], ranks[name]["out"]) == (row["in"], row["out"]), name
+    assert ranks["resume"]["in"] == ranks["pair"]["out"] > 0
