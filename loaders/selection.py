@@ -41,7 +41,7 @@ from pvtt.loaders.query import (
 )
 from pvtt.loaders.store import BuiltDataset
 from pvtt.schemas.manifest import ManifestError
-from pvtt.schemas.tables import scalar_columns
+from pvtt.schemas.tables import TABLE_SCHEMAS, scalar_columns
 
 LEVEL = {d: i for i, d in enumerate(DIFFICULTIES)}
 META_COLUMNS = tuple(c for c in scalar_columns("pairs") if c != "target_boxes")
@@ -208,7 +208,8 @@ class Selection:
 def fingerprint(dataset: BuiltDataset, flt: PairFilter, fmt: str) -> str:
     """Identity of (dataset version, filter, format): a saved loader state must match it."""
     m = dataset.manifest
-    version = {k: v.version for k, v in m.tables.items()}
+    # Only the built tables: a review appending labels does not change which pairs are read.
+    version = {k: v.version for k, v in m.tables.items() if k in TABLE_SCHEMAS}
     blob = json.dumps([m.build_id, version, [s.path for s in m.shards], flt.to_sql(), fmt])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

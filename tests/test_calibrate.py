@@ -327,3 +327,29 @@ def test_the_report_section_exists_only_with_labels(unlabelled: Path, labelled: 
     assert "1 labels name pairs this dataset no longer holds" in page
     assert "http" not in page and "src=" not in page and "<script" not in page
     assert calibration_html(open_dataset(labelled)) == page  # an opened dataset does too
+
+
+def test_labels_leave_verify_and_saved_loader_states_alone(
+    unlabelled: Path, labelled: Path
+) -> None:
+    from pvtt.loaders import PairDataset
+    from pvtt.loaders.verify import verify_dataset
+
+    report = verify_dataset(open_dataset(labelled), media=False)
+    assert report.problems == []  # the labels log repeats pair ids by design
+    before = PairDataset(unlabelled, fields=("meta",), shuffle=False)
+    state = before.state_dict(samples_seen=3)
+    after = PairDataset(labelled, fields=("meta",), shuffle=False)
+    after.load_state_dict(state)  # a review in between does not change what is read
+    assert [s["meta"]["pair_id"] for s in after] == [s["meta"]["pair_id"] for s in before][3:]
+
+
+def test_the_html_report_shows_the_calibration_with_labels(
+    unlabelled: Path, labelled: Path
+) -> None:
+    from pvtt.tools.html_report import gather_report, render_html
+
+    for out, shown in ((unlabelled, False), (labelled, True)):
+        page = render_html(gather_report(open_dataset(out), per_difficulty=0, progress=False))
+        assert ('id="calibration"' in page) is shown
+        assert ("Gate against human labels" in page) is shown

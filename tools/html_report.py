@@ -43,6 +43,7 @@ from pvtt.loaders.store import BuiltDataset
 from pvtt.loaders.tar_reader import ShardFormatError
 from pvtt.schemas.manifest import Manifest
 from pvtt.tools import preview
+from pvtt.tools.calibration_html import calibration_html
 
 SCORERS = ("identity", "temporal", "lighting", "overall")
 CHECKS = ("removal", "mask", "insert", "cutout")
@@ -114,6 +115,8 @@ class ReportData:
     truth: dict[str, Any] | None = None
     """The fidelity benchmark's JSON (:func:`load_truth`), None without ``--truth``."""
     truth_source: str = ""
+    calibration: str | None = None
+    """The gate against human labels (``pvtt review``), when the dataset has any."""
 
 
 # -- ground truth ---------------------------------------------------------------------------
@@ -220,6 +223,7 @@ def gather_report(
         truth_source=str(truth or ""),
     )
     data.missing += _missing_notes(dataset, data)
+    data.calibration = calibration_html(dataset)
     picks = {d: pick_best_worst(rows, d, per_difficulty) for d in DIFFICULTIES}
     total = sum(len(b) + len(w) for b, w in picks.values())
     if total:
@@ -552,6 +556,11 @@ def render_html(data: ReportData) -> str:
         ("pass-rate", "Pass rate against the threshold", _pass_rate(data, plots)),
         ("rejects", "Rejects by reason", _rejects(data, plots)),
         *([("truth", "Gate against ground truth", _truth(data))] if data.truth else []),
+        *(
+            [("calibration", "Gate against human labels", data.calibration)]
+            if data.calibration
+            else []
+        ),
         ("time", "Time per stage", _time(data, plots)),
         ("storage", "Storage per table", _storage(data, plots)),
         ("gallery", "Best passed and rejected pairs per difficulty", _gallery(data)),
