@@ -230,7 +230,11 @@ class PairDataset(IterableDataset):
     sample crosses to the main process, where pickled bytes would be copied four times
     on the way. ``size`` and ``target_size`` must be left unset (``decoder`` is not
     used); batch with a ``collate_fn`` that keeps a list (``collate_fn=list``), as the
-    sizes differ. A view keeps its sample's whole buffer alive.
+    sizes differ. A view keeps its sample's whole buffer alive. Clip media and cut-outs
+    cached across the pairs of a clip are copied into each sample's buffer (the tensors
+    are writable; the cache must not be): with no workers, an all-fields epoch of
+    ~2.5 MB samples read 490 samples/s warm where bytes objects shared with the cache
+    read 780; with 2 workers it read 284 where pickled bytes read 127.
 
     ``out`` may be an ``s3://bucket/prefix``; ``storage_options`` (endpoint,
     credentials, region: see :mod:`pvtt.loaders.fs`) reach both the tar reads and
