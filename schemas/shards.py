@@ -14,6 +14,7 @@ the sample's range, so offsets in the index stay exact.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pvtt.schemas.masks import MASKS_FILE_EXTENSION
 
@@ -59,3 +60,17 @@ def parse_shard_name(name: str) -> tuple[int, int] | None:
     """``(rank, number)`` of a shard file name, or None for anything else."""
     m = SHARD_PATTERN.match(name)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+OVERLAY_KEY = "overlay"
+"""An index entry's scalar columns that changed after the shard was written (``pvtt
+rescore``, ``pvtt calibrate --apply``): they supersede the sample's own json, which a
+column update never rewrites. Indexes written by a build have none."""
+
+
+def overlaid_meta(meta: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """A sample's scalar columns as the dataset holds them now: its json (``meta``) with
+    the index entry's filter columns and overlay on top."""
+    current = {c: entry[c] for c in FILTER_COLUMNS if c in entry}
+    overlay = entry.get(OVERLAY_KEY)
+    return {**meta, **current, **(overlay if isinstance(overlay, dict) else {})}

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "a self-contained HTML report: plots, rejects, timings, a gallery"),
     "review": ("review", "judge pairs in a local web page; verdicts go to a labels table"),
     "calibrate": ("calibrate", "the quality gate against human labels: precision, recall, AUC"),
+    "rescore": ("rescore", "score the pairs again (a new scorer too) as a new version; media kept"),
 }
 """Command name -> (module under ``pvtt.tools.commands``, its one-line help), in the
 order ``pvtt --help`` lists them."""

@@ -10,11 +10,14 @@ verdict update writes new data files for the updated columns only.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lance
 import pyarrow as pa
@@ -24,14 +27,17 @@ from pvtt.schemas.labels import LABELS_PATH, LABELS_SCHEMA, LABELS_TABLE
 from pvtt.schemas.manifest import (
     Manifest,
     ManifestError,
+    ShardInfo,
     TableInfo,
     atomic_write_bytes,
     read_manifest,
     write_manifest,
 )
-from pvtt.schemas.shards import FILTER_COLUMNS
+from pvtt.schemas.shards import FILTER_COLUMNS, OVERLAY_KEY
 from pvtt.schemas.tables import MEDIA_COLUMNS, TABLE_KEYS
 
+EDIT_LOCK = ".lock-r000"
+"""The lock file of rank 0's :class:`~pvtt.builder.writer.DatasetWriter`."""
 _VERSIONED = re.compile(r"(\.v\d+)?\.json$")
 """A shard index name's ending, with the pairs version an earlier update gave it."""
 
@@ -73,6 +79,13 @@ def replace_pair_columns(
     version (e.g. the threshold and counts the new verdicts come with).
     """
     root = local_root(out)
+    with edit_lock(root):
+        return _replace_pair_columns(root, updates, edit_manifest)
+
+
+def _replace_pair_columns(
+    root: Path, updates: pa.Table, edit_manifest: Callable[[Manifest], None] | None
+) -> TableInfo:
     manifest = read_manifest(root)
     info = manifest.tables.get("pairs")
     if info is None:
@@ -85,57 +98,111 @@ def replace_pair_columns(
             f"updates need {key!r} and scalar columns to set, got {updates.column_names}"
         )
     uri = root / info.path
-    latest = lance.dataset(str(uri))
-    if latest.version != info.version:
-        raise ManifestError(
-            f"{uri}: version {latest.version} is newer than the manifest's {info.version} "
-            "(a build still running, or one killed before it committed); finish it first"
-        )
+    latest = committed_table(uri, info)
     fragments, fields = [], set()
     for fragment in latest.get_fragments():
         meta, modified = fragment.update_columns(updates, left_on=key, right_on=key)
         fragments.append(meta)
         fields.update(modified)
     op = lance.LanceOperation.Update(updated_fragments=fragments, fields_modified=sorted(fields))
-    ds = lance.LanceDataset.commit(str(uri), op, read_version=info.version)
+    ds = lance.LanceDataset.commit(str(uri), op, read_version=latest.version)
     indexed = {c for c, _ in SCALAR_INDEXES["pairs"]}
     if indexed & set(touched):
         ds.optimize.optimize_indices()  # the update left the changed fragments unindexed
         ds = lance.dataset(str(uri))
     if edit_manifest is not None:
         edit_manifest(manifest)
-    indexed_in_tar = [c for c in touched if c in FILTER_COLUMNS]
-    if indexed_in_tar and manifest.shards:
-        _rewrite_shard_indexes(root, manifest, updates, indexed_in_tar, ds.version)
+    if manifest.shards:
+        _rewrite_shard_indexes(root, manifest, updates, touched, ds.version)
     return _publish(root, manifest, "pairs", info.path, ds)
+
+
+def committed_table(uri: Path, info: TableInfo) -> lance.LanceDataset:
+    """The table at the manifest's version, made its latest again.
+
+    Versions past the manifest's are an edit or a build killed before its manifest
+    named them: readers never saw them, and (as a build resuming does) they are rolled
+    back, so an edit killed at any point can simply be run again. The caller holds
+    :func:`edit_lock`, so no build is writing them now.
+    """
+    latest = lance.dataset(str(uri))
+    if latest.version != info.version:
+        latest.checkout_version(info.version).restore()
+        latest = lance.dataset(str(uri))
+    return latest
+
+
+@contextmanager
+def edit_lock(root: Path) -> Iterator[None]:
+    """Hold the dataset's writer lock (the one rank 0 of ``pvtt build`` holds) while an
+    edit runs: no build, and no other edit, writes the dataset meanwhile."""
+    path = root / EDIT_LOCK
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ManifestError(
+                f"{root}: a pvtt build or another edit is writing this dataset ({path} is locked)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _rewrite_shard_indexes(
     root: Path, manifest: Manifest, updates: pa.Table, columns: list[str], version: int
 ) -> None:
-    """Give the tar shards new indexes carrying the updated filter columns.
+    """Give the tar shards new indexes carrying the updated columns.
 
     A shard's index holds the filter columns its readers select samples by, so it must
-    agree with the table. The tar members (and each sample's own json) are left as
-    built: the new index files, named after the pairs version, are written beside the
-    old ones and the manifest (written by the caller) names them.
+    agree with the table; every updated column also goes into the entry's overlay
+    (:data:`~pvtt.schemas.shards.OVERLAY_KEY`), which supersedes the sample's own json.
+    The tar members (and each sample's json) are left as built: the new index files,
+    named after the pairs version, are written beside the old ones and the manifest
+    (written by the caller) names them.
     """
     key = TABLE_KEYS["pairs"]
     values = {row[key]: row for row in updates.select([key, *columns]).to_pylist()}
     for shard in manifest.shards:
-        path = root / shard.index
-        try:
-            index = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"{path}: unreadable shard index: {exc}") from None
+        index = read_shard_index(root, shard)
         for entry in index["samples"]:
             new = values.get(entry["key"])
             if new is not None:
-                entry.update({c: new[c] for c in columns})
-        name = f"{_VERSIONED.sub('', shard.index)}.v{version}.json"
-        atomic_write_bytes(root / name, json.dumps(index).encode("utf-8"))
-        shard.index = name
-        shard.passed = sum(1 for entry in index["samples"] if entry.get("passed"))
+                entry.update({c: new[c] for c in columns if c in FILTER_COLUMNS})
+                overlay = entry.setdefault(OVERLAY_KEY, {})
+                overlay.update({c: new[c] for c in columns})
+        write_shard_index(root, shard, index, version)
+
+
+def read_shard_index(root: Path, shard: ShardInfo) -> dict[str, Any]:
+    """The whole index file of ``shard`` (its ``samples`` and keyframe tables)."""
+    path = root / shard.index
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: unreadable shard index: {exc}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("samples"), list):
+        raise ManifestError(f"{path}: shard index has no samples list")
+    return index
+
+
+def write_shard_index(root: Path, shard: ShardInfo, index: dict[str, Any], version: int) -> None:
+    """Write ``index`` as the shard's index for pairs ``version`` and point ``shard`` at it
+    (the manifest that names it is written later); its counts follow the entries."""
+    name = f"{_VERSIONED.sub('', shard.index)}.v{version}.json"
+    atomic_write_bytes(root / name, json.dumps(index).encode("utf-8"))
+    samples = index["samples"]
+    shard.index = name
+    shard.samples = len(samples)
+    shard.passed = sum(1 for entry in samples if entry.get("passed"))
+    counts: dict[str, int] = {}
+    for entry in samples:
+        counts[entry["difficulty"]] = counts.get(entry["difficulty"], 0) + 1
+    shard.counts = counts
+    scores = [e["quality_score"] for e in samples if e.get("quality_score") is not None]
+    shard.score_min = min(scores) if scores else None
+    shard.score_max = max(scores) if scores else None
 
 
 def _publish(
