@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "review": ("review", "judge pairs in a local web page; verdicts go to a labels table"),
     "calibrate": ("calibrate", "the quality gate against human labels: precision, recall, AUC"),
     "rescore": ("rescore", "score the pairs again (a new scorer too) as a new version; media kept"),
+    "resynth": ("resynth", "regenerate selected pairs (other backends or seed) as a new version"),
 }
 """Command name -> (module under ``pvtt.tools.commands``, its one-line help), in the
 order ``pvtt --help`` lists them."""
