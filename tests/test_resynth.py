@@ -79,6 +79,8 @@ def test_resynth_replaces_exactly_the_selected_pairs(out: Path) -> None:
     assert (result.selected, result.replaced, result.made) == (len(selected),) * 3
     after = _rows(out)
     assert set(after) == set(before) and len(after) == PAIRS  # one row per pair id
+    assert result.passed_before == 0  # the selection is the rejected pairs
+    assert result.passed_after == sum(after[p]["passed"] for p in selected)
     new_synth = _synth(out, sorted(after))
     for pid, row in after.items():
         if pid in selected:

@@ -134,14 +134,13 @@ def resynth(
         made, failed = _stage(dataset, rows, config, staging, progress)
         staged = open_dataset(staging)
         replaced = staged.manifest.tables["pairs"].rows
+        passed_after = staged.pairs.count_rows(filter="passed = true") + sum(
+            bool(r["passed"]) for r in rows if r["pair_id"] in failed
+        )
         version = _publish(root, staged)
         shutil.rmtree(staging)
         if not any(staging.parent.iterdir()):
             staging.parent.rmdir()
-        after = open_dataset(root)
-        passed_after = select_pairs(
-            after, PairFilter.make(passed=True, where=where), columns=["pair_id"]
-        ).num_rows
     return ResynthResult(
         selected=len(rows),
         made=made,
@@ -193,8 +192,9 @@ def _stage(
         include_masks=bool(out_cfg.get("tar_masks", False)),
     )
     done = writer.open()
-    todo = sorted((r for r in rows if r["pair_id"] not in done), key=lambda r: r["pair_id"])
-    todo.sort(key=lambda r: r["clip_id"])
+    todo = sorted(
+        (r for r in rows if r["pair_id"] not in done), key=lambda r: (r["clip_id"], r["pair_id"])
+    )
     report = BuildReport()
     failed: dict[str, str] = {}
     made = 0
@@ -206,8 +206,12 @@ def _stage(
         disable=not progress,
     )
     try:
+        products: dict[str, tuple[ProductArtefacts, ProductRecord]] = {}
         for row, clip, clip_record in _with_clips(dataset, todo):
-            product, product_record = _product(dataset, row)
+            image_key = _image_key(row)
+            if image_key not in products:
+                products[image_key] = _product(dataset, row)
+            product, product_record = products[image_key]
             plan = PairPlan(
                 pair_id=row["pair_id"],
                 clip_id=row["clip_id"],
@@ -328,9 +332,14 @@ def _clip(clip: dict[str, Any], pair: dict[str, Any]) -> ClipArtefacts:
     )
 
 
+def _image_key(pair: dict[str, Any]) -> str:
+    """The ``products`` key of the pair's target image (the pair id's last part)."""
+    return f"{pair['target_id']}__{pair['pair_id'].split('__', 2)[2]}"
+
+
 def _product(dataset: BuiltDataset, pair: dict[str, Any]) -> tuple[ProductArtefacts, ProductRecord]:
     """The target image's artefacts (its stored cut-out) and its record."""
-    image_key = f"{pair['target_id']}__{pair['pair_id'].split('__', 2)[2]}"
+    image_key = _image_key(pair)
     row = _table_row(dataset, "products", "image_id", image_key)
     image = load_rgb(row["image"], row["image_path"])
     target = Product(
