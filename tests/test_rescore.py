@@ -199,9 +199,12 @@ def test_a_killed_rescore_leaves_the_dataset_as_it_was_and_a_rerun_finishes(out:
     assert (out / MANIFEST_NAME).read_bytes() == before_manifest
     assert _current(out) == before
     assert verify_dataset(open_dataset(out), media=False).ok
+    (progress,) = (out / "report").glob("rescore-*.jsonl")
+    saved = len(progress.read_text().splitlines())
+    assert 0 < saved <= 10  # scores made before the kill, in order, kept
     scorer = JudgeScorer()
     result = rescore(out, scorer=scorer, progress=False)
-    assert (result.scored, scorer.calls) == (PAIRS - 10, PAIRS - 10)  # the rest came from disk
+    assert (result.scored, scorer.calls) == (PAIRS - saved, PAIRS - saved)  # the rest from disk
     assert {p: r["passed"] for p, r in _current(out).items()} == {
         p: e["passed"] for p, e in _expected(out).items()
     }

@@ -26,7 +26,9 @@ import json
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,7 +154,8 @@ def rescore(
     bar = tqdm(total=len(rows), desc="rescore", unit="pair", disable=not progress)
     bar.update(sum(1 for r in rows if r["pair_id"] in done))
     with checkpoint:
-        for row, result in _score_missing(dataset, rows, done, scorer):
+        workers = config.workers or min(8, os.cpu_count() or 1)
+        for row, result in _score_missing(dataset, rows, done, scorer, workers):
             checkpoint.add(row["pair_id"], result)
             done[row["pair_id"]] = result
             scored += 1
@@ -176,33 +179,59 @@ def rescore(
 
 
 def _score_missing(
-    dataset: BuiltDataset, rows: list[dict[str, Any]], done: dict[str, Any], scorer: Scorer
+    dataset: BuiltDataset,
+    rows: list[dict[str, Any]],
+    done: dict[str, Any],
+    scorer: Scorer,
+    workers: int,
 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """Each row not in ``done`` with its scores (or the reason the scorer refused it)."""
+    """Each row not in ``done``, in order, with its scores (or why the scorer refused it).
+
+    Lance is read here, in order (each clip's background once); decoding and scoring,
+    which release the GIL (PyAV, OpenCV) and take nearly all the time, run on
+    ``workers`` threads, as the build's pair stage does, a bounded window ahead.
+    """
     media = LancePairMedia(dataset)
-    background: tuple[str, np.ndarray] | None = None
-    for row in rows:
-        if row["pair_id"] in done:
-            continue
-        if background is None or background[0] != row["clip_id"]:
-            data = media.background(row)
-            if data is None:
-                raise ManifestError(f"{dataset.root}: clip {row['clip_id']} has no background")
-            background = (row["clip_id"], decode_video(data, what=f"{row['clip_id']} background"))
-        what = row["pair_id"]
-        sample = ScoringInput(
-            synth=decode_video(media.synth(row), what=f"{what} synth_video"),
-            background=background[1],
-            cutout=decode_image(media.target_rgba(row), mode="RGBA", what=f"{what} cut-out"),
-            boxes=np.asarray(row["target_boxes"], dtype=np.float64).reshape(-1, 4),
-            fps=float(row["fps"]),
-        )
-        try:
-            scores = scorer.score(sample)
-        except StageRejected as exc:
-            yield row, {"rejected": exc.reason}
-            continue
-        yield row, {"scores": {n: _plain(scores.get(n)) for n in SCORE_NAMES}}
+    backgrounds: dict[str, Future[np.ndarray]] = {}
+    window: deque[tuple[dict[str, Any], Future[dict[str, Any]]]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="pvtt-rescore") as pool:
+        for row in rows:
+            if row["pair_id"] in done:
+                continue
+            clip = row["clip_id"]
+            if clip not in backgrounds:
+                backgrounds.clear()  # rows come clip by clip: earlier clips are done with
+                data = media.background(row)
+                if data is None:
+                    raise ManifestError(f"{dataset.root}: clip {clip} has no background")
+                backgrounds[clip] = pool.submit(decode_video, data, what=f"{clip} background")
+            job = (media.synth(row), media.target_rgba(row), backgrounds[clip])
+            window.append((row, pool.submit(_score_one, scorer, row, *job)))
+            while len(window) > 2 * workers:
+                done_row, future = window.popleft()
+                yield done_row, future.result()
+        while window:
+            done_row, future = window.popleft()
+            yield done_row, future.result()
+
+
+def _score_one(
+    scorer: Scorer, row: dict[str, Any], synth: bytes, rgba: bytes, background: Future[np.ndarray]
+) -> dict[str, Any]:
+    """One pair's scores from its stored media (decoded here, on a worker thread)."""
+    what = row["pair_id"]
+    sample = ScoringInput(
+        synth=decode_video(synth, what=f"{what} synth_video"),
+        background=background.result(),
+        cutout=decode_image(rgba, mode="RGBA", what=f"{what} cut-out"),
+        boxes=np.asarray(row["target_boxes"], dtype=np.float64).reshape(-1, 4),
+        fps=float(row["fps"]),
+    )
+    try:
+        scores = scorer.score(sample)
+    except StageRejected as exc:
+        return {"rejected": exc.reason}
+    return {"scores": {n: _plain(scores.get(n)) for n in SCORE_NAMES}}
 
 
 def _plain(value: float | None) -> float | None:
