@@ -28,7 +28,9 @@ import os
 import shutil
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -205,42 +207,60 @@ def _stage(
         unit="pair",
         disable=not progress,
     )
+    workers = config.workers or min(8, os.cpu_count() or 1)
+    window: deque[tuple[dict[str, Any], ClipRecord, ProductRecord, Future[Any]]] = deque()
+
+    def make(row: dict[str, Any], clip: ClipArtefacts, product: ProductArtefacts) -> Any:
+        """The pair made again, or the :class:`StageRejected` that stopped it (thread-safe,
+        as the build's pair stage)."""
+        plan = PairPlan(
+            pair_id=row["pair_id"],
+            clip_id=row["clip_id"],
+            source=clip.product,
+            target=product.ref,
+            difficulty=Difficulty(row["difficulty"]),
+        )
+        try:
+            return make_pair(
+                plan,
+                clip,
+                product,
+                inserter,
+                scorer,
+                config,
+                report,
+                build_id=writer.build_id,
+                backends_json=_pair_backends(row["backends"], backends),
+                seed=zlib.crc32(row["pair_id"].encode()) ^ config.pairs.seed,
+                target_image=row["target_image"],
+            )
+        except StageRejected as exc:
+            return exc
+
+    def write_next() -> int:
+        row, clip_record, product_record, future = window.popleft()
+        pair = future.result()
+        bar.update()
+        if isinstance(pair, StageRejected):
+            failed[row["pair_id"]] = pair.reason
+            return 0
+        writer.write(PairSample(pair=pair, clip=clip_record, product=product_record))
+        return 1
+
     try:
         products: dict[str, tuple[ProductArtefacts, ProductRecord]] = {}
-        for row, clip, clip_record in _with_clips(dataset, todo):
-            image_key = _image_key(row)
-            if image_key not in products:
-                products[image_key] = _product(dataset, row)
-            product, product_record = products[image_key]
-            plan = PairPlan(
-                pair_id=row["pair_id"],
-                clip_id=row["clip_id"],
-                source=clip.product,
-                target=product.ref,
-                difficulty=Difficulty(row["difficulty"]),
-            )
-            pair_backends = _pair_backends(row["backends"], backends)
-            try:
-                pair = make_pair(
-                    plan,
-                    clip,
-                    product,
-                    inserter,
-                    scorer,
-                    config,
-                    report,
-                    build_id=writer.build_id,
-                    backends_json=pair_backends,
-                    seed=zlib.crc32(row["pair_id"].encode()) ^ config.pairs.seed,
-                    target_image=row["target_image"],
-                )
-            except StageRejected as exc:
-                failed[row["pair_id"]] = exc.reason
-                bar.update()
-                continue
-            writer.write(PairSample(pair=pair, clip=clip_record, product=product_record))
-            made += 1
-            bar.update()
+        with ThreadPoolExecutor(workers, thread_name_prefix="pvtt-resynth") as pool:
+            for row, clip, clip_record in _with_clips(dataset, todo):
+                image_key = _image_key(row)
+                if image_key not in products:
+                    products[image_key] = _product(dataset, row)
+                product, product_record = products[image_key]
+                future = pool.submit(make, row, clip, product)
+                window.append((row, clip_record, product_record, future))
+                while len(window) > 2 * workers:
+                    made += write_next()
+            while window:
+                made += write_next()
     except BaseException:
         writer.abort()
         raise
