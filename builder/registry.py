@@ -40,8 +40,9 @@ BUILTIN: dict[tuple[str, str], str] = {
     ("matter", "cpu"): "pvtt.builder.backends.cpu_matter:BorderColourMatter",
     ("inserter", "cpu"): "pvtt.builder.backends.cpu_inserter:AlphaCompositeInserter",
     ("scorer", "cpu"): "pvtt.builder.backends.cpu_scorer:StatisticsScorer",
-    # the CPU compositor as batched torch ops on the build's device (CUDA or CPU torch)
+    # the CPU compositor and statistics scorer as batched torch ops on the build's device
     ("inserter", "torch"): "pvtt.builder.backends.torch_inserter:create",
+    ("scorer", "torch"): "pvtt.builder.backends.torch_scorer:create",
     # model backends: ``create(config, device)`` loads weights from config.model (a local
     # path or a hub id); their heavy imports happen only then
     ("detector", "grounding-dino"): "pvtt.builder.backends.grounding_dino:create",

@@ -6,6 +6,8 @@ along a moving path. Tolerances, stated here once:
 
 - inserter: at most 1 level of 8 bits on any pixel, on at most 0.1 % of the pixels
   (float rounding of resampling weights lands a few ``x.5`` values on the other side);
+- scorer: identity and lighting within 1e-3 of the CPU scorer's (absolute), temporal
+  equal (it is the CPU scorer's own Farneback path);
 - torch ops: each OpenCV op (resize, Gaussian blur, affine warp) to 1e-3 of 255.
 
 These run on CPU torch, so CI covers them; the CUDA test repeats the inserter's check on
@@ -24,14 +26,23 @@ import torch
 
 from pvtt.builder.backends import torch_ops
 from pvtt.builder.backends.cpu_inserter import AlphaCompositeInserter
+from pvtt.builder.backends.cpu_scorer import StatisticsScorer
 from pvtt.builder.backends.torch_inserter import TorchCompositeInserter
-from pvtt.builder.registry import create_backend
+from pvtt.builder.backends.torch_scorer import TorchStatisticsScorer
+from pvtt.builder.registry import backend_weights, create_backend
 from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
-from pvtt.builder.stages.protocols import Inserter, InsertionInput
+from pvtt.builder.stages.protocols import (
+    Inserter,
+    InsertionInput,
+    Scorer,
+    ScoringInput,
+    StageRejected,
+)
 from pvtt.schemas.config import BackendConfig, ConfigError
 
 FRAMES, SIZE = 10, (256, 144)
 MAX_LEVELS, MAX_SHARE = 1, 1e-3
+SCORE_TOLERANCE = 1e-3
 
 
 def load_rgba(path: Path) -> np.ndarray:
@@ -107,7 +118,8 @@ def test_several_pairs_in_one_batch_equal_one_at_a_time(footage, cutouts) -> Non
     inserter = TorchCompositeInserter()
     batched = inserter.insert_many(jobs)
     for job, out in zip(jobs[:2], batched, strict=False):
-        np.testing.assert_array_equal(out, inserter.insert(job))
+        alone = inserter.insert(job)
+        assert np.abs(out.astype(np.int16) - alone).max() <= MAX_LEVELS  # float sums batched
         assert_frames_match(AlphaCompositeInserter().insert(job), out, job.background)
     np.testing.assert_array_equal(batched[2], footage)  # no box: copied
 
@@ -127,6 +139,71 @@ def test_torch_inserter_on_cuda_matches_the_cpu_inserter(footage, cutouts) -> No
     job = InsertionInput(footage, cutout, moving_boxes(cutout, 120.0))
     out = TorchCompositeInserter(shadow=0.4, device="cuda").insert(job)
     assert_frames_match(AlphaCompositeInserter(shadow=0.4).insert(job), out, footage)
+
+
+# --- the scorer -------------------------------------------------------------------------
+
+
+def scoring_cases(footage, cutouts) -> list[ScoringInput]:
+    """Undamaged inserts of several sizes, and one pasted under another light (lighting < 1)."""
+    cases = []
+    for name, width in (("car-3", 120.0), ("car-2", 40.0), ("car-2", 220.0)):
+        boxes = moving_boxes(cutouts[name], width)
+        synth = AlphaCompositeInserter().insert(InsertionInput(footage, cutouts[name], boxes))
+        cases.append(ScoringInput(synth, footage, cutouts[name], boxes))
+    warm = np.clip(footage * np.array([1.0, 0.8, 0.55]), 0, 255).astype(np.uint8)
+    boxes = moving_boxes(cutouts["car-3"], 150.0)
+    pasted = AlphaCompositeInserter(harmonize=0.0).insert(
+        InsertionInput(warm, cutouts["car-3"], boxes)
+    )
+    cases.append(ScoringInput(pasted, warm, cutouts["car-3"], boxes))
+    return cases
+
+
+def assert_scores_match(cpu: dict, other: dict) -> None:
+    assert other.keys() == cpu.keys() and other["overall"] is None
+    for key in ("identity", "lighting"):
+        assert abs(other[key] - cpu[key]) <= SCORE_TOLERANCE, (key, cpu[key], other[key])
+    assert other["temporal"] == cpu["temporal"]
+
+
+def test_torch_scorer_matches_the_cpu_scorer_and_batches(footage, cutouts) -> None:
+    cases = scoring_cases(footage, cutouts)
+    cpu = [StatisticsScorer().score(case) for case in cases]
+    assert min(s["lighting"] for s in cpu) < 0.9  # the pasted case tests the lighting score
+    scorer = TorchStatisticsScorer()
+    batched = scorer.score_many(cases)
+    for case, expected, got in zip(cases, cpu, batched, strict=True):
+        assert_scores_match(expected, got)
+        # float sums batched differently: a few ulps, at most a pixel's histogram bin
+        assert scorer.score(case) == pytest.approx(got, abs=1e-5)
+
+
+def test_torch_scorer_rejects_what_the_cpu_scorer_rejects(footage, cutouts) -> None:
+    nan = np.full((FRAMES, 4), np.nan, np.float32)
+    with pytest.raises(StageRejected, match="no frame of the synthesized clip has a box"):
+        TorchStatisticsScorer().score(ScoringInput(footage, footage, cutouts["car-3"], nan))
+    off = np.tile(np.float32([[-400, -300, -200, -100]]), (FRAMES, 1))
+    with pytest.raises(StageRejected, match="off the frame"):
+        TorchStatisticsScorer().score(ScoringInput(footage, footage, cutouts["car-3"], off))
+
+
+def test_the_registry_builds_the_torch_scorer_and_asks_for_rafts_weights() -> None:
+    scorer = create_backend("scorer", BackendConfig(backend="torch", params={"frames": 4}), "cpu")
+    assert isinstance(scorer, TorchStatisticsScorer) and isinstance(scorer, Scorer)
+    assert scorer.info.params["frames"] == 4
+    raft = BackendConfig(backend="torch", params={"flow": "raft", "flow_weights": "raft.pt"})
+    assert backend_weights("scorer", raft) == ["raft.pt"]
+    with pytest.raises(ConfigError, match="bad params"):
+        create_backend("scorer", BackendConfig(backend="torch", params={"sigma": 1}), "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_scorer_on_cuda_matches_the_cpu_scorer(footage, cutouts) -> None:
+    cases = scoring_cases(footage, cutouts)
+    got = TorchStatisticsScorer(device="cuda").score_many(cases)
+    for case, scores in zip(cases, got, strict=True):
+        assert_scores_match(StatisticsScorer().score(case), scores)
 
 
 # --- the OpenCV ops they are built from ------------------------------------------------

@@ -142,7 +142,7 @@ class TorchCompositeInserter:
         if self.harmonize == 0.0:
             return np.ones(3)
         picked = picked[np.unique(np.linspace(0, len(picked) - 1, 8).round().astype(int))]
-        light = scene_light(clip[torch.from_numpy(picked).to(clip.device)], self.grey_norm)
+        light, _ = scene_light(clip[torch.from_numpy(picked).to(clip.device)], self.grey_norm)
         colour = np.maximum(light, 1e-6) ** self.harmonize
         return colour / float(colour @ LUMA)
 
@@ -264,8 +264,11 @@ def linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
     return torch.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055) * 255.0
 
 
-def scene_light(frames: torch.Tensor, grey_norm: float, long_side: int = 128) -> np.ndarray:
-    """:func:`pvtt.builder.illuminant.scene_light`'s light (``T x H x W x 3`` uint8 frames)."""
+def scene_light(
+    frames: torch.Tensor, grey_norm: float, long_side: int = 128
+) -> tuple[np.ndarray, float]:
+    """:func:`pvtt.builder.illuminant.scene_light` of ``T x H x W x 3`` uint8 frames: the
+    light and the share of clipped pixels left out."""
     h, w = frames.shape[1:3]
     fit = min(1.0, long_side / max(h, w))
     size = (max(1, round(w * fit)), max(1, round(h * fit)))
@@ -277,8 +280,9 @@ def scene_light(frames: torch.Tensor, grey_norm: float, long_side: int = 128) ->
     pixels = torch.from_numpy(_SRGB_TO_LINEAR).to(frames.device)[levels]
     unclipped = pixels[pixels.max(dim=1).values < SATURATED]
     chosen = unclipped if len(unclipped) >= 64 else pixels
+    clipped = 1.0 - len(unclipped) / len(pixels)
     p = grey_norm
-    return (chosen.double() ** p).mean(dim=0).pow(1.0 / p).cpu().numpy()
+    return (chosen.double() ** p).mean(dim=0).pow(1.0 / p).cpu().numpy(), clipped
 
 
 def create(config: BackendConfig, device: str) -> TorchCompositeInserter:

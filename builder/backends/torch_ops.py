@@ -102,12 +102,13 @@ def resize_batch(image: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor) -> tor
     return torch.einsum("ncyw,nxw->ncyx", rows, wx)
 
 
-def gaussian_kernel(sigma: float) -> np.ndarray:
-    """``cv2.getGaussianKernel`` of the size ``cv2.GaussianBlur`` picks for float32 images."""
+def gaussian_kernel(sigma: float, dtype: type = np.float32) -> np.ndarray:
+    """``cv2.getGaussianKernel`` of the size ``cv2.GaussianBlur`` picks for float images
+    (its taps in the image's precision, float32 or float64, as OpenCV makes them)."""
     size = round(sigma * 4 * 2 + 1) | 1
     x = np.arange(size) - (size - 1) * 0.5
-    taps = np.exp(-0.5 / (sigma * sigma) * x * x).astype(np.float32)
-    return (taps * (1.0 / float(taps.astype(np.float64).sum()))).astype(np.float32)
+    taps = np.exp(-0.5 / (sigma * sigma) * x * x).astype(dtype)
+    return (taps * (1.0 / float(taps.astype(np.float64).sum()))).astype(dtype)
 
 
 def reflect_101(index: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
@@ -135,7 +136,8 @@ def gaussian_blur(
     Items are zero-padded to one size; each one's border reflects at its own ``h, w``
     (the padding's values are undefined).
     """
-    taps = torch.from_numpy(gaussian_kernel(sigma)).to(x.device)
+    dtype = np.float64 if x.dtype == torch.float64 else np.float32
+    taps = torch.from_numpy(gaussian_kernel(sigma, dtype)).to(x.device)
     rows = _blur_last(x, taps, widths)
     return _blur_last(rows.transpose(1, 2), taps, heights).transpose(1, 2)
 
@@ -158,12 +160,14 @@ def warp_affine(
     inverse: np.ndarray,
     out_h: int,
     out_w: int,
+    replicate: bool = False,
 ) -> torch.Tensor:
-    """``cv2.warpAffine(source[i][:, :h, :w], M_i, ...)`` (bilinear, zero border) per item.
+    """``cv2.warpAffine(source[i][:, :h, :w], M_i, ...)`` (bilinear) per item, with a zero
+    border, or BORDER_REPLICATE when ``replicate``.
 
     ``source`` is ``N x C x H x W`` with each item's own ``sizes[i] = (h, w)``;
-    ``inverse`` the maps from output to source pixels (:func:`inverse_placement`,
-    scale and shift only). Coordinates are exact, as OpenCV >= 4.11 takes them (older
+    ``inverse`` the maps from output to source pixels (:func:`inverse_placement`, or
+    the matrix itself for WARP_INVERSE_MAP; scale and shift only). Coordinates are exact, as OpenCV >= 4.11 takes them (older
     releases snap them to 1/32 px). Returns ``N x C x out_h x out_w``.
     """
     device = source.device
@@ -179,7 +183,11 @@ def warp_affine(
     def tap(dy: int, dx: int) -> torch.Tensor:
         y = iy[:, :, None] + dy
         x = ix[:, None, :] + dx
-        inside = (y >= 0) & (y < sizes[:, 0, None, None]) & (x >= 0) & (x < sizes[:, 1, None, None])
+        last_y, last_x = sizes[:, 0, None, None] - 1, sizes[:, 1, None, None] - 1
+        if replicate:
+            y = torch.minimum(y.clamp(min=0), last_y)
+            x = torch.minimum(x.clamp(min=0), last_x)
+        inside = (y >= 0) & (y <= last_y) & (x >= 0) & (x <= last_x)
         index = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).reshape(n, 1, -1).expand(-1, c, -1)
         values = torch.gather(flat, 2, index).reshape(n, c, out_h, out_w)
         return values * inside[:, None]
