@@ -9,7 +9,8 @@ pairs, difficulties and scores of ``loader.make_samples`` (each pair's synthesiz
 made byte-distinct, as in a build). It writes them with pvtt's ``DatasetWriter`` (Lance
 alone, tar alone with masks) and in each alternative's format (``compare_formats``:
 webdataset, MosaicML Streaming MDS, Hugging Face ``datasets`` parquet, a flat Lance
-table for ``lance.torch``; MDS through a stand-in for ``streaming``'s torchvision
+table for ``lance.torch``, a LanceDB table read by LanceDB's ``StreamingDataset``
+(``compare_lancedb``); MDS through a stand-in for ``streaming``'s torchvision
 imports, see there), then measures, every tool reading in its stored order (pvtt with
 ``shuffle=False``, no shuffle buffers):
 
@@ -27,7 +28,7 @@ imports, see there), then measures, every tool reading in its stored order (pvtt
    seeded per pair (``PairDataset``'s seeding, so every tool decodes the same frames).
 2. **filtered streaming** of ~10% and ~30% of pairs (a set of difficulties and a
    minimum quality score): selected samples/s of one in-process epoch, with each
-   tool's own way: pvtt and lance.torch push the filter down, the others read and
+   tool's own way: pvtt, lance.torch and LanceDB push the filter down, the others read and
    drop; and for those, a filtered copy written with the tool's own writer and then
    read (the rewrite counted).
 3. **resume at 90%** of an epoch: seconds from a fresh dataset object through restoring
@@ -673,6 +674,7 @@ def machine() -> dict[str, Any]:
         "webdataset",
         "mosaicml-streaming",
         "datasets",
+        "lancedb",
     ):
         try:
             versions[dist] = metadata.version(dist)
