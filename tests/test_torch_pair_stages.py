@@ -16,6 +16,7 @@ a GPU and skips without one.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -32,6 +33,7 @@ from pvtt.builder.backends.torch_scorer import TorchStatisticsScorer
 from pvtt.builder.registry import backend_weights, create_backend
 from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
 from pvtt.builder.stages.protocols import (
+    BatchReporting,
     Inserter,
     InsertionInput,
     Scorer,
@@ -124,6 +126,33 @@ def test_several_pairs_in_one_batch_equal_one_at_a_time(footage, cutouts) -> Non
     np.testing.assert_array_equal(batched[2], footage)  # no box: copied
 
 
+def test_pairs_from_threads_batch_and_a_bad_pair_spoils_no_other(footage, cutouts) -> None:
+    empty = cutouts["car-3"].copy()
+    empty[..., 3] = 0
+    jobs = [
+        InsertionInput(footage, cutouts[name], moving_boxes(cutouts[name], width))
+        for name, width in (("car-3", 80.0), ("car-2", 120.0), ("car-3", 50.0), ("car-2", 70.0))
+    ]
+    jobs.insert(2, InsertionInput(footage, empty, jobs[0].boxes))
+    inserter = TorchCompositeInserter(batch_pairs=3)
+
+    def insert(job: InsertionInput) -> np.ndarray | Exception:
+        try:
+            return inserter.insert(job)
+        except StageRejected as exc:
+            return exc
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(insert, jobs))
+    assert isinstance(results.pop(2), StageRejected)
+    del jobs[2]
+    for job, out in zip(jobs, results, strict=True):
+        assert_frames_match(AlphaCompositeInserter().insert(job), out, footage)
+    assert isinstance(inserter, BatchReporting)
+    stats = inserter.batch_stats()["torch-alpha-composite"]
+    assert stats["calls"] == stats["items"] == 5 and stats["largest"] <= 3
+
+
 def test_the_registry_builds_the_torch_inserter_on_the_build_device() -> None:
     config = BackendConfig(backend="torch", params={"shadow": 0.3})
     inserter = create_backend("inserter", config, device="cpu")
@@ -177,6 +206,28 @@ def test_torch_scorer_matches_the_cpu_scorer_and_batches(footage, cutouts) -> No
         assert_scores_match(expected, got)
         # float sums batched differently: a few ulps, at most a pixel's histogram bin
         assert scorer.score(case) == pytest.approx(got, abs=1e-5)
+
+
+def test_scores_from_threads_batch_and_a_rejected_pair_spoils_no_other(footage, cutouts) -> None:
+    cases = scoring_cases(footage, cutouts)
+    nan = np.full((FRAMES, 4), np.nan, np.float32)
+    cases.insert(1, ScoringInput(footage, footage, cutouts["car-3"], nan))
+    scorer = TorchStatisticsScorer(batch_pairs=3)
+
+    def score(case: ScoringInput) -> dict | Exception:
+        try:
+            return scorer.score(case)
+        except StageRejected as exc:
+            return exc
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(score, cases))
+    assert isinstance(results.pop(1), StageRejected)
+    del cases[1]
+    for case, got in zip(cases, results, strict=True):
+        assert_scores_match(StatisticsScorer().score(case), got)
+    stats = scorer.batch_stats()["torch-statistics"]
+    assert stats["calls"] == stats["items"] == 5 and stats["largest"] <= 3
 
 
 def test_torch_scorer_rejects_what_the_cpu_scorer_rejects(footage, cutouts) -> None:

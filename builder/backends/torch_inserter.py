@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from pvtt.builder.backends import torch_ops
+from pvtt.builder.batching import MicroBatcher
 from pvtt.builder.illuminant import LUMA, SATURATED, srgb_to_linear
 from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
-from pvtt.builder.stages.protocols import BackendInfo, InsertionInput
+from pvtt.builder.stages.protocols import BackendInfo, InsertionInput, StageRejected
 from pvtt.schemas.config import BackendConfig, ConfigError
 
 _SRGB_TO_LINEAR = srgb_to_linear(np.arange(256))
@@ -51,8 +52,9 @@ class _Plan:
 class TorchCompositeInserter:
     """:class:`~pvtt.builder.backends.cpu_inserter.AlphaCompositeInserter` on ``device``.
 
-    ``insert`` serves the :class:`~pvtt.builder.stages.protocols.Inserter` protocol;
-    ``insert_many`` composites several pairs in one batch.
+    ``insert`` serves the :class:`~pvtt.builder.stages.protocols.Inserter` protocol and
+    batches the pairs that threads ask for at once, up to ``batch_pairs``;
+    ``insert_many`` composites the pairs it is given in one batch.
     """
 
     def __init__(
@@ -61,10 +63,12 @@ class TorchCompositeInserter:
         harmonize: float = 0.6,
         shadow: float = 0.0,
         grey_norm: float = 8.0,
+        batch_pairs: int = 4,
         device: str = "cpu",
     ) -> None:
         if not 0.0 <= harmonize <= 1.0 or not 0.0 <= shadow <= 1.0:
             raise ValueError(f"harmonize and shadow must be in [0, 1], got {harmonize}, {shadow}")
+        self._batcher = MicroBatcher(self._insert_each, batch_pairs)
         self.feather_px = feather_px
         self.harmonize = harmonize
         self.shadow = shadow
@@ -83,31 +87,58 @@ class TorchCompositeInserter:
         )
 
     def insert(self, job: InsertionInput) -> np.ndarray:
-        """The synthesized clip ``T x H x W x 3`` uint8; frames with a ``nan`` box are copied."""
-        return self.insert_many([job])[0]
+        """The synthesized clip ``T x H x W x 3`` uint8; frames with a ``nan`` box are copied.
 
-    @torch.inference_mode()
+        Pairs asked for at once by the build's pair threads are composited together, up
+        to ``batch_pairs`` a batch (:class:`~pvtt.builder.batching.MicroBatcher`); a lone
+        caller runs at once.
+        """
+        return _raised(self._batcher([job])[0])
+
     def insert_many(self, jobs: list[InsertionInput]) -> list[np.ndarray]:
         """Each job's synthesized clip, all frames of all jobs composited as one batch."""
-        clips, cutouts, plans = [], [], []
+        return [_raised(out) for out in self._insert_each(jobs)]
+
+    def batch_stats(self) -> dict[str, dict[str, float]]:
+        """How many pairs each batch held (see :class:`~pvtt.builder.batching.MicroBatcher`)."""
+        return {self.info.name: self._batcher.stats.as_dict()}
+
+    @torch.inference_mode()
+    def _insert_each(self, jobs: list[InsertionInput]) -> list[np.ndarray | Exception]:
+        """Each job's clip, or the error of that job alone (a bad job spoils no other)."""
+        results: list[np.ndarray | Exception] = []
+        clips, cutouts, plans, where = [], [], [], []
         for job in jobs:
-            frames, boxes = job.background, np.asarray(job.boxes, np.float64)
-            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
-                raise ValueError(
-                    f"background must be T x H x W x 3 uint8, got {frames.dtype} {frames.shape}"
-                )
-            if boxes.shape != (len(frames), 4):
-                raise ValueError(f"boxes must be T x 4 for T={len(frames)}, got {boxes.shape}")
-            clip = torch.from_numpy(frames).to(self.device, copy=True)  # composited in place
-            plan = self._plan(boxes, frames.shape[1:3])
-            cutout = None
-            if len(plan.frames):
-                cutout = self._relit_cutout(trim_to_alpha(job.cutout), clip, plan.frames)
+            try:
+                clip, cutout, plan = self._prepare(job)
+            except (ValueError, StageRejected) as exc:
+                results.append(exc)
+                continue
+            where.append(len(results))
+            results.append(clip)  # replaced by the composited clip below
             clips.append(clip)
             cutouts.append(cutout)
             plans.append(plan)
         self._composite(clips, cutouts, plans)
-        return [clip.cpu().numpy() for clip in clips]
+        for i, clip in zip(where, clips, strict=True):
+            results[i] = clip.cpu().numpy()
+        return results
+
+    def _prepare(self, job: InsertionInput) -> tuple[torch.Tensor, torch.Tensor | None, _Plan]:
+        """The job's frames on the device, its relit cut-out and its plan; checks its input."""
+        frames, boxes = job.background, np.asarray(job.boxes, np.float64)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+            raise ValueError(
+                f"background must be T x H x W x 3 uint8, got {frames.dtype} {frames.shape}"
+            )
+        if boxes.shape != (len(frames), 4):
+            raise ValueError(f"boxes must be T x 4 for T={len(frames)}, got {boxes.shape}")
+        clip = torch.from_numpy(frames).to(self.device, copy=True)  # composited in place
+        plan = self._plan(boxes, frames.shape[1:3])
+        cutout = trim_to_alpha(job.cutout)  # rejects an empty cut-out, as the CPU inserter
+        if not len(plan.frames):
+            return clip, None, plan
+        return clip, self._relit_cutout(cutout, clip, plan.frames), plan
 
     def _plan(self, boxes: np.ndarray, shape: tuple[int, int]) -> _Plan:
         """Regions, resize sizes and interpolation of every frame with a usable box."""
@@ -234,6 +265,12 @@ class TorchCompositeInserter:
             blurred = torch_ops.gaussian_blur(canvas.to(self.device)[None], sigma, height, width)
             out[n, : shape[0], : shape[1]] = blurred[0]
         return out
+
+
+def _raised(result: np.ndarray | Exception) -> np.ndarray:
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def _ellipse(box: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

@@ -29,6 +29,7 @@ from pvtt.builder.backends import torch_ops
 from pvtt.builder.backends.cpu_scorer import StatisticsScorer, frames_to_score
 from pvtt.builder.backends.cpu_scorer import weights as cpu_weights
 from pvtt.builder.backends.torch_inserter import scene_light, srgb_to_linear_t
+from pvtt.builder.batching import MicroBatcher
 from pvtt.builder.illuminant import CLIPPED_SHARE, SATURATED, angle_deg, luminance
 from pvtt.builder.stages.cutout import placement_matrix
 from pvtt.builder.stages.protocols import BackendInfo, ScoringInput, StageRejected
@@ -60,11 +61,14 @@ def _erode(mask: torch.Tensor, size: int, valid: torch.Tensor) -> torch.Tensor:
 
 class TorchStatisticsScorer:
     """:class:`~pvtt.builder.backends.cpu_scorer.StatisticsScorer` with its identity and
-    lighting scores on ``device``; ``score_many`` scores several pairs in one batch."""
+    lighting scores on ``device``: ``score`` batches the pairs that threads ask for at
+    once, up to ``batch_pairs``; ``score_many`` scores the pairs it is given in one batch.
+    Other params are the CPU scorer's."""
 
-    def __init__(self, device: str = "cpu", **params: object) -> None:
+    def __init__(self, device: str = "cpu", batch_pairs: int = 8, **params: object) -> None:
         self.cpu = StatisticsScorer(**params)  # the parameters, and the temporal score
         self.device = torch.device(device)
+        self._batcher = MicroBatcher(self._measure_each, batch_pairs)
         self.info = BackendInfo(
             kind="scorer", name="torch-statistics", version="1", params=self.cpu.info.params
         )
@@ -72,38 +76,65 @@ class TorchStatisticsScorer:
     def score(self, sample: ScoringInput) -> dict[str, float | None]:
         """``identity``, ``temporal`` and ``lighting`` in [0, 1]; ``overall`` None.
 
-        Raises :class:`StageRejected` as the CPU scorer does.
+        The device's part of the pairs that the build's threads ask for at once is one
+        batch, up to ``batch_pairs`` pairs (:class:`~pvtt.builder.batching.MicroBatcher`);
+        each caller's temporal score then runs in its own thread. Raises
+        :class:`StageRejected` as the CPU scorer does.
         """
-        return self.score_many([sample])[0]
+        return self._with_temporal(sample, _raised(self._batcher([sample])[0]))
 
-    @torch.inference_mode()
     def score_many(self, samples: list[ScoringInput]) -> list[dict[str, float | None]]:
         """Each sample's scores; the regions of all samples are measured as one batch."""
+        measured = self._measure_each(samples)
+        return [self._with_temporal(s, _raised(m)) for s, m in zip(samples, measured, strict=True)]
+
+    def batch_stats(self) -> dict[str, dict[str, float]]:
+        """How many pairs each batch held (see :class:`~pvtt.builder.batching.MicroBatcher`)."""
+        return {self.info.name: self._batcher.stats.as_dict()}
+
+    def _with_temporal(
+        self, sample: ScoringInput, measured: dict[str, float | None]
+    ) -> dict[str, float | None]:
+        synth, boxes, valid, _, cutout = frames_to_score(sample, self.cpu.frames)
+        temporal = self.cpu._temporal(synth, boxes, valid, cutout)
+        return {**measured, "temporal": temporal, "overall": None}
+
+    @torch.inference_mode()
+    def _measure_each(
+        self, samples: list[ScoringInput]
+    ) -> list[dict[str, float | None] | Exception]:
+        """Identity and lighting of each sample, or its error alone, one batch on the device."""
+        results: list[dict[str, float | None] | Exception] = []
         items, owners, inputs = [], [], []
-        for k, sample in enumerate(samples):
-            synth, boxes, valid, picked, cutout = frames_to_score(sample, self.cpu.frames)
+        for sample in samples:
+            try:
+                synth, boxes, _, picked, cutout = frames_to_score(sample, self.cpu.frames)
+            except (ValueError, StageRejected) as exc:
+                results.append(exc)
+                continue
             placed = [self._place(synth[t], boxes[t]) for t in picked]
             kept = [(t, p) for t, p in zip(picked, placed, strict=True) if p is not None]
             if not kept:
-                raise StageRejected(
-                    "nothing to score: every box of the synthesized clip is off the frame"
+                results.append(
+                    StageRejected(
+                        "nothing to score: every box of the synthesized clip is off the frame"
+                    )
                 )
-            inputs.append((synth, boxes, valid, picked, cutout))
+                continue
+            inputs.append((len(results), sample, picked))
+            results.append({})  # filled below
             for t, place in kept:
                 items.append((synth[t], boxes[t], cutout, *place))
-                owners.append(k)
-        identity, gains = self._measure(items, np.asarray(owners), len(samples))
-        out = []
-        for k, (synth, boxes, valid, picked, cutout) in enumerate(inputs):
-            out.append(
-                {
-                    "identity": float(identity[k]),
-                    "temporal": self.cpu._temporal(synth, boxes, valid, cutout),
-                    "lighting": self._lighting(gains[k], samples[k].background, picked),
-                    "overall": None,
-                }
-            )
-        return out
+                owners.append(len(inputs) - 1)
+        if not inputs:
+            return results
+        identity, gains = self._measure(items, np.asarray(owners), len(inputs))
+        for k, (i, sample, picked) in enumerate(inputs):
+            results[i] = {
+                "identity": float(identity[k]),
+                "lighting": self._lighting(gains[k], sample.background, picked),
+            }
+        return results
 
     def _place(self, frame: np.ndarray, box: np.ndarray) -> tuple | None:
         """The CPU ``_region``'s geometry: grid size and the area cut (None: off the frame)."""
@@ -274,6 +305,12 @@ class TorchStatisticsScorer:
             + max(0.0, abs(stops) - cpu.stop_tolerance) / cpu.stop_scale
         )
         return float(math.exp(-penalty))
+
+
+def _raised(result: dict[str, float | None] | Exception) -> dict[str, float | None]:
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def create(config: BackendConfig, device: str) -> TorchStatisticsScorer:
