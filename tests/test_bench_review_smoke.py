@@ -33,3 +33,15 @@ def test_verdict_update_bench_compares_bytes_written(tmp_path: Path) -> None:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_rescore_bench_weighs_each_way_against_a_rebuild(tmp_path: Path) -> None:
+    from pvtt.tools.bench import rescore
+
+    out = tmp_path / "rescore.json"
+    rescore.main(["--quick", "--json", str(out)])
+    ways = json.loads(out.read_text())
+    assert set(ways) == {"rebuild_cold", "rebuild_warm", "rescore", "resynth"}
+    assert ways["rescore"]["pairs"] == ways["rebuild_cold"]["pairs"] > 0
+    assert ways["rescore"]["written"] < ways["rebuild_cold"]["written"] / 20  # scores only
+    assert 0 < ways["resynth"]["pairs"] <= ways["rebuild_cold"]["pairs"]
