@@ -4,10 +4,10 @@ Same scorer as :class:`pvtt.builder.backends.cpu_scorer.StatisticsScorer` (same
 parameters and definitions; read its docstring for what each score means), with the
 per-region work of all sampled frames, of one pair or several, done as one batch on the
 build's device: the box cut back out onto the cut-out's grid (anti-aliasing blur,
-inverse placement with a replicated border), the cut-out resized to it, the opaque and
-inside masks (erosions), the Lab histograms (a lookup table made by OpenCV's own
+inverse placement with a replicated border), the opaque and inside masks (erosions), the Lab histograms (a lookup table made by OpenCV's own
 8-bit RGB-to-Lab, so bins are OpenCV's), SSIM's contrast-structure term, and the
-insert's and the scene's light.
+insert's and the scene's light. The cut-out resized to each box's grid is made on
+the host by the CPU scorer's own function (see :meth:`TorchStatisticsScorer._cutout_on_grid`).
 
 The **temporal** score still runs on the CPU, through the CPU scorer itself: its
 Farneback flow is OpenCV's, and RAFT needs weights this build may not have; a
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pvtt.builder.backends import torch_ops
-from pvtt.builder.backends.cpu_scorer import StatisticsScorer, frames_to_score
+from pvtt.builder.backends.cpu_scorer import StatisticsScorer, cutout_on_grid, frames_to_score
 from pvtt.builder.backends.cpu_scorer import weights as cpu_weights
 from pvtt.builder.backends.torch_inserter import scene_light, srgb_to_linear_t
 from pvtt.builder.batching import MicroBatcher
@@ -207,15 +207,25 @@ class TorchStatisticsScorer:
     def _cutout_on_grid(
         self, cutout: np.ndarray, sizes: list[tuple[int, int]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`pvtt.builder.backends.cpu_scorer.cutout_on_grid` at each of ``sizes``,
-        as one zero-padded batch: ``N x 3 x H x W`` colour and ``N x H x W`` alpha."""
-        rgba = torch.from_numpy(cutout).to(self.device).permute(2, 0, 1).float()
-        a = rgba[3:] / 255.0
-        src = (cutout.shape[1], cutout.shape[0])
-        weights = [torch_ops.resize_weights(src, size, size[0] < src[0]) for size in sizes]
-        wy, wx = torch_ops.stack_weights(weights, self.device)
-        resized = torch_ops.resize_batch(torch.cat([rgba[:3] * a, a]), wy, wx)
-        return resized[:, :3] / torch.clamp(resized[:, 3:], min=1e-3), resized[:, 3]
+        """:func:`pvtt.builder.backends.cpu_scorer.cutout_on_grid` at each of ``sizes``, as
+        one zero-padded batch: ``N x 3 x H x W`` colour and ``N x H x W`` alpha.
+
+        Made by the CPU function itself, on the host (a small image, one per distinct
+        size): the Lab histogram truncates colours to 8 bits, and the cut-out's flat
+        colours sit on whole levels, so a last-bit difference of a torch resize moves
+        whole areas to the next level and sways the identity score by up to 0.02.
+        """
+        rows = max(h for _, h in sizes)
+        cols = max(w for w, _ in sizes)
+        colour = np.zeros((len(sizes), rows, cols, 3), np.float32)
+        alpha = np.zeros((len(sizes), rows, cols), np.float32)
+        made: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for i, (w, h) in enumerate(sizes):
+            if (w, h) not in made:
+                made[(w, h)] = cutout_on_grid(cutout, (w, h))
+            colour[i, :h, :w], alpha[i, :h, :w] = made[(w, h)]
+        colour_t = torch.from_numpy(colour).to(self.device).permute(0, 3, 1, 2)
+        return colour_t, torch.from_numpy(alpha).to(self.device)
 
     def _identity(
         self,
