@@ -127,6 +127,22 @@ def test_several_pairs_in_one_batch_equal_one_at_a_time(footage, cutouts) -> Non
     np.testing.assert_array_equal(batched[2], footage)  # no box: copied
 
 
+def test_frames_already_on_the_device_stay_there(footage, cutouts) -> None:
+    job = InsertionInput(footage, cutouts["car-2"], moving_boxes(cutouts["car-2"], 100.0))
+    inserter = TorchCompositeInserter()
+    expected = inserter.insert(job)
+    resident = torch.from_numpy(footage.copy())
+    (out,) = inserter.insert_many([InsertionInput(resident, job.cutout, job.boxes)])
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.uint8
+    np.testing.assert_array_equal(out.numpy(), expected)
+    np.testing.assert_array_equal(resident.numpy(), footage)  # the input is left as it was
+    elsewhere = InsertionInput(
+        torch.empty(footage.shape, dtype=torch.uint8, device="meta"), job.cutout, job.boxes
+    )
+    with pytest.raises(ValueError, match="background is on meta"):
+        inserter.insert_many([elsewhere])
+
+
 def test_pairs_from_threads_batch_and_a_bad_pair_spoils_no_other(footage, cutouts) -> None:
     empty = cutouts["car-3"].copy()
     empty[..., 3] = 0

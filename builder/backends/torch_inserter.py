@@ -95,8 +95,13 @@ class TorchCompositeInserter:
         """
         return _raised(self._batcher([job])[0])
 
-    def insert_many(self, jobs: list[InsertionInput]) -> list[np.ndarray]:
-        """Each job's synthesized clip, all frames of all jobs composited as one batch."""
+    def insert_many(self, jobs: list[InsertionInput]) -> list[np.ndarray | torch.Tensor]:
+        """Each job's synthesized clip, all frames of all jobs composited as one batch.
+
+        A job's ``background`` may also be a ``T x H x W x 3`` uint8 tensor on the
+        inserter's device (frames decoded on the GPU): its clip then stays there and
+        comes back as a tensor, with no copy through the host.
+        """
         return [_raised(out) for out in self._insert_each(jobs)]
 
     def batch_stats(self) -> dict[str, dict[str, float]]:
@@ -104,9 +109,11 @@ class TorchCompositeInserter:
         return {self.info.name: self._batcher.stats.as_dict()}
 
     @torch.inference_mode()
-    def _insert_each(self, jobs: list[InsertionInput]) -> list[np.ndarray | Exception]:
+    def _insert_each(
+        self, jobs: list[InsertionInput]
+    ) -> list[np.ndarray | torch.Tensor | Exception]:
         """Each job's clip, or the error of that job alone (a bad job spoils no other)."""
-        results: list[np.ndarray | Exception] = []
+        results: list[np.ndarray | torch.Tensor | Exception] = []
         clips, cutouts, plans, where = [], [], [], []
         for job in jobs:
             try:
@@ -121,19 +128,26 @@ class TorchCompositeInserter:
             plans.append(plan)
         self._composite(clips, cutouts, plans)
         for i, clip in zip(where, clips, strict=True):
-            results[i] = clip.cpu().numpy()
+            on_device = isinstance(jobs[i].background, torch.Tensor)
+            results[i] = clip if on_device else clip.cpu().numpy()
         return results
 
     def _prepare(self, job: InsertionInput) -> tuple[torch.Tensor, torch.Tensor | None, _Plan]:
         """The job's frames on the device, its relit cut-out and its plan; checks its input."""
         frames, boxes = job.background, np.asarray(job.boxes, np.float64)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        uint8 = frames.dtype in (np.uint8, torch.uint8)
+        if not uint8 or frames.ndim != 4 or frames.shape[3] != 3:
             raise ValueError(
-                f"background must be T x H x W x 3 uint8, got {frames.dtype} {frames.shape}"
+                f"background must be T x H x W x 3 uint8, got {frames.dtype} {tuple(frames.shape)}"
             )
         if boxes.shape != (len(frames), 4):
             raise ValueError(f"boxes must be T x 4 for T={len(frames)}, got {boxes.shape}")
-        clip = torch.from_numpy(frames).to(self.device, copy=True)  # composited in place
+        if isinstance(frames, torch.Tensor):
+            if not _same_device(frames.device, self.device):
+                raise ValueError(f"background is on {frames.device}, the inserter on {self.device}")
+            clip = frames.clone()  # composited in place
+        else:
+            clip = torch.from_numpy(frames).to(self.device, copy=True)
         plan = self._plan(boxes, frames.shape[1:3])
         cutout = trim_to_alpha(job.cutout)  # rejects an empty cut-out, as the CPU inserter
         if not len(plan.frames):
@@ -265,6 +279,14 @@ class TorchCompositeInserter:
             blurred = torch_ops.gaussian_blur(canvas.to(self.device)[None], sigma, height, width)
             out[n, : shape[0], : shape[1]] = blurred[0]
         return out
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:N`` are one device when N is the current one."""
+    if a.type != b.type or a.type != "cuda":
+        return a.type == b.type
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 def _raised(result: np.ndarray | Exception) -> np.ndarray:
