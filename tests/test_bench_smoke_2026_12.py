@@ -1,5 +1,5 @@
-"""Smoke runs of the benchmarks added with review, calibration and near-duplicates:
-each runs end to end on a tiny input and reports every figure it promises."""
+"""Smoke runs of the benchmarks added with review, rescoring, near-duplicates and the torch
+pair stages: each runs end to end on a tiny input and reports every figure it promises."""
 
 from __future__ import annotations
 
@@ -45,3 +45,12 @@ def test_rescore_bench_weighs_each_way_against_a_rebuild(tmp_path: Path) -> None
     assert ways["rescore"]["pairs"] == ways["rebuild_cold"]["pairs"] > 0
     assert ways["rescore"]["written"] < ways["rebuild_cold"]["written"] / 20  # scores only
     assert 0 < ways["resynth"]["pairs"] <= ways["rebuild_cold"]["pairs"]
+
+
+def test_pair_stages_bench_compares_torch_with_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    from pvtt.tools.bench import pair_stages
+
+    pair_stages.main(["--size", "160x90", "--frames", "6", "--pairs", "2", "--batch", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("insert") and "levels apart" in line for line in lines), lines
+    assert any(line.startswith("score") for line in lines), lines
