@@ -13,16 +13,27 @@ Each shared storage costs the main process a descriptor hand-over (~0.4 ms measu
 2 workers): a sample's undecoded fields therefore share one storage
 (:func:`empty` once per sample, views into it), where a decoded sample's few large
 tensors each have their own.
+
+A fresh shared storage has no pages yet: writing it faults them in one 4 KB page at a
+time. :func:`empty` has the kernel make them all in one call (``madvise``
+``MADV_POPULATE_WRITE``, Linux 5.14+; elsewhere the pages fault in as before): reading a
+4 MB sample from the page cache into a new storage took 1.2 ms instead of 1.5 ms here.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import mmap
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
+
+MADV_POPULATE_WRITE = 23  # <linux/mman.h>; Python's mmap module names it from 3.13 only
+_libc: ctypes.CDLL | None = None
+_populate_works = True
 
 
 def in_worker() -> bool:
@@ -44,7 +55,30 @@ def empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     if nbytes == 0 or not in_worker():
         return torch.empty(shape, dtype=dtype)
     storage = torch.UntypedStorage._new_shared(nbytes)
+    populate(storage.data_ptr(), nbytes)
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+def populate(address: int, nbytes: int) -> bool:
+    """Fault in the pages of the ``nbytes`` at ``address`` for writing in one system call
+    (``MADV_POPULATE_WRITE``), cheaper than the page faults of writing them one by one.
+    Returns whether it did; a kernel or libc without it is asked once, then left alone
+    (the writes fault the pages in as usual)."""
+    global _libc, _populate_works
+    if not _populate_works or nbytes <= 0:
+        return False
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            _populate_works = False
+            return False
+    start = address - address % mmap.PAGESIZE
+    if _libc.madvise(start, nbytes + address - start, MADV_POPULATE_WRITE) != 0:
+        _populate_works = False  # EINVAL: a kernel older than 5.14
+        return False
+    return True
 
 
 def output(array: np.ndarray) -> torch.Tensor:
