@@ -35,6 +35,7 @@ from pvtt.loaders.tar_reader import (
     parse_sample_json,
 )
 from pvtt.schemas.masks import MASKS_FILE_EXTENSION
+from pvtt.schemas.shards import overlaid_meta
 
 MEDIA_FIELDS = ("synth_video", "source_video", "background_video", "masks", "target_image")
 FIELDS = (*MEDIA_FIELDS, "meta")
@@ -323,7 +324,7 @@ class TarReader:
             fh = self._open(path)
             members = {f: d for f, d in iter_members(fh, path, entry, wanted) if d is not None}
             self.bytes_read += sum(len(v) for v in members.values())
-        meta = parse_sample_json(members.pop("json"), path, entry["key"])
+        meta = overlaid_meta(parse_sample_json(members.pop("json"), path, entry["key"]), entry)
         return _pick(members, fields, path, entry), meta
 
     def read_into(
@@ -352,7 +353,9 @@ class TarReader:
             member: slice(start - offset, start - offset + size)
             for member, start, size in member_spans(RangeBuffer(buffer, offset), path, entry)
         }
-        meta = parse_sample_json(buffer[spans.pop("json")].tobytes(), path, key)
+        meta = overlaid_meta(
+            parse_sample_json(buffer[spans.pop("json")].tobytes(), path, key), entry
+        )
         return _pick(spans, fields, path, entry), meta
 
     def _open(self, path: str) -> BinaryIO:

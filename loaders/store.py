@@ -21,6 +21,7 @@ from pvtt.loaders.fs import Storage
 from pvtt.loaders.tar_reader import read_sample, read_sample_json
 from pvtt.loaders.where_tree import sql_in
 from pvtt.schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, ShardInfo, parse_manifest
+from pvtt.schemas.shards import overlaid_meta
 from pvtt.schemas.version import SCHEMA_VERSION_KEY, check_schema_version
 
 
@@ -95,8 +96,11 @@ class BuiltDataset:
         return read_sample(self.storage.path(shard), entry, fields, fs=self.storage.fs)
 
     def read_sample_json(self, shard: str, entry: dict[str, Any]) -> dict[str, Any]:
-        """The scalar columns (``{key}.json``) of one sample of shard ``shard``."""
-        return read_sample_json(self.storage.path(shard), entry, fs=self.storage.fs)
+        """The scalar columns of one sample of shard ``shard`` as the dataset holds them now:
+        its ``{key}.json`` under the index entry's columns and overlay (a rescore or
+        ``calibrate --apply`` updates the index, never the tar)."""
+        meta = read_sample_json(self.storage.path(shard), entry, fs=self.storage.fs)
+        return overlaid_meta(meta, entry)
 
 
 def open_dataset(

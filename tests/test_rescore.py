@@ -268,3 +268,25 @@ def test_scores_agree_with_json_after_overlay() -> None:
         "reject_reason": "low",
     }
     assert np.isclose(overlaid_meta(meta, {"key": "a"})["quality_score"], 0.9)
+
+
+def test_tar_readers_hand_out_the_rescored_values(out: Path) -> None:
+    """The tar members keep the build's json; readers apply the index overlay over it."""
+    rescore(out, scorer=JudgeScorer(), progress=False)
+    dataset = open_dataset(out)
+    columns = ["pair_id", "score_overall", "quality_score", "passed", "reject_reason"]
+    lance = select_pairs(dataset, PairFilter.make(passed=None), columns=columns).to_pylist()
+    loaded = PairDataset(out, format="tar", passed=None, fields=("meta",), shuffle=False)
+    tar = {s["meta"]["pair_id"]: s["meta"] for s in loaded}
+    undecoded = PairDataset(
+        out, format="tar", passed=None, fields=("meta",), shuffle=False, decode=False
+    )
+    tar_undecoded = {s["meta"]["pair_id"]: s["meta"] for s in undecoded}
+    assert len(lance) == len(tar) == len(tar_undecoded) == PAIRS
+    assert any(row["score_overall"] is not None for row in lance)  # the new scorer's column
+    for row in lance:
+        for meta in (tar[row["pair_id"]], tar_undecoded[row["pair_id"]]):
+            for column in ("score_overall", "quality_score"):
+                assert meta[column] == pytest.approx(row[column], abs=1e-6, nan_ok=True)
+            reason = row["reject_reason"] or ""  # the loader's meta gives null strings as ""
+            assert (meta["passed"], meta["reject_reason"]) == (row["passed"], reason)
