@@ -68,9 +68,14 @@ rescore``, ``pvtt calibrate --apply``): they supersede the sample's own json, wh
 column update never rewrites. Indexes written by a build have none."""
 
 
+IDENTITY_COLUMNS = frozenset({"pair_id", "clip_id", "target_id"})
+"""Filter columns that name the sample: never taken from the index over its json."""
+
+
 def overlaid_meta(meta: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """A sample's scalar columns as the dataset holds them now: its json (``meta``) with
     the index entry's filter columns and overlay on top."""
-    current = {c: entry[c] for c in FILTER_COLUMNS if c in entry}
+    # Ids stay the json's own: a json that names another pair must still read as such.
+    current = {c: entry[c] for c in FILTER_COLUMNS if c in entry and c not in IDENTITY_COLUMNS}
     overlay = entry.get(OVERLAY_KEY)
     return {**meta, **current, **(overlay if isinstance(overlay, dict) else {})}
