@@ -542,8 +542,9 @@ def _decode_raw(args: tuple[RawFile, int, int, str, int]) -> int:
             meta = json.loads(row.meta)
             rng = np.random.default_rng([seed, 0, zlib.crc32(row.key.encode())])
             frames = WINDOW_SAMPLER.indices(int(meta["frame_count"]), rng)
+            distinct = np.unique(frames).size  # a clip shorter than the window repeats its last
             for name in ("synth_video", "source_video"):
-                if plain_window(row.media[name], frames, keep=True) != len(frames):
+                if plain_window(row.media[name], frames, keep=True) != distinct:
                     raise AssertionError(f"raw window of {row.key} {name}: frames missing")
             decode_masks_at(row.media["masks"], frames)
             decode_rgba(row.media["target_image"], what="target_image")
