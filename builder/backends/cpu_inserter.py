@@ -24,6 +24,21 @@ from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
 from pvtt.builder.stages.protocols import BackendInfo, InsertionInput
 
 
+def composite_params(
+    feather_px: float, harmonize: float, shadow: float, grey_norm: float
+) -> dict[str, float]:
+    """The compositor's settings, checked: every backend that composites (CPU, torch) takes
+    the same ones and records them alike in its ``BackendInfo``."""
+    if not 0.0 <= harmonize <= 1.0 or not 0.0 <= shadow <= 1.0:
+        raise ValueError(f"harmonize and shadow must be in [0, 1], got {harmonize}, {shadow}")
+    return {
+        "feather_px": feather_px,
+        "harmonize": harmonize,
+        "shadow": shadow,
+        "grey_norm": grey_norm,
+    }
+
+
 class AlphaCompositeInserter:
     """Alpha-composite the cut-out into every frame that has a box.
 
@@ -42,22 +57,13 @@ class AlphaCompositeInserter:
         shadow: float = 0.0,
         grey_norm: float = 8.0,
     ) -> None:
-        if not 0.0 <= harmonize <= 1.0 or not 0.0 <= shadow <= 1.0:
-            raise ValueError(f"harmonize and shadow must be in [0, 1], got {harmonize}, {shadow}")
+        params = composite_params(feather_px, harmonize, shadow, grey_norm)
         self.feather_px = feather_px
         self.harmonize = harmonize
         self.shadow = shadow
         self.grey_norm = grey_norm
         self.info = BackendInfo(
-            kind="inserter",
-            name="cpu-alpha-composite",
-            version="2",
-            params={
-                "feather_px": feather_px,
-                "harmonize": harmonize,
-                "shadow": shadow,
-                "grey_norm": grey_norm,
-            },
+            kind="inserter", name="cpu-alpha-composite", version="2", params=params
         )
 
     def insert(self, job: InsertionInput) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from pvtt.builder.backends import torch_ops
+from pvtt.builder.backends.cpu_inserter import composite_params
 from pvtt.builder.batching import MicroBatcher
 from pvtt.builder.illuminant import LUMA, SATURATED, srgb_to_linear
 from pvtt.builder.stages.cutout import placement_matrix, trim_to_alpha
@@ -66,8 +67,7 @@ class TorchCompositeInserter:
         batch_pairs: int = 4,
         device: str = "cpu",
     ) -> None:
-        if not 0.0 <= harmonize <= 1.0 or not 0.0 <= shadow <= 1.0:
-            raise ValueError(f"harmonize and shadow must be in [0, 1], got {harmonize}, {shadow}")
+        params = composite_params(feather_px, harmonize, shadow, grey_norm)
         self._batcher = MicroBatcher(self._insert_each, batch_pairs)
         self.feather_px = feather_px
         self.harmonize = harmonize
@@ -75,15 +75,7 @@ class TorchCompositeInserter:
         self.grey_norm = grey_norm
         self.device = torch.device(device)
         self.info = BackendInfo(
-            kind="inserter",
-            name="torch-alpha-composite",
-            version="1",
-            params={
-                "feather_px": feather_px,
-                "harmonize": harmonize,
-                "shadow": shadow,
-                "grey_norm": grey_norm,
-            },
+            kind="inserter", name="torch-alpha-composite", version="1", params=params
         )
 
     def insert(self, job: InsertionInput) -> np.ndarray:
