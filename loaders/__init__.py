@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from pvtt.loaders.forking import LanceForkError
     from pvtt.loaders.query import PairFilter
     from pvtt.loaders.split import split
+    from pvtt.loaders.transfer import collate_samples
 
 _EXPORTS = {
+    "collate_samples": "pvtt.loaders.transfer",
     "CurriculumSchedule": "pvtt.loaders.curriculum",
     "LanceForkError": "pvtt.loaders.forking",
     "PairDataset": "pvtt.loaders.dataset",
@@ -24,7 +26,14 @@ _EXPORTS = {
     "split": "pvtt.loaders.split",
 }
 
-__all__ = ["CurriculumSchedule", "LanceForkError", "PairDataset", "PairFilter", "split"]
+__all__ = [
+    "CurriculumSchedule",
+    "collate_samples",
+    "LanceForkError",
+    "PairDataset",
+    "PairFilter",
+    "split",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -51,7 +51,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pvtt.loaders import shared
+from pvtt.loaders import shared, transfer
 from pvtt.loaders.curriculum import CurriculumSchedule, curriculum_order
 from pvtt.loaders.decode import MediaDecodeError
 from pvtt.loaders.forking import (
@@ -229,8 +229,10 @@ class PairDataset(IterableDataset):
     bytes are read straight into (in shared memory inside a worker): one descriptor a
     sample crosses to the main process, where pickled bytes would be copied four times
     on the way. ``size`` and ``target_size`` must be left unset (``decoder`` is not
-    used); batch with a ``collate_fn`` that keeps a list (``collate_fn=list``), as the
-    sizes differ. A view keeps its sample's whole buffer alive. Clip media and cut-outs
+    used); batch with :func:`pvtt.loaders.collate_samples`, which keeps a list (the
+    sizes differ): with ``batch_size`` set to the DataLoader's, a worker cuts a batch's
+    samples from one shared buffer and the batch crosses as one descriptor. A view keeps
+    its batch's whole buffer alive. Clip media and cut-outs
     cached across the pairs of a clip are copied into each sample's buffer (the tensors
     are writable; the cache must not be): with no workers, an all-fields epoch of
     ~2.5 MB samples read 490 samples/s warm where bytes objects shared with the cache
@@ -318,6 +320,7 @@ class PairDataset(IterableDataset):
         self._context: _Context | None = None
         self._fork_error: Exception | None = None
         self._shared_plan: SharedPlan | None = None
+        self._arena = transfer.Arena(batch_size)
         prepare_before_fork(self)
 
     @property
@@ -410,6 +413,7 @@ class PairDataset(IterableDataset):
         if ctx is not None and ctx.pid == os.getpid():
             state["_shared_plan"] = ctx.share() or self._shared_plan
         state["_context"] = state["_fork_error"] = None
+        state["_arena"] = transfer.Arena(self.batch_size)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -471,6 +475,9 @@ class PairDataset(IterableDataset):
         return self._iterate(ctx, plan.worker_positions(worker), slot)
 
     def _iterate(self, ctx: _Context, positions: np.ndarray, slot: int) -> Iterator[dict[str, Any]]:
+        self._arena = transfer.Arena(self.batch_size)
+        # a worker's sample pickles each storage once (transfer.SampleDict), not each tensor
+        wrap = transfer.SampleDict if shared.in_worker() else None
         start, step = 0, self.batch_size
         while start < len(positions):
             block = positions[start : start + step]
@@ -486,7 +493,8 @@ class PairDataset(IterableDataset):
                 if sample is None:
                     continue
                 self._yielded += 1
-                yield sample
+                self._arena.sample_done()
+                yield sample if wrap is None else wrap(sample)
 
     def _sample(self, ctx: _Context, index: int, slot: int) -> dict[str, Any] | None:
         try:
@@ -547,7 +555,7 @@ class PairDataset(IterableDataset):
 
         def alloc(size: int) -> np.ndarray:
             nonlocal block
-            block = shared.empty((front + size,), torch.uint8)
+            block = self._arena.alloc(front + size)
             return block.numpy()[front:]
 
         spans, meta = ctx.reader.read_into(index, media_fields, alloc)

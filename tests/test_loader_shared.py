@@ -188,3 +188,126 @@ def test_undecoded_truncated_sample_raises_or_is_skipped(
     got = _run(skipping, workers)
     assert len(got) == PAIRS - 1 and skipping.skipped == 1
     assert entry["key"] not in {g["sample"]["meta"]["pair_id"] for g in got}
+
+
+def _batches(dataset: PairDataset, workers: int, collate: Any) -> list[list[dict[str, Any]]]:
+    loader = DataLoader(
+        dataset,
+        batch_size=dataset.batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        multiprocessing_context="fork" if workers else None,
+    )
+    return list(loader)
+
+
+@pytest.mark.parametrize("fmt", ["lance", "tar"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_undecoded_batches_cross_as_one_buffer(
+    built: Path, stored: dict[str, dict[str, bytes]], fmt: str, workers: int
+) -> None:
+    from pvtt.loaders import collate_samples
+
+    kwargs: dict[str, Any] = dict(seed=3, decode=False, batch_size=5)
+    expected = [s["meta"]["pair_id"] for s in _dataset(built, fmt, **kwargs)]
+    batches = _batches(_dataset(built, fmt, **kwargs), workers, collate_samples)
+    assert [len(b) for b in batches] == [5] * 4 + [4]
+    got = [s for batch in batches for s in batch]
+    assert [s["meta"]["pair_id"] for s in got] == expected  # plan order, workers or not
+    for batch in batches:
+        storages = {
+            t.untyped_storage().data_ptr() for s in batch for t in s.values() if torch.is_tensor(t)
+        }
+        # one storage a batch when it crossed from a worker; a sample's own otherwise
+        assert len(storages) == (1 if workers else len(batch)), storages
+        for sample in batch:
+            key = sample["meta"]["pair_id"]
+            assert sample["frame_indices"].dtype == torch.int64
+            assert len(sample["frame_indices"]) == 4
+            for name in MEDIA:
+                assert sample[name].numpy().tobytes() == stored[key][TAR_MEMBERS[name]]
+                assert sample[name].is_shared() == (workers > 0)
+
+
+def test_undecoded_batches_of_a_plain_list_collate_hold_the_same_bytes(
+    built: Path, stored: dict[str, dict[str, bytes]]
+) -> None:
+    """Samples cut from one arena still pickle one by one when the collate is ``list``."""
+    batches = _batches(_dataset(built, "lance", decode=False, batch_size=4), 2, list)
+    got = [s for batch in batches for s in batch]
+    assert len(got) == PAIRS
+    for sample in got:
+        key = sample["meta"]["pair_id"]
+        assert sample["synth_video"].numpy().tobytes() == stored[key]["synth.mp4"]
+
+
+def test_collate_samples_keeps_decoded_views_and_other_values() -> None:
+    """Tensors of any dtype and stride and plain values come back as they went."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401 - registers torch's reductions with it
+
+    from pvtt.loaders.transfer import _SampleList
+
+    base = torch.arange(64, dtype=torch.uint8)
+    samples = [
+        {
+            "a": base[8:16].view(torch.int64),
+            "b": torch.arange(6.0).reshape(2, 3).t(),
+            "m": {"pair_id": f"p{i}", "box": (1, 2)},
+            "t": (3, 4),
+        }
+        for i in range(2)
+    ]
+    blob = ForkingPickler.dumps(_SampleList(samples))
+    back = pickle.loads(blob)  # noqa: S301 - the bytes pickled just above
+    assert type(back) is list and all(type(s) is dict for s in back)
+    for mine, theirs in zip(samples, back, strict=True):
+        assert theirs["m"] == mine["m"] and theirs["t"] == (3, 4)
+        for name in ("a", "b"):
+            assert theirs[name].dtype == mine[name].dtype
+            assert theirs[name].stride() == mine[name].stride()
+            assert torch.equal(theirs[name], mine[name])
+
+
+class WorkerStorages(IterableDataset):
+    """Yields each sample with the address of its storage in the worker that made it."""
+
+    def __init__(self, dataset: PairDataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import os
+
+        for sample in self.dataset:
+            ptr = sample["synth_video"].untyped_storage().data_ptr()
+            yield {"sample": sample, "where": (os.getpid(), ptr)}
+
+
+@pytest.mark.parametrize("hold", ["nothing", "a slice of each"])
+def test_worker_buffers_are_reused_only_once_the_main_process_let_go(
+    built: Path, stored: dict[str, dict[str, bytes]], hold: str
+) -> None:
+    ds = _dataset(built, "lance", decode=False, fields=("synth_video", "meta"))
+    loader = DataLoader(
+        WorkerStorages(ds), batch_size=None, num_workers=2, multiprocessing_context="fork"
+    )
+    kept: list[tuple[str, torch.Tensor]] = []
+    places = []
+    for item in loader:
+        sample = item["sample"]
+        key = sample["meta"]["pair_id"]
+        assert sample["synth_video"].numpy().tobytes() == stored[key]["synth.mp4"]
+        places.append(tuple(item["where"]))
+        if hold != "nothing":
+            kept.append((key, sample["synth_video"][:4096]))
+        del item, sample
+    assert len(places) == PAIRS
+    if hold == "nothing":  # dropped samples' buffers come back: far fewer buffers than samples
+        assert len(set(places)) < PAIRS // 2, places
+    else:  # a slice keeps its whole buffer from reuse, and its bytes stay the pair's
+        assert len(set(places)) == PAIRS
+        for key, head in kept:
+            assert head.numpy().tobytes() == stored[key]["synth.mp4"][:4096]

@@ -34,7 +34,9 @@ with difficulty. Every figure is a ratio against a baseline measured in the same
 5. **DataLoader workers**: bytes-only epochs (``decode=False``), Lance and tar, through a
    ``DataLoader(batch_size=None)`` with 0, 1, 2 and 4 workers (fork; warm cache), against
    a sequential read of the same ``synth_video`` bytes from one file, timed in the same
-   loop. A worker's sample reaches the main process as one shared-memory buffer. On a
+   loop. A worker's sample reaches the main process as one shared-memory buffer; the
+   ``_b32`` runs take batches of 32 (``PairDataset(batch_size=32)``, ``DataLoader(
+   batch_size=32, collate_fn=collate_samples)``), a batch as one buffer. On a
    machine with fewer cores than workers the workers are oversubscribed; the report
    says so. Everything else runs in this process (``num_workers=0``).
 
@@ -77,7 +79,7 @@ from torch.utils.data import DataLoader
 from pvtt.builder.sinks.base import PairSample
 from pvtt.builder.video import encode_mp4, read_frames
 from pvtt.builder.writer import DatasetWriter
-from pvtt.loaders import PairDataset
+from pvtt.loaders import PairDataset, collate_samples
 from pvtt.loaders.dataset import _plain_meta
 from pvtt.loaders.plan import epoch_order
 from pvtt.loaders.query import DIFFICULTIES, PairFilter, lance_table
@@ -108,6 +110,8 @@ FILTER = {"difficulty": "hard", "passed": None}
 """About 30% of pairs under the default difficulty mix."""
 BYTES_FIELDS = ("synth_video", "meta")
 WORKERS = (0, 1, 2, 4)
+WORKER_BATCH = 32
+"""Samples per DataLoader batch in part 5's batched runs (``collate_samples``)."""
 """DataLoader worker counts of part 5."""
 PLAN_FILTERS: dict[str, dict[str, Any]] = {
     "unfiltered": {},
@@ -613,20 +617,24 @@ def measure_resume(out: Path, pairs: int, reps: int, seed: int) -> dict[str, Any
 
 def _worker_epoch(ds: PairDataset, workers: int) -> tuple[float, float, int, int]:
     """(seconds for the epoch, seconds after its first sample, samples, synth bytes)
-    through a DataLoader (fork)."""
+    through a DataLoader (fork): one sample at a time when the dataset's ``batch_size``
+    is 1, else batches of it collated by :func:`collate_samples`."""
+    batched = ds.batch_size > 1
     loader = DataLoader(
         ds,
-        batch_size=None,
+        batch_size=ds.batch_size if batched else None,
+        collate_fn=collate_samples if batched else None,
         num_workers=workers,
         multiprocessing_context="fork" if workers else None,
     )
     start = time.perf_counter()
     first, count, payload = start, 0, 0
-    for sample in loader:
+    for item in loader:
         if count == 0:
             first = time.perf_counter()
-        count += 1
-        payload += len(sample["synth_video"])
+        for sample in item if batched else (item,):
+            count += 1
+            payload += len(sample["synth_video"])
     end = time.perf_counter()
     return end - start, end - first, count, payload
 
@@ -640,6 +648,14 @@ def measure_workers(
     the workers' start."""
     datasets = {fmt: _bytes_only(out, fmt, passed=None, seed=seed) for fmt in ("lance", "tar")}
     order, _ = _epoch(datasets["lance"])
+    datasets.update(
+        {
+            f"{fmt}_b{WORKER_BATCH}": _bytes_only(
+                out, fmt, passed=None, seed=seed, batch_size=WORKER_BATCH
+            )
+            for fmt in ("lance", "tar")
+        }
+    )
     sizes = [len(synth[key]) for key in order]
     payload = sum(sizes)
     runs: dict[str, list[tuple[float, float, int, int]]] = {"one_file": []}
