@@ -54,3 +54,27 @@ def test_pair_stages_bench_compares_torch_with_cpu(capsys: pytest.CaptureFixture
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("insert") and "levels apart" in line for line in lines), lines
     assert any(line.startswith("score") for line in lines), lines
+
+
+@pytest.mark.filterwarnings("ignore:lance is not fork-safe")
+def test_loader_bench_worker_part_rates_batched_and_single(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """Part 5 alone: every run of the same bytes, per sample and in batches, against one file."""
+    from pvtt.tools.bench import loader
+
+    out = tmp_path / "loader.json"
+    loader.main(
+        ["--pairs", "12", "--clips", "1", "--reps", "1", "--parts", "5",
+         "--data", str(shared_data), "--dir", str(tmp_path), "--json", str(out)]
+    )  # fmt: skip
+    rows = json.loads(out.read_text())["workers"]["rows"]
+    expected = {
+        f"{fmt}{batch}_w{workers}"
+        for fmt in ("lance", "tar")
+        for batch in ("", f"_b{loader.WORKER_BATCH}")
+        for workers in loader.WORKERS
+    }
+    assert set(rows) == expected | {"one_file"}
+    assert rows["one_file"]["ratio_vs_one_file"] == 1.0
+    assert all(row["samples_s"] > 0 and row["ratio_vs_one_file"] > 0 for row in rows.values())

@@ -397,6 +397,16 @@ def _read_one_file(path: Path, sizes: Sequence[int]) -> int:
     return total
 
 
+def write_one_file(path: Path, order: Sequence[str], synth: dict[str, bytes]) -> Path:
+    """Every pair's ``synth_video`` bytes in ``order``, one after another: the sequential
+    read parts 1 and 5 measure against."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        for key in order:
+            fh.write(synth[key])
+    return path
+
+
 def measure_bytes_only(
     out: Path, root: Path, synth: dict[str, bytes], reps: int, seed: int
 ) -> dict[str, Any]:
@@ -413,11 +423,7 @@ def measure_bytes_only(
         paths.append(files / f"{i:06d}.mp4")
         paths[-1].write_bytes(synth[key])
     sizes = [len(synth[key]) for key in order]
-    one = root / "one" / "all.bin"
-    one.parent.mkdir()
-    with open(one, "wb") as fh:
-        for key in order:
-            fh.write(synth[key])
+    one = write_one_file(root / "one" / "all.bin", order, synth)
     payload = sum(sizes)
     readers: dict[str, Callable[[], int]] = {
         "lance": lambda: _epoch(datasets["lance"])[1],
@@ -971,26 +977,36 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     )
     del samples
 
-    results["bytes_only"] = measure_bytes_only(out, root, synth, args.reps, args.seed)
-    _print_bytes_only(results["bytes_only"])
-
-    selected_bytes = sum(len(p.synth_video or b"") for p in hard)
-    results["filter"] = measure_filter(out, selected_bytes, len(hard))
-    _print_filter(results["filter"])
-
-    counts = {"16": args.decode_16, "all": args.decode_all}
-    results["decode"] = measure_decode(out, synth, counts, args.seed)
-    _print_decode(results["decode"])
-
-    results["resume"] = measure_resume(out, len(synth), args.reps, args.seed)
-    _print_resume(results["resume"], args.reps)
-
+    parts = set(args.parts)
     one_file = root / "one" / "all.bin"
-    results["workers"] = measure_workers(out, one_file, synth, min(args.reps, 3), args.seed)
-    _print_workers(results["workers"], min(args.reps, 3))
+    if 1 in parts:
+        results["bytes_only"] = measure_bytes_only(out, root, synth, args.reps, args.seed)
+        _print_bytes_only(results["bytes_only"])
+    else:
+        order, _ = _epoch(_bytes_only(out, "lance", passed=None, seed=args.seed))
+        write_one_file(one_file, order, synth)
 
-    results["plan"] = measure_plan(root, args.plan_rows, args.seed)
-    _print_plan(results["plan"])
+    if 2 in parts:
+        selected_bytes = sum(len(p.synth_video or b"") for p in hard)
+        results["filter"] = measure_filter(out, selected_bytes, len(hard))
+        _print_filter(results["filter"])
+
+    if 3 in parts:
+        counts = {"16": args.decode_16, "all": args.decode_all}
+        results["decode"] = measure_decode(out, synth, counts, args.seed)
+        _print_decode(results["decode"])
+
+    if 4 in parts:
+        results["resume"] = measure_resume(out, len(synth), args.reps, args.seed)
+        _print_resume(results["resume"], args.reps)
+
+    if 5 in parts:
+        results["workers"] = measure_workers(out, one_file, synth, min(args.reps, 3), args.seed)
+        _print_workers(results["workers"], min(args.reps, 3))
+
+    if 6 in parts:
+        results["plan"] = measure_plan(root, args.plan_rows, args.seed)
+        _print_plan(results["plan"])
     return results
 
 
@@ -1016,6 +1032,15 @@ def main(argv: list[str] | None = None) -> None:
         "--plan-rows", type=int, help="rows of part 6's table (2,000,000; quick 200,000)"
     )
     parser.add_argument("--plan-only", action="store_true", help="run part 6 only")
+    parser.add_argument(
+        "--parts",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3, 4, 5, 6],
+        choices=range(1, 7),
+        metavar="N",
+        help="run only these parts (1-6; default all)",
+    )
     parser.add_argument(
         "--plan-child", nargs=3, metavar=("OUT", "IMPL", "NAME"), help=argparse.SUPPRESS
     )
