@@ -70,7 +70,10 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 def make_server(session: ReviewSession, port: int = 0) -> ThreadingHTTPServer:
     """A server for ``session`` on 127.0.0.1:``port`` (0: any free port), not yet serving."""
     server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    # Ctrl+C saves and exits at once: closing waits for no request thread (a browser's
+    # kept-alive connection would hold it open), and those threads end with the process
     server.daemon_threads = True
+    server.block_on_close = False
     server.session = session  # type: ignore[attr-defined]
     return server
 
