@@ -104,6 +104,9 @@ def output(array: np.ndarray) -> torch.Tensor:
 POOL_SLOTS = 64
 """Storages a worker's pool keeps; past them (a main process holding many batches) a
 block gets a storage of its own that is not reused."""
+POOL_BYTES = 2 << 30
+"""Bytes of storage a worker's pool keeps at most: a main process that once held many
+samples does not leave every worker holding that peak for good."""
 
 
 class BufferPool:
@@ -125,26 +128,29 @@ class BufferPool:
         self.announced = False
 
     def take(self, nbytes: int) -> tuple[torch.UntypedStorage, bool]:
-        """A storage of at least ``nbytes`` the main process does not hold, and whether it
-        is new (its pages not yet made)."""
-        free = [i for i in np.flatnonzero(self._busy == 0)]
-        fits = [i for i in free if (s := self.storages[i]) is not None and s.nbytes() >= nbytes]
+        """A storage of ``nbytes`` to twice that the main process does not hold, and
+        whether it is new (its pages not yet made). A free storage of another size makes
+        way for a new one; with every slot busy, or the pool at :data:`POOL_BYTES`, the
+        storage is the caller's alone."""
+        free = np.flatnonzero(self._busy == 0).tolist()
+        sizes = {i: s.nbytes() for i in free if (s := self.storages[i]) is not None}
+        fits = [i for i, size in sizes.items() if nbytes <= size <= 2 * nbytes + (64 << 10)]
         if fits:
-            slot = min(fits, key=lambda i: self.storages[i].nbytes())  # type: ignore[union-attr]
-            fresh = False
-        elif free:
-            empty = [i for i in free if self.storages[i] is None]
-            slot = empty[0] if empty else free[0]
-            if self.storages[slot] is not None:
-                POOLED.pop(self.storages[slot].data_ptr(), None)  # type: ignore[union-attr]
-            self.storages[slot] = torch.UntypedStorage._new_shared(nbytes)
-            fresh = True
+            slot, fresh = min(fits, key=sizes.__getitem__), False
         else:
-            return torch.UntypedStorage._new_shared(nbytes), True
+            empty = [i for i in free if i not in sizes]
+            slot = empty[0] if empty else max(sizes, key=sizes.__getitem__, default=None)
+            held = sum(s.nbytes() for s in self.storages if s is not None)
+            if slot is None or held - sizes.get(slot, 0) + nbytes > POOL_BYTES:
+                return torch.UntypedStorage._new_shared(nbytes), True
+            old = self.storages[slot]
+            if old is not None:
+                POOLED.pop(old.data_ptr(), None)
+            self.storages[slot], fresh = torch.UntypedStorage._new_shared(nbytes), True
         storage = self.storages[slot]
         assert storage is not None
         self._busy[slot] = 1
-        POOLED[storage.data_ptr()] = (self, int(slot))
+        POOLED[storage.data_ptr()] = (self, slot)
         return storage, fresh
 
 

@@ -311,3 +311,27 @@ def test_worker_buffers_are_reused_only_once_the_main_process_let_go(
         assert len(set(places)) == PAIRS
         for key, head in kept:
             assert head.numpy().tobytes() == stored[key]["synth.mp4"][:4096]
+
+
+def test_buffer_pool_reuses_a_free_storage_of_about_the_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pvtt.loaders import shared
+
+    pool = shared.BufferPool(slots=3)
+    first, fresh = pool.take(1 << 20)
+    assert fresh and pool.flags.tolist() == [1, 0, 0]
+    second, fresh = pool.take(1 << 20)  # the first is held: another
+    assert fresh and second.data_ptr() != first.data_ptr()
+    pool.flags[0] = 0  # the main process let the first go
+    again, fresh = pool.take(900 << 10)
+    assert not fresh and again.data_ptr() == first.data_ptr()
+    tiny, fresh = pool.take(128)  # no 1 MB storage for 128 bytes: a slot of its own
+    assert fresh and tiny.nbytes() == 128 and pool.flags.tolist() == [1, 1, 1]
+    alone, fresh = pool.take(64)  # every slot held: the caller's alone, never reused
+    assert fresh and alone.data_ptr() not in shared.POOLED
+    pool.flags[:] = 0
+    monkeypatch.setattr(shared, "POOL_BYTES", 3 << 20)
+    big, fresh = pool.take(4 << 20)  # past the pool's bytes: not kept
+    assert fresh and big.data_ptr() not in shared.POOLED
+    assert all(s is not None and s.nbytes() < (2 << 20) for s in pool.storages)
