@@ -18,7 +18,9 @@ imports, see there), then measures, every tool reading in its stored order (pvtt
    workers (``--workers``; more workers than cores oversubscribe them, and the report
    says so), bytes only (the four media fields and the scalar columns; the alternatives'
    workers send them to the main process pickled, as any IterableDataset of bytes does;
-   pvtt's come from ``PairDataset(decode=False)``, one shared-memory buffer a sample) and
+   pvtt's come from ``PairDataset(decode=False)``, one shared-memory buffer a batch),
+   in DataLoader batches of :data:`BYTES_BATCH` (``collate_fn=list``; pvtt's
+   ``collate_samples`` with the dataset's ``batch_size`` set alike), and
    decoded (16 frames from frame 0 of both clips, the masks at those frames, the RGBA
    cut-out; every tool decodes with ``PairDataset``'s functions, so the rows compare data
    stacks, not decoders; the first ``--decode-samples`` samples: starting at frame 0
@@ -85,7 +87,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from pvtt.builder.sinks.base import PairSample
 from pvtt.builder.writer import DatasetWriter
-from pvtt.loaders import PairDataset
+from pvtt.loaders import PairDataset, collate_samples
 from pvtt.loaders.frames import FrameSampler, decode_masks_at, decode_rgba
 from pvtt.schemas.masks import encode_masks
 from pvtt.tools.bench.compare_formats import (
@@ -122,6 +124,8 @@ SAMPLER = FrameSampler(NUM_FRAMES, 1, "first")
 WINDOW_SAMPLER = FrameSampler(NUM_FRAMES, 1, "random")
 WORKERS = (1, 2, 4)
 MODES = ("bytes", "decode", "window")
+BYTES_BATCH = 32
+"""Samples per DataLoader batch when streaming bytes only (decoded samples come one by one)."""
 """DataLoader runs: bytes only, decoded from frame 0, decoded at random windows."""
 FIELDS = (*MEDIA, "meta")
 COPY_TOOLS = ("webdataset", "mds", "hf-datasets")
@@ -356,13 +360,14 @@ class Runner:
         self.tool, self.folder, self.seed = tool, folder, seed
         self.alt = ALTERNATIVES.get(tool)
 
-    def _pvtt(self, mode: str, select: Selector | None) -> PairDataset:
+    def _pvtt(self, mode: str, select: Selector | None, batch: int = 1) -> PairDataset:
         kwargs: dict[str, Any] = dict(
             format=self.tool.removeprefix("pvtt-"),
             fields=FIELDS,
             passed=None,
             shuffle=False,
             seed=self.seed,
+            batch_size=batch,
         )
         if select is not None:
             kwargs.update(difficulty=set(select.difficulties), min_score=select.min_score)
@@ -371,9 +376,11 @@ class Runner:
         start = "random" if mode == "window" else "first"
         return PairDataset(self.folder, num_frames=NUM_FRAMES, frame_start=start, **kwargs)
 
-    def dataset(self, mode: str, select: Selector | None = None) -> IterableDataset:
+    def dataset(self, mode: str, select: Selector | None = None, batch: int = 1) -> IterableDataset:
+        """The tool's dataset for ``mode``; ``batch``: the DataLoader batch it will be read
+        in (pvtt plans and cuts buffers by it)."""
         if self.alt is None:
-            return self._pvtt(mode, select)
+            return self._pvtt(mode, select, batch)
         transform = {"bytes": bytes_sample, "decode": _decode_first, "window": self._window}
         return Samples(self.alt.rows(self.folder, select), transform[mode])
 
@@ -397,11 +404,16 @@ def _decode_first(row: Row) -> dict[str, Any]:
     return decode_row(row, SAMPLER)
 
 
-def loader_epoch(ds: IterableDataset, workers: int, limit: int | None = None) -> dict[str, Any]:
-    """One pass through a ``DataLoader`` (fork), stopped after ``limit`` samples if given."""
+def loader_epoch(
+    ds: IterableDataset, workers: int, limit: int | None = None, batch: int | None = None
+) -> dict[str, Any]:
+    """One pass through a ``DataLoader`` (fork), stopped after ``limit`` samples if given;
+    ``batch``: samples per DataLoader batch, collated as a list (pvtt's
+    :func:`collate_samples`), else one sample at a time."""
     loader = DataLoader(
         ds,
-        batch_size=None,
+        batch_size=batch,
+        collate_fn=None if batch is None else _list_collate(ds),
         num_workers=workers,
         multiprocessing_context="fork" if workers else None,
     )
@@ -409,14 +421,19 @@ def loader_epoch(ds: IterableDataset, workers: int, limit: int | None = None) ->
     media = 0
     start = time.perf_counter()
     it = iter(loader)
-    for sample in it:
-        keys.append(sample["meta"]["pair_id"])
-        media += sum(_stored_bytes(sample[m]) for m in MEDIA)
+    for item in it:
+        for sample in (item,) if batch is None else item:
+            keys.append(sample["meta"]["pair_id"])
+            media += sum(_stored_bytes(sample[m]) for m in MEDIA)
         if limit is not None and len(keys) >= limit:
             break
     seconds = time.perf_counter() - start
     del it, loader  # stops the workers
     return {"seconds": seconds, "samples": len(keys), "media_bytes": media, "keys": keys}
+
+
+def _list_collate(ds: IterableDataset) -> Any:
+    return collate_samples if isinstance(ds, PairDataset) else list
 
 
 def _stored_bytes(value: Any) -> int:
@@ -442,8 +459,11 @@ def measure_streams(runner: Runner, job: dict[str, Any]) -> dict[str, Any]:
     for mode in MODES:
         for workers in job["workers"]:
             evict(runner.folder)
-            limit = job["decode_samples"] if mode != "bytes" else None
-            got = loader_epoch(runner.dataset(mode), workers, limit)
+            if mode == "bytes":
+                ds, limit, batch = runner.dataset(mode, batch=BYTES_BATCH), None, BYTES_BATCH
+            else:
+                ds, limit, batch = runner.dataset(mode), job["decode_samples"], None
+            got = loader_epoch(ds, workers, limit, batch)
             _check(tool, f"{mode} w{workers} samples", got["samples"], limit or pairs)
             _check(tool, f"{mode} w{workers} distinct", len(set(got["keys"])), got["samples"])
             if mode == "bytes":
