@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import time
-import zlib
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +31,11 @@ from pvtt.builder.clips import ClipArtefacts, ClipBackends, prepare_clip, relati
 from pvtt.builder.device import device_stream_factory
 from pvtt.builder.funnel import gate_reason
 from pvtt.builder.near_duplicates import duplicate_shot_indexes, pair_targets
+from pvtt.builder.pair_pool import (
+    ProcessPairPool,
+    ThreadPairPool,
+    pair_seed,
+)
 from pvtt.builder.pairs import ImageRef, PairPlan, candidate_pairs, choose_images, sample_pairs
 from pvtt.builder.products import ProductArtefacts, prepare_image
 from pvtt.builder.registry import create_backend
@@ -326,7 +330,7 @@ class Build:
         # a slow writer holds everything back instead of filling memory.
         window: deque[tuple[PairPlan, ClipRecord, Future[PairRecord | StageRejected]]] = deque()
         with ThreadPoolExecutor(clip_workers, thread_name_prefix="pvtt-clip") as clip_pool, \
-                ThreadPoolExecutor(workers, thread_name_prefix="pvtt-pair") as pair_pool:
+                self._pair_pool(workers, products, product_records) as pair_pool:
             for job, ready in self._clips_ahead(clip_pool, todo, clip_workers + 1):
                 try:
                     clip = ready.result()
@@ -341,16 +345,28 @@ class Build:
                 clip_bar.update()
                 clip_record = self._count_clip(clip)
                 for plan in pending[job.clip_id]:
-                    made = pair_pool.submit(self._make, plan, clip, products, product_records)
-                    window.append((plan, clip_record, made))
+                    window.append((plan, clip_record, pair_pool.submit(plan, clip)))
                     while len(window) > 2 * workers:
                         written += self._write_next(window, product_records, writer, pair_bar)
+                pair_pool.clip_submitted(job.clip_id)
             while window:
                 written += self._write_next(window, product_records, writer, pair_bar)
         self._stage_postfix(pair_bar)
         clip_bar.close()
         pair_bar.close()
         return written
+
+    def _pair_pool(self, workers: int, products: dict[str, ProductArtefacts],
+                   records: dict[str, ProductRecord]) -> ThreadPairPool | ProcessPairPool:
+        """The pool that makes this build's pairs (``config.pair_pool``), recorded in the report."""
+        self.report.extra["pair_pool"] = {"kind": self.config.pair_pool, "workers": workers}
+        if self.config.pair_pool == "processes":
+            return ProcessPairPool(
+                workers, self.config, self.report, build_id=self.build_id,
+                backends_json=self.backends_json, products=products,
+                target_images={k: r.image_path for k, r in records.items()},
+            )
+        return ThreadPairPool(workers, lambda plan, clip: self._make(plan, clip, products, records))
 
     def _clips_ahead(self, pool: ThreadPoolExecutor, todo: list[ClipJob],
                      ahead: int) -> Iterator[tuple[ClipJob, Future[ClipArtefacts]]]:
@@ -404,7 +420,7 @@ class Build:
               records: dict[str, ProductRecord]) -> PairRecord | StageRejected:
         """Insert, score and encode one pair (thread-safe: no shared mutable state but counters)."""
         key = image_id(plan.target.product.id, plan.target.token)
-        seed = zlib.crc32(plan.pair_id.encode()) ^ self.config.pairs.seed
+        seed = pair_seed(plan.pair_id, self.config)
         try:
             return make_pair(plan, clip, products[key], self.backends["inserter"],
                              self.backends["scorer"], self.config, self.report,

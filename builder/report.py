@@ -65,6 +65,14 @@ class BuildReport:
         with self._lock:
             self.counts[name] += n
 
+    def add(self, seconds: dict[str, float], calls: dict[str, int], counts: dict[str, int]) -> None:
+        """Timings and counts taken elsewhere (a pair worker process's, one pair at a time)."""
+        with self._lock:
+            for stage, spent in seconds.items():
+                self.seconds[stage] += spent
+            self.calls.update(calls)
+            self.counts.update(counts)
+
     def count_media(self, what: str, pixels: int, **sizes: int) -> None:
         """Pixels and encoded bytes of media the build made, for the bits per pixel that
         ``rates.json`` carries into ``pvtt plan``'s storage estimate."""

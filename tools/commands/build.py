@@ -55,7 +55,10 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", default=None, metavar="all|N",
                    help="one build process per GPU of this node, then `pvtt merge`")
     p.add_argument("--workers", type=int, default=None,
-                   help="threads making pairs (default: CPU count, at most 8)")
+                   help="threads or processes making pairs (default: CPU count, at most 8)")
+    p.add_argument("--pair-pool", choices=("threads", "processes"), default=None,
+                   help="where --workers make pairs: threads of this process (default) or "
+                        "worker processes (clip arrays in shared memory, same output)")
     p.add_argument("--clip-workers", type=int, default=None, metavar="N",
                    help="clips prepared at once, each on its own CUDA stream (default 1; "
                         "2 keeps a GPU busier with model backends)")
@@ -92,6 +95,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out["device"] = local_device(args.device)
     if getattr(args, "workers", None) is not None:  # `pvtt plan` shares these overrides
         out["workers"] = args.workers
+    if getattr(args, "pair_pool", None) is not None:
+        out["pair_pool"] = args.pair_pool
     if getattr(args, "clip_workers", None) is not None:
         out["clip_workers"] = args.clip_workers
     if args.limit_pairs is not None:
@@ -166,7 +171,8 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--config", args.config), ("--formats", args.formats),
                         ("--limit-pairs", args.limit_pairs), ("--strategy", args.strategy),
                         ("--cache-dir", args.cache_dir), ("--workers", args.workers),
-                        ("--clip-workers", args.clip_workers)):
+                        ("--clip-workers", args.clip_workers),
+                        ("--pair-pool", args.pair_pool)):
         if value is not None:
             argv += [flag, str(value)]
     if args.drop_rejected:

@@ -1,0 +1,205 @@
+"""Pairs made in worker processes: the same records as in-process, rejects and errors come
+back, timings reach the report, and every shared segment is gone afterwards."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pvtt.builder.catalog import Product
+from pvtt.builder.clips import ClipArtefacts
+from pvtt.builder.pair_pool import ProcessPairPool, attach_arrays, pair_seed, share_arrays
+from pvtt.builder.pairs import ImageRef, PairPlan
+from pvtt.builder.products import ProductArtefacts
+from pvtt.builder.registry import create_backend
+from pvtt.builder.report import BuildReport
+from pvtt.builder.stages.dedup import Fingerprint
+from pvtt.builder.stages.protocols import StageRejected
+from pvtt.builder.stages.shots import Shot
+from pvtt.builder.synthesis import make_pair
+from pvtt.schemas.config import BuildConfig
+from pvtt.schemas.keys import pair_id
+from pvtt.schemas.records import PairRecord
+from pvtt.schemas.taxonomy import Difficulty
+
+FRAMES, HEIGHT, WIDTH = 12, 48, 64
+
+
+def _product(pid: str) -> Product:
+    return Product(
+        pid,
+        "Jewelry",
+        "ring",
+        Path(f"/nowhere/{pid}.mp4"),
+        (Path(f"/nowhere/{pid}.png"),),
+        None,
+        None,
+        0,
+    )
+
+
+def _clip(clip_id: str, boxes: np.ndarray) -> ClipArtefacts:
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (FRAMES, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    masks = np.zeros((FRAMES, HEIGHT, WIDTH), dtype=np.uint8)
+    masks[:, 10:30, 20:40] = 1
+    return ClipArtefacts(
+        clip_id=clip_id,
+        product=_product("src"),
+        shot_index=0,
+        shot=Shot(0, FRAMES, 0.0, 0.5),
+        frames=frames,
+        fps=24.0,
+        masks=masks,
+        boxes=boxes,
+        background=frames[:, ::-1].copy(),
+        source_video=b"source",
+        background_video=b"background",
+        masks_bytes=b"masks",
+        detection={"frame_index": 0, "box": [20.0, 10.0, 40.0, 30.0]},
+    )
+
+
+def _cutout() -> ProductArtefacts:
+    cutout = np.zeros((20, 16, 4), dtype=np.uint8)
+    cutout[2:18, 2:14] = (200, 40, 40, 255)
+    target = _product("tgt")
+    return ProductArtefacts(
+        ref=ImageRef(target, target.images[0], "tgt-1", 0),
+        image_bytes=b"photo",
+        width=16,
+        height=20,
+        cutout=cutout,
+        cutout_png=b"png",
+        aspect=16 / 20,
+        completeness=1.0,
+        fingerprint=Fingerprint(0, (0,) * 48),
+    )
+
+
+def _plan(clip: ClipArtefacts, product: ProductArtefacts) -> PairPlan:
+    ref = product.ref
+    return PairPlan(
+        pair_id(clip.clip_id, ref.product.id, ref.token),
+        clip.clip_id,
+        clip.product,
+        ref,
+        Difficulty.HARD,
+    )
+
+
+def _in_process(
+    plan: PairPlan, clip: ClipArtefacts, product: ProductArtefacts, config: BuildConfig
+) -> object:
+    try:
+        return make_pair(
+            plan,
+            clip,
+            product,
+            create_backend("inserter", config.inserter),
+            create_backend("scorer", config.scorer),
+            config,
+            BuildReport(),
+            build_id="b",
+            backends_json="{}",
+            seed=pair_seed(plan.pair_id, config),
+            target_image="images/tgt-1.png",
+        )
+    except StageRejected as exc:
+        return exc
+
+
+def _gone(name: str) -> bool:
+    try:
+        SharedMemory(name=name).close()
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def test_shared_arrays_round_trip() -> None:
+    arrays = {
+        "a": np.arange(10, dtype=np.uint8),
+        "b": np.ones((3, 5), np.float64),
+        "c": np.full((2, 2, 2), np.nan, np.float32),
+    }
+    shm, handle = share_arrays(arrays)
+    try:
+        other, views = attach_arrays(handle)
+        for key, array in arrays.items():
+            np.testing.assert_array_equal(views[key], array)
+            assert views[key].dtype == array.dtype and not views[key].flags.writeable
+            assert views[key].ctypes.data % 64 == 0
+        views.clear()
+        other.close()
+    finally:
+        shm.close()
+        shm.unlink()
+    assert _gone(handle.name)
+
+
+def test_process_workers_make_the_in_process_pairs() -> None:
+    config = BuildConfig()
+    track = np.tile(np.array([20.0, 10.0, 40.0, 30.0]), (FRAMES, 1))
+    good, lost = _clip("src_s000", track), _clip("src_s001", np.full((FRAMES, 4), np.nan))
+    product = _cutout()
+    plans = [(_plan(good, product), good), (_plan(lost, product), lost)]
+    report = BuildReport()
+    with ProcessPairPool(
+        2,
+        config,
+        report,
+        build_id="b",
+        backends_json="{}",
+        products={"tgt__tgt-1": product},
+        target_images={"tgt__tgt-1": "images/tgt-1.png"},
+    ) as pool:
+        futures = [pool.submit(plan, clip) for plan, clip in plans]
+        segments = [h.name for _, h in [*pool._clips.values(), *pool._cutouts.values()]]
+        for _, clip in plans:
+            pool.clip_submitted(clip.clip_id)
+        made = [f.result(timeout=120) for f in futures]
+    expected = [_in_process(plan, clip, product, config) for plan, clip in plans]
+    assert isinstance(made[0], PairRecord) and isinstance(expected[0], PairRecord)
+    # every field, the encoded clip's bytes included, but the time it was made
+    assert replace(made[0], created_at=expected[0].created_at) == expected[0]
+    assert isinstance(made[1], StageRejected) and made[1].reason == expected[1].reason
+    assert report.calls["insert"] == 2 and report.calls["score"] == 2
+    assert report.calls["encode"] == 1 and report.seconds["encode"] > 0
+    assert len(segments) == 3 and all(_gone(name) for name in segments)
+    assert good.frames.flags.writeable and good.source_video == b"source"  # the caller's own
+
+
+def test_a_worker_error_reaches_the_caller() -> None:
+    config = BuildConfig()
+    clip = _clip("src_s000", np.tile(np.array([20.0, 10.0, 40.0, 30.0]), (FRAMES, 1)))
+    clip.background = clip.background[:, :, :, :2]  # two channels: the inserter refuses it
+    product = _cutout()
+    with ProcessPairPool(
+        1,
+        config,
+        BuildReport(),
+        build_id="b",
+        backends_json="{}",
+        products={"tgt__tgt-1": product},
+        target_images={"tgt__tgt-1": "images/tgt-1.png"},
+    ) as pool:
+        future = pool.submit(_plan(clip, product), clip)
+        pool.clip_submitted(clip.clip_id)
+        with pytest.raises(Exception) as caught:
+            future.result(timeout=120)
+    assert not isinstance(caught.value, StageRejected)
+
+
+def test_pair_pool_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from pvtt.tools.bench.pair_pool import run
+
+    figures = run(quick=True, rounds=1, workers=2, strategy="single")
+    assert figures["same_output"] is True
+    assert all(len(runs) == 1 and runs[0]["pairs"] > 0 for runs in figures["runs"].values())
+    assert figures["processes_over_threads"] > 0
+    assert "processes / threads" in capsys.readouterr().out
