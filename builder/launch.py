@@ -4,6 +4,11 @@ Each process is an ordinary rank of a multi-rank build: it sees one GPU
 (``CUDA_VISIBLE_DEVICES``), takes the clips ``i % world == rank``, and commits its own
 manifest; when all have finished the parent merges them. A failed rank is reported
 with its exit code and can be re-run alone; the merge is refused until it finishes.
+
+The ranks of one node share its CPUs: each is told how many ranks the node runs
+(``LOCAL_WORLD_SIZE``, as torchrun tells its own), and a rank whose config names no
+``workers`` makes pairs on its share of the CPUs (:func:`default_workers`), so N ranks
+do not each start a pool sized to the whole node.
 """
 
 from __future__ import annotations
@@ -41,13 +46,44 @@ def local_device(device: str) -> str:
     return device
 
 
+THREAD_WORKERS_MAX = 8
+"""Pair threads of one process at most: past this the GIL, not the cores, bounds them."""
+
+
+def node_cpus() -> int:
+    """CPUs this process may run on (its affinity, which a container or taskset narrows)."""
+    return len(os.sched_getaffinity(0))
+
+
+def local_ranks() -> int:
+    """Build processes on this node: ``LOCAL_WORLD_SIZE`` (torchrun, ``pvtt build --gpus``)
+    or a plain ``SLURM_NTASKS_PER_NODE``; else 1."""
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def rank_workers(pair_pool: str, cpus: int, ranks: int) -> int:
+    """Pair workers of one of ``ranks`` ranks sharing ``cpus``: its share of them (at most
+    :data:`THREAD_WORKERS_MAX` threads; processes take the whole share)."""
+    share = max(1, cpus // max(1, ranks))
+    return share if pair_pool == "processes" else min(THREAD_WORKERS_MAX, share)
+
+
+def default_workers(pair_pool: str) -> int:
+    """Pair workers of a rank whose config names none: :func:`rank_workers` of this node."""
+    return rank_workers(pair_pool, node_cpus(), local_ranks())
+
+
 def launch_per_gpu(build_args: Sequence[str], gpus: list[str]) -> list[int]:
     """Run ``pvtt build *build_args`` once per GPU as ranks; return their exit codes."""
     world = len(gpus)
     procs = []
     for rank, gpu in enumerate(gpus):
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "RANK": str(rank),
-               "WORLD_SIZE": str(world), "LOCAL_RANK": "0"}
+               "WORLD_SIZE": str(world), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": str(world)}
         cmd = [sys.executable, "-m", "pvtt.tools.cli", "build", *build_args, "--device", "cuda",
                "--rank", str(rank), "--world-size", str(world)]
         procs.append(subprocess.Popen(cmd, env=env))

@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from pvtt.builder.catalog import Catalog, Product
 from pvtt.builder.clips import ClipArtefacts, ClipBackends, prepare_clip, relative
 from pvtt.builder.device import device_stream_factory
 from pvtt.builder.funnel import gate_reason
+from pvtt.builder.launch import default_workers, local_ranks, node_cpus
 from pvtt.builder.near_duplicates import duplicate_shot_indexes, pair_targets
 from pvtt.builder.pair_pool import (
     ProcessPairPool,
@@ -322,7 +322,7 @@ class Build:
         clip_bar = _progress(len(todo), "clips", "clip", self.progress)
         pair_bar = _progress(total, "pairs", "pair", self.progress)
         written = 0
-        workers = self.config.workers or min(8, os.cpu_count() or 1)
+        workers = self.config.workers or default_workers(self.config.pair_pool)
         clip_workers = self.config.clip_workers
         # Pairs of the next clips start while earlier ones are still being made, and are
         # written in plan order from a bounded window, so the output does not depend on
@@ -359,7 +359,8 @@ class Build:
     def _pair_pool(self, workers: int, products: dict[str, ProductArtefacts],
                    records: dict[str, ProductRecord]) -> ThreadPairPool | ProcessPairPool:
         """The pool that makes this build's pairs (``config.pair_pool``), recorded in the report."""
-        self.report.extra["pair_pool"] = {"kind": self.config.pair_pool, "workers": workers}
+        self.report.extra["pair_pool"] = {"kind": self.config.pair_pool, "workers": workers,
+                                          "cpus": node_cpus(), "local_ranks": local_ranks()}
         if self.config.pair_pool == "processes":
             return ProcessPairPool(
                 workers, self.config, self.report, build_id=self.build_id,

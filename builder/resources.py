@@ -20,6 +20,13 @@ build's CRF, the masks codec, the cut-out PNG), measured by a build or taken fro
 defaults below. The estimate is for a build from scratch: nothing cached, every
 planned clip tracked and every cut-out made (a clip the detector or tracker rejects
 takes its pairs with it, which no plan can know).
+
+Stage hours add up the time each stage's calls took, one after another. A build runs
+them at once (clip stages a clip ahead, pairs on several workers), so its wall time is
+shorter: the rates file records how many priced stage-seconds the build got done per
+second of wall time (``node.overlap``), with the pair pool and CPUs it had, and
+:func:`node_plan` divides the stage hours by that overlap and by the ranks a node runs
+(``pvtt plan --gpus N``) for the node's wall time.
 """
 
 from __future__ import annotations
@@ -276,6 +283,24 @@ def measured_rates(stats: Mapping[str, Any], config: BuildConfig) -> dict[str, A
         "frame_pixels": counts.get("pixels.clips", 0) / frames if frames else None,
         "stages": stages,
         "storage": storage,
+        "node": _node_figures(stats, stages),
+    }
+
+
+def _node_figures(stats: Mapping[str, Any], stages: Mapping[str, Any]) -> dict[str, Any]:
+    """How much the build overlapped its priced stages on its CPUs (see the module
+    docstring), and with what pair pool; ``overlap`` None when it timed nothing."""
+    pool = stats.get("pair_pool") or {}
+    wall = stats.get("wall_s")
+    priced = sum(float(entry["seconds"]) for entry in stages.values())
+    return {
+        "wall_s": wall,
+        "stage_s": round(priced, 3),
+        "overlap": round(priced / wall, 4) if wall and priced else None,
+        "pair_pool": pool.get("kind"),
+        "workers": pool.get("workers"),
+        "cpus": pool.get("cpus"),
+        "local_ranks": pool.get("local_ranks"),
     }
 
 
@@ -302,6 +327,12 @@ def load_rates(path: str | Path) -> dict[str, Any]:
             raise RatesError(
                 f"{path}: stages.{stage}.unit must be {stage_unit(stage, entry.get('backend'))!r}"
             )
+    node = data.get("node", {})  # absent in rates files of builds before it was measured
+    overlap = node.get("overlap") if isinstance(node, dict) else None
+    if not isinstance(node, dict) or not (
+        overlap is None or (isinstance(overlap, int | float) and overlap > 0)
+    ):
+        raise RatesError(f"{path}: node.overlap must be a positive number")
     return data
 
 
@@ -596,6 +627,46 @@ def estimate(
         storage=estimate_storage(config, clips, images, pairs, bpp),
         bits_per_pixel=bpp,
         bits_per_pixel_source=sources,
+    )
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """The wall time of a build on one node of ``ranks`` build processes (one per GPU)."""
+
+    ranks: int
+    cpus: int
+    workers_per_rank: int
+    overlap: float
+    """Priced stage-seconds a rank gets done per wall second."""
+    overlap_source: str
+    """``measured`` (the rates file's build) or ``none`` (stages one after another)."""
+    measured_with: dict[str, Any]
+    """The pool, workers and CPUs of the build that measured ``overlap`` (empty if none)."""
+    wall_hours: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def node_plan(
+    est: Estimate, measured: Mapping[str, Any] | None, *, ranks: int, cpus: int, workers: int
+) -> NodePlan:
+    """Wall hours of ``est`` on a node of ``ranks`` ranks sharing ``cpus`` CPUs, each making
+    pairs on ``workers``: the priced hours over the measured overlap (or none) and the
+    ranks, which split the clips evenly. Unpriced stages are left out, as in the totals."""
+    node = (measured or {}).get("node") or {}
+    overlap = node.get("overlap")
+    source = "measured" if overlap else "none"
+    with_keys = ("pair_pool", "workers", "cpus", "local_ranks")
+    return NodePlan(
+        ranks=ranks,
+        cpus=cpus,
+        workers_per_rank=workers,
+        overlap=float(overlap or 1.0),
+        overlap_source=source,
+        measured_with={k: node.get(k) for k in with_keys} if overlap else {},
+        wall_hours=(est.gpu_hours + est.cpu_hours) / float(overlap or 1.0) / ranks,
     )
 
 

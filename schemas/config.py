@@ -136,7 +136,8 @@ class BuildConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     device: str = "cpu"
     workers: int | None = None
-    """Threads that make pairs (insert, score, encode) concurrently; None: the CPU count, at most 8."""
+    """Threads or processes (``pair_pool``) that make pairs (insert, score, encode) at once;
+    None: this rank's share of the node's CPUs (CPUs / ranks on the node), threads at most 8."""
     pair_pool: str = "threads"
     """Where ``workers`` make pairs: ``threads`` of the build's process, or ``processes``
     (:mod:`pvtt.builder.pair_pool`: backends built once per process, clip arrays in shared

@@ -135,6 +135,37 @@ def test_rates_file_round_trips_into_plan(
     )
 
 
+def test_plan_gives_the_node_wall_time_from_the_builds_overlap(
+    planned_then_built: tuple[dict, Path], catalog: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rates file carries how much the build overlapped its stages; the plan's wall
+    time for one rank is the build's own, and N ranks split it."""
+    _, out = planned_then_built
+    rates_path = out / "report" / "rates.json"
+    node = load_rates(rates_path)["node"]
+    stats = json.loads((out / "report" / "statistics.json").read_text())
+    assert node["pair_pool"] == "threads" and node["workers"] >= 1 and node["cpus"] >= 1
+    assert node["wall_s"] == stats["wall_s"] and node["overlap"] > 0
+    assert node["overlap"] == pytest.approx(node["stage_s"] / node["wall_s"], rel=1e-3)
+    one = _plan(capsys, str(catalog), "--rates", str(rates_path), "--cpus", "16")
+    four = _plan(capsys, str(catalog), "--rates", str(rates_path), "--cpus", "16", "--gpus", "4")
+    assert one["node"]["overlap_source"] == "measured"
+    assert one["node"]["measured_with"]["workers"] == node["workers"]
+    assert one["node"]["workers_per_rank"] == 8 and four["node"]["workers_per_rank"] == 4
+    assert four["node"]["wall_hours"] == pytest.approx(one["node"]["wall_hours"] / 4)
+    wall = one["node"]["wall_hours"] * 3600
+    if stats["counts"].get("rejected.clip", 0):  # a lost clip's pairs were planned, not made
+        assert wall >= stats["wall_s"] * 0.95
+    else:
+        assert wall == pytest.approx(stats["wall_s"], rel=0.05)
+    bare = _plan(capsys, str(catalog))
+    assert bare["node"]["overlap_source"] == "none"
+    assert bare["node"]["wall_hours"] == pytest.approx(bare["gpu_hours"] + bare["cpu_hours"])
+    args = ["--rates", str(rates_path), "--gpus", "2", "--no-progress"]
+    assert main(["plan", str(catalog), "--strategy", "single", *args]) == 0
+    assert "node: 2 ranks x " in capsys.readouterr().out
+
+
 def test_plan_text_names_sources(catalog: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", str(catalog), "--strategy", "single", "--no-progress"]) == 0
     text = capsys.readouterr().out

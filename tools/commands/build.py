@@ -55,7 +55,8 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus", default=None, metavar="all|N",
                    help="one build process per GPU of this node, then `pvtt merge`")
     p.add_argument("--workers", type=int, default=None,
-                   help="threads or processes making pairs (default: CPU count, at most 8)")
+                   help="threads or processes making pairs (default: this rank's share of "
+                        "the node's CPUs, threads at most 8)")
     p.add_argument("--pair-pool", choices=("threads", "processes"), default=None,
                    help="where --workers make pairs: threads of this process (default) or "
                         "worker processes (clip arrays in shared memory, same output)")

@@ -18,6 +18,7 @@ from PIL import Image
 
 from pvtt.builder.cache import ArtifactCache
 from pvtt.builder.catalog import Catalog, check_catalog
+from pvtt.builder.launch import node_cpus, rank_workers
 from pvtt.builder.near_duplicates import SHOT_STAGE, pair_targets
 from pvtt.builder.pairs import choose_images, plan_pairs
 from pvtt.builder.pipeline import plan_clips
@@ -27,6 +28,7 @@ from pvtt.builder.resources import (
     ClipSize,
     Estimate,
     ImageSize,
+    NodePlan,
     PairSize,
     RatesError,
     StageCost,
@@ -35,6 +37,7 @@ from pvtt.builder.resources import (
     human_bytes,
     human_hours,
     load_rates,
+    node_plan,
 )
 from pvtt.builder.video import VideoInfo, probe
 from pvtt.schemas.config import BuildConfig, ConfigError, load_config
@@ -74,6 +77,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("single", "all", "sampled"),
         default=None,
         help="which product photos become targets",
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        metavar="N",
+        help="build ranks on the node (`pvtt build --gpus N`), for its wall time (default 1)",
+    )
+    p.add_argument(
+        "--cpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPUs of the node the ranks share (default: this machine's)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run, drop_rejected=False)
@@ -154,8 +171,34 @@ def print_duplicates(report: BuildReport, mode: str) -> None:
         print(f"  ... and {len(report.duplicates) - DUPLICATES_SHOWN} more (--json lists all)")
 
 
+def print_node(node: NodePlan, pool: str) -> None:
+    """The node's wall time, and what the overlap it assumes was measured with."""
+    what = "threads" if pool == "threads" else "processes"
+    head = (
+        f"node: {node.ranks} rank{'s' if node.ranks > 1 else ''} x {node.workers_per_rank} "
+        f"pair {what} on {node.cpus} CPUs: wall {human_hours(node.wall_hours)}"
+    )
+    if node.overlap_source == "measured":
+        w = node.measured_with
+        print(
+            f"{head} (stage hours / {node.overlap:.2f}, the overlap of the --rates build: "
+            f"{w.get('workers')} pair {w.get('pair_pool')} on {w.get('cpus')} CPUs, "
+            f"{w.get('local_ranks')} rank(s) on its node)"
+        )
+    else:
+        print(
+            f"{head} at most (stages one after another; the rates.json of a build gives "
+            "how much they overlap)"
+        )
+
+
 def print_plan(
-    est: Estimate, videos: int, report: BuildReport, rates: str | None, mode: str
+    est: Estimate,
+    videos: int,
+    report: BuildReport,
+    rates: str | None,
+    config: BuildConfig,
+    node: NodePlan,
 ) -> None:
     clips_used = max(est.clips, 1)
     print(
@@ -172,7 +215,7 @@ def print_plan(
             f"shots dropped by the filter or unreadable videos: {len(lost)} "
             "(see `pvtt shots VIDEO`)"
         )
-    print_duplicates(report, mode)
+    print_duplicates(report, config.pairs.near_duplicates)
     total = max(est.pairs, 1)
     print(
         "difficulty: "
@@ -201,6 +244,7 @@ def print_plan(
         f"total: {est.gpu_hours:,.2f} GPU-hours ({human_hours(est.gpu_hours)}), "
         f"{est.cpu_hours:,.2f} CPU-hours ({human_hours(est.cpu_hours)})"
     )
+    print_node(node, config.pair_pool)
     if est.unpriced:
         print(
             f"not in the totals (no rate): {', '.join(est.unpriced)}; pass --rates from a "
@@ -242,6 +286,9 @@ def run(args: argparse.Namespace) -> int:
         measured = load_rates(args.rates) if args.rates else None
     except (ConfigError, RatesError) as exc:
         return fail(str(exc))
+    cpus = args.cpus or node_cpus()
+    if args.gpus < 1 or cpus < 1:
+        return fail(f"--gpus {args.gpus} and --cpus {cpus} must be at least 1")
     catalog, problems = check_catalog(args.catalog)
     for problem in problems:
         print(f"skipped: {problem}", file=sys.stderr)
@@ -252,9 +299,17 @@ def run(args: argparse.Namespace) -> int:
         est, report = plan_build(
             catalog, config, cache, measured, progress=not (args.no_progress or args.json)
         )
+    node = node_plan(
+        est,
+        measured,
+        ranks=args.gpus,
+        cpus=cpus,
+        workers=config.workers or rank_workers(config.pair_pool, cpus, args.gpus),
+    )
     if args.json:
         out = est.to_json()
         out.update(
+            node=node.to_json(),
             videos=len(catalog),
             rates_file=args.rates,
             shots_s=round(report.seconds.get("shots", 0.0), 3),
@@ -265,5 +320,5 @@ def run(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        print_plan(est, len(catalog), report, args.rates, config.pairs.near_duplicates)
+        print_plan(est, len(catalog), report, args.rates, config, node)
     return 0
