@@ -85,7 +85,8 @@ def _from_xor_stream(raw: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     return bits.reshape(shape).view(bool)
 
 
-def _encode_xor_zlib(masks: np.ndarray) -> bytes:
+def _encode_xor_zlib(masks: np.ndarray, changes: np.ndarray | None = None) -> bytes:
+    del changes  # a bitmap codec: the runs play no part
     return zlib.compress(_xor_stream(masks).tobytes(), 9)
 
 
@@ -94,10 +95,39 @@ def _decode_xor_zlib(payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     return _from_xor_stream(_inflate_zlib(payload, expected), shape)
 
 
-def _runs(masks: np.ndarray) -> bytes:
+def frame_changes(frame: np.ndarray) -> np.ndarray:
+    """Flat indices ``i`` of one mask frame where pixel ``i + 1`` differs from pixel ``i``.
+
+    The pass over every pixel that run-length coding needs, one frame at a time: a caller
+    that makes masks frame by frame (the SAM2 segmenter) finds each frame's changes as it
+    comes and hands them to :func:`encode_masks`, which then only joins them.
+    """
+    flat = frame.reshape(-1)
+    return np.flatnonzero(flat[1:] != flat[:-1]).astype(np.int64, copy=False)
+
+
+def _changes(masks: np.ndarray, per_frame: Sequence[np.ndarray] | None) -> np.ndarray:
+    """Flat indices where the flattened sequence changes, from each frame's :func:`frame_changes`."""
+    if per_frame is None:
+        return frame_changes(masks)
+    count, height, width = masks.shape
+    if len(per_frame) != count:
+        raise ValueError(f"changes of {len(per_frame)} frames given for {count} mask frames")
+    pixels = height * width
+    parts = []
+    for t, inside in enumerate(per_frame):
+        parts.append(np.asarray(inside, dtype=np.int64) + t * pixels)
+        if pixels and t + 1 < count and masks[t, -1, -1] != masks[t + 1, 0, 0]:
+            parts.append(np.array([(t + 1) * pixels - 1], dtype=np.int64))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _runs(masks: np.ndarray, changes: np.ndarray | None = None) -> bytes:
     """Run lengths (uint32) of the flattened sequence, alternating False/True from a False run."""
     flat = masks.reshape(-1)
-    bounds = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
+    if changes is None:
+        changes = frame_changes(flat)
+    bounds = np.concatenate([[0], changes + 1, [flat.size]])
     runs = np.diff(bounds)
     if flat.size and flat[0]:
         runs = np.concatenate([[0], runs])
@@ -144,8 +174,8 @@ def _from_runs(chunks: Iterable[bytes], shape: tuple[int, int, int]) -> np.ndarr
     return out.reshape(shape)
 
 
-def _encode_rle_zlib(masks: np.ndarray) -> bytes:
-    return zlib.compress(_runs(masks), 9)
+def _encode_rle_zlib(masks: np.ndarray, changes: np.ndarray | None = None) -> bytes:
+    return zlib.compress(_runs(masks, changes), 9)
 
 
 def _zlib_chunks(payload: bytes, size: int = _RUN_CHUNK) -> Iterator[bytes]:
@@ -168,8 +198,8 @@ def _decode_rle_zlib(payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     return _from_runs(_zlib_chunks(payload), shape)
 
 
-def _encode_rle_lzma(masks: np.ndarray) -> bytes:
-    return lzma.compress(_runs(masks), format=lzma.FORMAT_XZ, preset=6)
+def _encode_rle_lzma(masks: np.ndarray, changes: np.ndarray | None = None) -> bytes:
+    return lzma.compress(_runs(masks, changes), format=lzma.FORMAT_XZ, preset=6)
 
 
 def _lzma_chunks(payload: bytes, size: int = _RUN_CHUNK) -> Iterator[bytes]:
@@ -276,7 +306,10 @@ def _inflate_zlib(payload: bytes, limit: int) -> bytes:
     return raw
 
 
-_Codec = tuple[Callable[[np.ndarray], bytes], Callable[[bytes, tuple[int, int, int]], np.ndarray]]
+_Codec = tuple[
+    Callable[[np.ndarray, np.ndarray | None], bytes],
+    Callable[[bytes, tuple[int, int, int]], np.ndarray],
+]
 
 MASK_CODECS: dict[str, _Codec] = {
     "xor-packbits-zlib": (_encode_xor_zlib, _decode_xor_zlib),
@@ -301,30 +334,39 @@ take 32x the bytes of a bitmap and lzma/zlib spend minutes on them (77 s for 60 
 at 720p, measured), where the bitmap codec takes 0.2 s."""
 
 
-def choose_codec(masks: np.ndarray) -> str:
-    """The run-length codec unless the runs would outweigh a bitmap, then the XOR bitmap."""
+def choose_codec(masks: np.ndarray, changes: np.ndarray | None = None) -> str:
+    """The run-length codec unless the runs would outweigh a bitmap, then the XOR bitmap.
+
+    ``changes``: where the flattened sequence changes, when the caller has them already.
+    """
     flat = masks.reshape(-1)
-    runs = int(np.count_nonzero(flat[1:] != flat[:-1])) + 1
+    count = np.count_nonzero(flat[1:] != flat[:-1]) if changes is None else len(changes)
+    runs = int(count) + 1
     # 4 bytes a run against 1 bit a pixel (small sequences: either is tiny, keep the runs)
     return DEFAULT_MASK_CODEC if runs * 4 <= flat.size // 8 + 1024 else "xor-packbits-zlib"
 
 
-def encode_masks(masks: np.ndarray, codec: str = AUTO) -> bytes:
+def encode_masks(
+    masks: np.ndarray, codec: str = AUTO, *, changes: Sequence[np.ndarray] | None = None
+) -> bytes:
     """Encode bool masks ``T x H x W`` losslessly into self-describing bytes.
 
     ``codec="auto"`` picks per sequence (see :data:`AUTO`); the codec used is written in
-    the header (:func:`read_header`).
+    the header (:func:`read_header`). ``changes``: each frame's :func:`frame_changes`, when
+    the caller found them while making the masks; the bytes are the same, without a
+    second pass over every pixel.
     """
-    if codec == AUTO:
-        codec = choose_codec(np.asarray(masks))
-    if codec not in MASK_CODECS:
-        raise ValueError(f"unknown mask codec {codec!r}; known: {', '.join(MASK_CODECS)}")
     masks = np.asarray(masks)
     if masks.dtype != np.bool_ or masks.ndim != 3:
         raise ValueError(f"masks must be a bool T x H x W array, got {masks.dtype} {masks.shape}")
+    if codec != AUTO and codec not in MASK_CODECS:
+        raise ValueError(f"unknown mask codec {codec!r}; known: {', '.join(MASK_CODECS)}")
     if max(masks.shape) >= 2**32:
         raise ValueError(f"mask dimensions {masks.shape} do not fit the header's 32-bit fields")
-    payload = MASK_CODECS[codec][0](np.ascontiguousarray(masks))
+    joined = None if changes is None else _changes(masks, changes)
+    if codec == AUTO:
+        codec = choose_codec(masks, joined)
+    payload = MASK_CODECS[codec][0](np.ascontiguousarray(masks), joined)
     name = codec.encode("ascii")
     return b"".join(
         [
