@@ -132,7 +132,7 @@ def prepare_clip(
             cache.put(track_key, {"rejected": exc.reason}, {})
             raise
         masks = track.masks
-        masks_bytes = encode_masks(masks)
+        masks_bytes = track.masks_bytes if track.masks_bytes is not None else encode_masks(masks)
         detection_info = {
             "frame_index": detection.frame_index, "box": [float(v) for v in detection.box],
             "score": float(detection.score), "label": detection.label,

@@ -67,10 +67,15 @@ class Detection:
 
 @dataclass(frozen=True)
 class Track:
-    """The product's masks and boxes over every frame of a clip."""
+    """The product's masks and boxes over every frame of a clip.
+
+    ``masks_bytes``: the masks as :func:`pvtt.schemas.masks.encode_masks` encodes them, when
+    the segmenter encoded them while tracking (None: the caller encodes them).
+    """
 
     masks: np.ndarray
     boxes: np.ndarray
+    masks_bytes: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.masks.dtype != np.bool_ or self.masks.ndim != 3:
