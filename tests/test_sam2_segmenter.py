@@ -9,9 +9,11 @@ and checkpoints load through ``weights_only`` only.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -23,20 +25,27 @@ pytest.importorskip("sam2")
 
 from PIL import Image  # noqa: E402
 
+from pvtt.builder.backends import mask_collector  # noqa: E402
 from pvtt.builder.backends.sam2_segmenter import (  # noqa: E402
-    IMG_MEAN,
-    IMG_STD,
+    OBJ_ID,
     Sam2Segmenter,
     build_predictor,
     create,
-    init_state_from_frames,
     weights,
+)
+from pvtt.builder.backends.sam2_state import (  # noqa: E402
+    IMG_MEAN,
+    IMG_STD,
+    FrameImages,
+    init_state_from_frames,
+    materialized_state,
 )
 from pvtt.builder.boxes import masks_to_boxes  # noqa: E402
 from pvtt.builder.registry import backend_weights, create_backend  # noqa: E402
 from pvtt.builder.stages.protocols import Detection, Segmenter, StageRejected  # noqa: E402
 from pvtt.builder.video import read_frames  # noqa: E402
 from pvtt.schemas.config import BackendConfig, ConfigError  # noqa: E402
+from pvtt.schemas.masks import encode_masks  # noqa: E402
 
 SIZE = 128
 """Model input size for tests: SAM2 takes any multiple of 32; 1024 is its trained size."""
@@ -88,12 +97,16 @@ def _sam2_reference_masks(predictor, images: torch.Tensor, height: int, width: i
 
 
 def test_state_from_memory_equals_sam2_init_state(predictor, frames, detection, monkeypatch):
-    ours = init_state_from_frames(predictor, frames)
-    theirs, reference = _sam2_reference_masks(predictor, ours["images"], 180, 320, monkeypatch)
-    assert ours.keys() == theirs.keys()
-    for key in ("num_frames", "video_height", "video_width", "device", "storage_device"):
-        assert ours[key] == theirs[key], key
-    assert ours["images"].shape == (8, 3, SIZE, SIZE) and ours["images"].dtype == torch.float32
+    """Both of pvtt's states (images made lazily, and SAM2's layout) against SAM2's own."""
+    full = materialized_state(predictor, frames)
+    theirs, reference = _sam2_reference_masks(predictor, full["images"], 180, 320, monkeypatch)
+    lazy = init_state_from_frames(predictor, frames)
+    for ours in (full, lazy):
+        assert ours.keys() == theirs.keys()
+        for key in ("num_frames", "video_height", "video_width", "device", "storage_device"):
+            assert ours[key] == theirs[key], key
+    lazy["images"].close()
+    assert full["images"].shape == (8, 3, SIZE, SIZE) and full["images"].dtype == torch.float32
     track = Sam2Segmenter(predictor, max_lost_share=1.0, encoder_batch=1).segment(frames, detection)
     np.testing.assert_array_equal(track.masks, reference)
 
@@ -115,13 +128,54 @@ def test_batched_encoder_runs_ahead_both_ways(predictor, frames, detection, monk
     sizes.clear()
     single = Sam2Segmenter(predictor, max_lost_share=1.0, encoder_batch=1)
     reference = single.segment(frames, detection).masks
-    assert sizes == [1] * 8  # SAM2's own cache: every frame once
+    assert sizes == [1] * 8  # every frame once, as SAM2's own cache does
     assert (masks == reference).mean() > 0.999  # batched float sums may round differently
+
+
+def test_overlapped_masks_equal_a_plain_loop(predictor, frames, detection):
+    """The collector's masks (copied, boxed and encoded on a thread) against thresholding
+    each frame's logits in the loop, on the same state."""
+    state = init_state_from_frames(predictor, frames, encoder_batch=4)
+    plain = np.zeros((8, 180, 320), dtype=bool)
+    with torch.inference_mode():
+        predictor.add_new_points_or_box(state, frame_idx=START, obj_id=OBJ_ID, box=np.float32(MUG))
+        for reverse in (False, True):
+            for t, _, logits in predictor.propagate_in_video(state, START, reverse=reverse):
+                plain[t] = (logits[0, 0] > 0).numpy()
+    state["images"].close()
+    track = Sam2Segmenter(predictor, max_lost_share=1.0, encoder_batch=4).segment(frames, detection)
+    np.testing.assert_array_equal(track.masks, plain)
+    assert track.masks_bytes == encode_masks(plain)
+
+
+def test_an_error_on_the_mask_thread_reaches_segment(predictor, frames, detection, monkeypatch):
+    def failing(frame):
+        raise OSError("disk full while encoding")
+
+    monkeypatch.setattr(mask_collector, "frame_changes", failing)
+    with pytest.raises(OSError, match="disk full while encoding"):
+        Sam2Segmenter(predictor, max_lost_share=1.0).segment(frames, detection)
+    assert not [
+        t for t in threading.enumerate() if t.name.startswith(("pvtt-masks", "pvtt-frames"))
+    ]
+
+
+def test_images_made_by_window_equal_all_at_once(predictor, frames):
+    """Windows both ways (the encoder's ranges, forwards then backwards) give SAM2's images."""
+    full = materialized_state(predictor, frames)["images"]
+    images = FrameImages(frames, SIZE, predictor.device)
+    try:
+        for first, end, backwards in [(3, 5, False), (5, 8, False), (1, 3, True), (0, 1, True)]:
+            torch.testing.assert_close(
+                images.get(first, end, backwards), full[first:end], rtol=0, atol=0
+            )
+    finally:
+        images.close()
 
 
 def test_images_match_sam2_jpeg_loader_pixels(predictor, frames):
     """SAM2's loader: PIL bicubic resize to a square, /255, mean/std. Ours must agree."""
-    images = init_state_from_frames(predictor, frames)["images"].numpy()
+    images = materialized_state(predictor, frames)["images"].numpy()
     resized = [np.asarray(Image.fromarray(f).resize((SIZE, SIZE)), np.float32) for f in frames]
     reference = np.stack(resized).transpose(0, 3, 1, 2) / 255.0
     mean = np.array(IMG_MEAN, np.float32)[:, None, None]
@@ -163,6 +217,7 @@ def test_segment_runs_both_ways_in_memory(predictor, frames, detection, monkeypa
     assert track.masks.shape == (8, 180, 320) and track.masks.dtype == np.bool_
     assert track.boxes.shape == (8, 4) and track.boxes.dtype == np.float32
     np.testing.assert_array_equal(track.boxes, masks_to_boxes(track.masks))
+    assert track.masks_bytes == encode_masks(track.masks)  # encoded alongside, same bytes
     assert track.masks.any(axis=(1, 2)).all()  # random weights still mark something everywhere
     assert list(scratch.iterdir()) == [] and list(cwd.iterdir()) == []
 
@@ -279,6 +334,7 @@ def test_unusable_checkpoints_are_config_errors(predictor, tmp_path):
         (None, {"random_weights": True, "image_size": 200}, "multiple of 32"),
         (None, {"random_weights": True, "colour": 1}, r"unknown params \['colour'\]"),
         (None, {"random_weights": True, "config": "nope.yaml"}, "sam2.1/sam2.1_hiera_t.yaml"),
+        (None, {"random_weights": True, "offload_video_to_cpu": True}, "stays in host memory"),
         (
             None,
             {"random_weights": True, "max_lost_share": 2},
@@ -337,9 +393,26 @@ def test_cuda_with_and_without_offloading():
     kept = Sam2Segmenter(model, max_lost_share=1.0, offload_after_frames=100).segment(
         clip, detection
     )
-    offloaded = Sam2Segmenter(
-        model, max_lost_share=1.0, offload_video_to_cpu=True, offload_state_to_cpu=True
-    ).segment(clip, detection)
+    offloaded = Sam2Segmenter(model, max_lost_share=1.0, offload_state_to_cpu=True).segment(
+        clip, detection
+    )
     assert kept.masks.shape == (8, 180, 320) and kept.masks.dtype == np.bool_
     np.testing.assert_array_equal(kept.boxes, masks_to_boxes(kept.masks))
     assert (kept.masks == offloaded.masks).mean() > 0.99
+
+
+def test_speed_bench_smoke(tmp_path, capsys):
+    """``sam2_speed --quick`` runs end to end on a CPU and reports both encoder batches;
+    with random weights the segmenter encodes the ellipse stand-in, not SAM2's speckle."""
+    from pvtt.tools.bench.sam2_speed import ellipse_masks, main
+
+    out = tmp_path / "sam2.json"
+    main(["--quick", "--device", "cpu", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["frames"] == 8 and result["image_size"] == 128
+    assert sorted(result["end_to_end"]) == ["1", "8"]
+    for row in result["end_to_end"].values():
+        assert row["stage_ratio"] > 0 and row["with_decode_ratio"] <= row["stage_ratio"]
+    assert result["masks_bytes"] == len(encode_masks(ellipse_masks(8, (320, 180))))
+    printed = capsys.readouterr().out
+    assert "encoder batch 1: stage" in printed and "encoder batch 8: stage" in printed

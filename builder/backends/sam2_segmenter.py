@@ -9,10 +9,12 @@ dependencies first and SAM2 itself without dependencies::
 
 Frames stay in memory. ``SAM2VideoPredictor.init_state`` only reads a JPEG folder or an MP4
 path, but the pipeline already holds the clip decoded; a JPEG round trip would cost time and
-change the pixels. :func:`init_state_from_frames` builds the same inference state from the
-frames array instead: resized on the model's device with anti-aliased bicubic filtering
-(SAM2's JPEG loader resizes with PIL's bicubic, which torch's anti-aliased kernel matches),
-normalised with SAM2's mean and std, kept on the device or offloaded to CPU memory.
+change the pixels. :func:`~pvtt.builder.backends.sam2_state.init_state_from_frames` builds
+the same inference state from the frames array instead, making SAM2's normalised images
+from it a window at a time when they are encoded (see :mod:`.sam2_state`). The masks come
+back through a :class:`~pvtt.builder.backends.mask_collector.MaskCollector`, which boxes
+and encodes each frame on a background thread while the tracking goes on, so the track
+carries its encoded masks (``Track.masks_bytes``).
 
 Weights: ``config.model`` is the path of a SAM2 checkpoint (Meta's ``sam2.1_hiera_tiny.pt``
 and the like, or a bare state dict), read with ``torch.load(weights_only=True)`` only, and
@@ -25,11 +27,12 @@ every frame and fills nothing. ``fill_hole_area`` is therefore 0 unless set, and
 requires the extension.
 
 Speed: SAM2 runs its image encoder on one frame per tracking step, which leaves a GPU
-waiting on kernel launches. :class:`FeatureChunks` encodes ``encoder_batch`` coming frames
-at once instead. Measured on an H200 (``python -m pvtt.tools.bench.sam2_speed``, 240
-frames of 1280x720 at image size 1024, random weights), pvtt's whole step from MP4 bytes
-(decode, state, tracking, masks to the host, encoding) ran at 0.97-1.00x the rate of
-SAM2's bare propagation with hiera-t and 1.37-1.55x with hiera-l; with the encoder at
+waiting on kernel launches. :class:`~pvtt.builder.backends.sam2_state.FeatureChunks`
+encodes ``encoder_batch`` coming frames at once instead. Measured on an H200 (``python -m
+pvtt.tools.bench.sam2_speed``, 240 frames of 1280x720 at image size 1024, random weights),
+before the state was made lazily and the masks encoded alongside, pvtt's whole step from
+MP4 bytes (decode, state, tracking, masks to the host, encoding) ran at 0.97-1.00x the rate
+of SAM2's bare propagation with hiera-t and 1.37-1.55x with hiera-l; with the encoder at
 batch 1 it was 0.77x and 0.96x.
 
 Products SAM2 loses (its object score says absent, so the mask is empty) give frames with a
@@ -44,7 +47,6 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
-from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from importlib.metadata import version
@@ -53,7 +55,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pvtt.builder.boxes import masks_to_boxes
+from pvtt.builder.backends.mask_collector import MaskCollector
+from pvtt.builder.backends.sam2_state import init_state_from_frames
 from pvtt.builder.stages.protocols import BackendInfo, Detection, StageRejected, Track
 from pvtt.schemas.config import BackendConfig, ConfigError
 
@@ -68,15 +71,8 @@ DEFAULT_MODEL: str | None = None
 OBJ_ID = 1
 """SAM2's object id of the product: one product instance per clip."""
 
-IMG_MEAN = (0.485, 0.456, 0.406)
-IMG_STD = (0.229, 0.224, 0.225)
-"""SAM2's input normalisation (``sam2.utils.misc.load_video_frames``)."""
-
 DEFAULT_ENCODER_BATCH = 8
-"""Frames per image-encoder call (see :class:`FeatureChunks`)."""
-
-_RESIZE_CHUNK = 16
-"""Frames resized per batch while building the state: bounds the temporary device memory."""
+"""Frames per image-encoder call (see :class:`~pvtt.builder.backends.sam2_state.FeatureChunks`)."""
 
 _PARAMS = {
     "config",
@@ -85,7 +81,6 @@ _PARAMS = {
     "fill_hole_area",
     "max_lost_share",
     "encoder_batch",
-    "offload_video_to_cpu",
     "offload_state_to_cpu",
     "offload_after_frames",
 }
@@ -95,9 +90,9 @@ class Sam2Segmenter:
     """Masks of the product on every frame, tracked forwards and backwards by SAM2.
 
     Built from a ready ``SAM2VideoPredictor`` (see :func:`build_predictor`), so tests can
-    pass an untrained one. ``offload_*_to_cpu`` ``None`` offloads clips longer than
-    ``offload_after_frames``: SAM2 keeps every frame as a float image of ``image_size``
-    squared (12.6 MB at 1024), which a long clip would pile up on the GPU. Offloading
+    pass an untrained one. ``offload_state_to_cpu`` ``None`` offloads SAM2's per-frame
+    memories of clips longer than ``offload_after_frames`` to CPU memory. The clip itself
+    never goes to the device whole (its images are made a window at a time). Offloading
     does not change the masks, so it is not part of the backend's identity;
     ``encoder_batch`` is, since batched sums may round differently in bf16.
     """
@@ -110,7 +105,6 @@ class Sam2Segmenter:
         config: str = DEFAULT_CONFIG,
         max_lost_share: float = 0.1,
         encoder_batch: int = DEFAULT_ENCODER_BATCH,
-        offload_video_to_cpu: bool | None = None,
         offload_state_to_cpu: bool | None = None,
         offload_after_frames: int = 300,
     ) -> None:
@@ -125,7 +119,6 @@ class Sam2Segmenter:
         self.predictor = predictor
         self.max_lost_share = max_lost_share
         self.encoder_batch = encoder_batch
-        self.offload_video_to_cpu = offload_video_to_cpu
         self.offload_state_to_cpu = offload_state_to_cpu
         self.offload_after_frames = offload_after_frames
         params: dict[str, Any] = {
@@ -145,6 +138,12 @@ class Sam2Segmenter:
             params=params,
         )
 
+    def offloads_state(self, count: int) -> bool:
+        """Whether SAM2's memories of a clip of ``count`` frames are kept in CPU memory."""
+        if self.offload_state_to_cpu is None:
+            return count > self.offload_after_frames
+        return self.offload_state_to_cpu
+
     def segment(self, frames: np.ndarray, detection: Detection) -> Track:
         import torch
 
@@ -161,12 +160,10 @@ class Sam2Segmenter:
             raise StageRejected(
                 f"detection box {detection.box} is empty inside a {width}x{height} frame"
             )
-        long_clip = count > self.offload_after_frames
         state = init_state_from_frames(
             self.predictor,
             frames,
-            offload_video_to_cpu=_choose(self.offload_video_to_cpu, long_clip),
-            offload_state_to_cpu=_choose(self.offload_state_to_cpu, long_clip),
+            offload_state_to_cpu=self.offloads_state(count),
             encoder_batch=self.encoder_batch,
         )
         try:
@@ -178,162 +175,33 @@ class Sam2Segmenter:
                     raise StageRejected(
                         f"product not found inside its box {box.round(1).tolist()} at frame {start}"
                     )
-                masks = self._propagate(state, start)
+                masks, boxes, blob = self._propagate(state, start)
         finally:
-            # the state holds every frame as a float image; an exception's traceback would
-            # otherwise keep it (gigabytes of device memory) alive until it is discarded
+            state["images"].close()
+            # the state holds SAM2's memories of every frame; an exception's traceback would
+            # otherwise keep them (gigabytes of device memory) alive until it is discarded
             state.clear()
-        boxes = masks_to_boxes(masks)
         lost = np.flatnonzero(np.isnan(boxes[:, 0]))
         if lost.size > self.max_lost_share * count:
             raise StageRejected(
                 f"product lost on {lost.size} of {count} frames (first at frame {lost[0]}), "
                 f"more than max_lost_share={self.max_lost_share}"
             )
-        return Track(masks=masks, boxes=boxes)
+        return Track(masks=masks, boxes=boxes, masks_bytes=blob)
 
-    def _propagate(self, state: dict[str, Any], start: int) -> np.ndarray:
-        """Bool masks of every frame: forwards from ``start`` to the end, then back to 0.
-
-        Each mask is thresholded on the device and copied into pinned host memory without
-        waiting, so collecting the masks adds no synchronisation of its own.
-        """
-        import torch
-
+    def _propagate(self, state: dict[str, Any], start: int) -> tuple[np.ndarray, np.ndarray, bytes]:
+        """Masks of every frame (forwards from ``start`` to the end, then back to 0), their
+        boxes and their encoding, gathered by a :class:`MaskCollector` without waiting."""
         count, height, width = state["num_frames"], state["video_height"], state["video_width"]
-        on_cuda = state["device"].type == "cuda"
-        masks = torch.empty((count, height, width), dtype=torch.bool, pin_memory=on_cuda)
-        seen = np.zeros(count, dtype=bool)
-        for reverse in (False, True):
-            if reverse and start == 0:
-                continue  # nothing before the detection frame
-            for t, _, logits in self.predictor.propagate_in_video(
-                state, start_frame_idx=start, reverse=reverse
-            ):
-                masks[t].copy_(logits[0, 0] > 0, non_blocking=on_cuda)
-                seen[t] = True
-        if on_cuda:
-            torch.cuda.current_stream(state["device"]).synchronize()
-        if not seen.all():
-            raise RuntimeError(f"SAM2 propagation skipped frames {np.flatnonzero(~seen).tolist()}")
-        return masks.numpy()
-
-
-def init_state_from_frames(
-    predictor: SAM2VideoPredictor,
-    frames: np.ndarray,
-    *,
-    offload_video_to_cpu: bool = False,
-    offload_state_to_cpu: bool = False,
-    encoder_batch: int = 1,
-) -> dict[str, Any]:
-    """SAM2's inference state for RGB ``uint8`` frames ``T x H x W x 3`` held in memory.
-
-    The same dictionary as ``SAM2VideoPredictor.init_state`` (sam2 1.1.0) builds, without
-    its warm-up of frame 0 (the prompt frame's features are computed when it is prompted).
-    ``encoder_batch`` above 1 replaces SAM2's one-frame feature cache with
-    :class:`FeatureChunks`, which runs the image encoder on that many frames at once.
-    """
-    import torch
-
-    device = predictor.device
-    images = _images(frames, int(predictor.image_size), device, offload_video_to_cpu)
-    return {
-        "images": images,
-        "num_frames": len(images),
-        "offload_video_to_cpu": offload_video_to_cpu,
-        "offload_state_to_cpu": offload_state_to_cpu,
-        "video_height": frames.shape[1],
-        "video_width": frames.shape[2],
-        "device": device,
-        "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
-        "point_inputs_per_obj": {},
-        "mask_inputs_per_obj": {},
-        "cached_features": {}
-        if encoder_batch <= 1
-        else FeatureChunks(predictor, images, encoder_batch),
-        "constants": {},
-        "obj_id_to_idx": OrderedDict(),
-        "obj_idx_to_id": OrderedDict(),
-        "obj_ids": [],
-        "output_dict_per_obj": {},
-        "temp_output_dict_per_obj": {},
-        "frames_tracked_per_obj": {},
-    }
-
-
-class FeatureChunks:
-    """SAM2's image-feature cache, filled ``batch`` frames ahead in the direction of travel.
-
-    SAM2 encodes one frame per step (batch 1), which leaves a GPU mostly waiting on kernel
-    launches with the small encoders. Its ``_get_image_feature`` looks a frame up with
-    ``cached_features.get(frame)`` and computes it only on a miss, so a cache that never
-    misses lets the encoder run on a batch of the coming frames at once: forwards after
-    an earlier frame, backwards after a later one. Only one chunk is held at a time.
-    """
-
-    def __init__(self, predictor: SAM2VideoPredictor, images: torch.Tensor, batch: int) -> None:
-        self.predictor = predictor
-        self.images = images
-        self.batch = batch
-        self.chunk: dict[int, tuple[torch.Tensor, dict[str, list[torch.Tensor]]]] = {}
-        self.last: int | None = None
-
-    def get(self, frame: int, default: Any = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Features of ``frame`` (``default`` is SAM2's miss value, never returned)."""
-        if frame not in self.chunk:
-            self._encode(frame, backwards=self.last is not None and frame < self.last)
-        self.last = frame
-        return self.chunk[frame]
-
-    def _encode(self, frame: int, backwards: bool) -> None:
-        if backwards:
-            first, end = max(frame - self.batch + 1, 0), frame + 1
-        else:
-            first, end = frame, min(frame + self.batch, len(self.images))
-        self.chunk = {}  # free the previous chunk first
-        device = self.predictor.device
-        images = self.images[first:end].to(device, non_blocking=True).float()
-        out = self.predictor.forward_image(images)
-        for i in range(end - first):
-            self.chunk[first + i] = (
-                images[i : i + 1],
-                {
-                    "backbone_fpn": [x[i : i + 1] for x in out["backbone_fpn"]],
-                    "vision_pos_enc": [x[i : i + 1] for x in out["vision_pos_enc"]],
-                },
-            )
-
-
-def _images(frames: np.ndarray, size: int, device: torch.device, offload: bool) -> torch.Tensor:
-    """Frames as SAM2's input: float ``T x 3 x size x size``, normalised, squashed to a square."""
-    import torch
-    import torch.nn.functional as F
-
-    count = len(frames)
-    offload_pinned = offload and device.type == "cuda"
-    images = torch.empty(
-        (count, 3, size, size),
-        dtype=torch.float32,
-        device="cpu" if offload else device,
-        pin_memory=offload_pinned,
-    )
-    mean = torch.tensor(IMG_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMG_STD, device=device).view(1, 3, 1, 1)
-    with torch.inference_mode():
-        for first in range(0, count, _RESIZE_CHUNK):
-            batch = torch.from_numpy(frames[first : first + _RESIZE_CHUNK]).to(device)
-            batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
-            if batch.shape[-2:] != (size, size):
-                batch = F.interpolate(
-                    batch, size=(size, size), mode="bicubic", align_corners=False, antialias=True
-                ).clamp_(0.0, 1.0)
-            images[first : first + len(batch)].copy_(
-                (batch - mean) / std, non_blocking=offload_pinned
-            )
-    if offload_pinned:
-        torch.cuda.current_stream(device).synchronize()
-    return images
+        with MaskCollector(count, height, width, state["device"]) as collector:
+            for reverse in (False, True):
+                if reverse and start == 0:
+                    continue  # nothing before the detection frame
+                for t, _, logits in self.predictor.propagate_in_video(
+                    state, start_frame_idx=start, reverse=reverse
+                ):
+                    collector.put(t, logits[0, 0])
+            return collector.finish()
 
 
 def autocast(device: torch.device) -> AbstractContextManager[Any]:
@@ -343,10 +211,6 @@ def autocast(device: torch.device) -> AbstractContextManager[Any]:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
-
-
-def _choose(setting: bool | None, long_clip: bool) -> bool:
-    return long_clip if setting is None else setting
 
 
 def build_predictor(
@@ -468,6 +332,11 @@ def _hint(path: Path, config: str) -> str:
 
 
 def _params(config: BackendConfig) -> dict[str, Any]:
+    if "offload_video_to_cpu" in config.params:
+        raise ConfigError(
+            "segmenter sam2: offload_video_to_cpu is gone: the clip stays in host memory and "
+            "its images are made a window at a time; drop the setting"
+        )
     unknown = set(config.params) - _PARAMS
     if unknown:
         raise ConfigError(

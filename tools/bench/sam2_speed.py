@@ -2,29 +2,34 @@
 
 Run on a GPU machine::
 
-    python -m pvtt.tools.bench.sam2_speed --frames 240 --size 1280x720 [--checkpoint PT]
+    python -m pvtt.tools.bench.sam2_speed --device cuda [--checkpoint PT]
 
-or slowly on a CPU: ``--device cpu --frames 8 --size 320x180 --image-size 256``. It
-measures, on one clip of ``--frames`` frames at ``--size`` with the product prompted on the
+(240 frames of 1280x720 at image size 1024, encoder batches 1 and the default), or on a
+CPU with ``--quick`` (8 frames of 320x180 at image size 128, one timed run: a smoke
+test, not a measurement). It measures, on one clip with the product prompted on the
 middle frame:
 
 - (a) SAM2's propagation alone: frames per second of ``propagate_in_video`` forwards and
   backwards, with the inference state already built and prompted, SAM2 as it ships
-  (image encoder one frame at a time);
-- (b) pvtt end to end from the clip's MP4 bytes: decode (PyAV, in memory) + inference state
-  from memory + prompt + propagation (image encoder ``--encoder-batch`` frames at a time;
-  several values may be given) + masks to the host + boxes + ``encode_masks``;
-- (c) the ratio of (b)'s rate to (a)'s (the issue asks for at least 0.9), and the peak GPU
-  memory of each.
+  (every image made up front, image encoder one frame at a time);
+- (b) pvtt's segment stage on the decoded clip: inference state from memory + prompt +
+  propagation (image encoder ``--encoder-batch`` frames at a time; several values may be
+  given) + masks to the host + boxes + ``encode_masks`` (all that the build's segment
+  step does, the masks boxed and encoded on a thread while SAM2 tracks); and the same
+  with the clip's MP4 decode (PyAV, in memory) before it, as the build decodes each clip
+  once for all its stages;
+- (c) the ratios of (b)'s rates to (a)'s (the issue asks for at least 0.9 at encoder
+  batch 1 and 1.0 at the default batch), and the peak GPU memory of each.
 
 The clip is ``--video`` with ``--box`` (default: the test media's
 ``sam2/04_coffee.mp4``, played forwards then backwards to reach ``--frames`` without a
 cut) or, when that is missing, a synthetic one: a textured background panning under a
 moving striped ellipse. Weights are random unless ``--checkpoint`` is given. SAM2's speed
 does not depend on them, but untrained masks are speckle, which the mask codec
-compresses far slower than a product's outline; so with random weights (b) encodes a
-stand-in of the same shape instead, the synthetic ellipse's masks (the output says so).
-Each measurement is repeated (``--repeat``) after a warm-up; the fastest run is kept.
+compresses far slower than a product's outline; so with random weights (b) is handed a
+stand-in of the same shape for each frame's mask logits, the synthetic ellipse's masks
+(SAM2 still computes its own; the output says so). Each measurement is repeated
+(``--repeat``) after a warm-up; the fastest run is kept.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import argparse
 import json
 import platform
 import time
+from contextlib import nullcontext
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -48,12 +54,11 @@ from pvtt.builder.backends.sam2_segmenter import (
     Sam2Segmenter,
     autocast,
     build_predictor,
-    init_state_from_frames,
 )
+from pvtt.builder.backends.sam2_state import materialized_state
 from pvtt.builder.boxes import masks_to_boxes
 from pvtt.builder.stages.protocols import Detection
 from pvtt.builder.video import decode_video_bytes, encode_mp4, probe, read_frames
-from pvtt.schemas.masks import encode_masks
 from pvtt.tools.bench.media import test_media_dir
 
 DEFAULT_VIDEO = "sam2/04_coffee.mp4"
@@ -126,18 +131,14 @@ def propagate_only(
 ) -> tuple[float, float | None]:
     """Seconds of SAM2's two ``propagate_in_video`` passes alone, and the peak GPU MiB.
 
-    The state is built as the segmenter builds it (same offloading) but keeps SAM2's own
-    one-frame feature cache, so this is SAM2's tracking as it ships.
+    The state is laid out as SAM2's ``init_state`` lays it out (every image made up front,
+    SAM2's own one-frame feature cache), its memories offloaded as the segmenter would,
+    so this is SAM2's tracking as it ships.
     """
     predictor = segmenter.predictor
     device = predictor.device
-    long_clip = len(frames) > segmenter.offload_after_frames
-    video, kept = segmenter.offload_video_to_cpu, segmenter.offload_state_to_cpu
-    state = init_state_from_frames(
-        predictor,
-        frames,
-        offload_video_to_cpu=long_clip if video is None else video,
-        offload_state_to_cpu=long_clip if kept is None else kept,
+    state = materialized_state(
+        predictor, frames, offload_state_to_cpu=segmenter.offloads_state(len(frames))
     )
     start = detection.frame_index
     with torch.inference_mode(), autocast(device):
@@ -155,36 +156,51 @@ def propagate_only(
     return seconds, _peak_mib(device)
 
 
+class StandIn:
+    """Hands the segmenter ``masks``' logits in place of SAM2's, frame by frame.
+
+    SAM2's propagation still runs in full (its logits are computed and dropped); only what
+    pvtt does with them sees the stand-in. The logits are made on the device up front, so
+    handing one over launches nothing.
+    """
+
+    def __init__(self, predictor: Any, masks: np.ndarray) -> None:
+        self.predictor = predictor
+        self.logits = torch.where(torch.from_numpy(masks).to(predictor.device), 4.0, -4.0).to(
+            torch.float16
+        )
+
+    def __enter__(self) -> StandIn:
+        real = type(self.predictor).propagate_in_video
+        logits = self.logits
+
+        def propagate(state: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            for t, ids, _ in real(self.predictor, state, *args, **kwargs):
+                yield t, ids, logits[t][None, None]
+
+        self.predictor.propagate_in_video = propagate
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        del self.predictor.propagate_in_video
+
+
 def end_to_end(
-    segmenter: Sam2Segmenter, data: bytes, detection: Detection, stand_in: np.ndarray | None
+    segmenter: Sam2Segmenter, data: bytes, detection: Detection
 ) -> tuple[dict[str, float], int, float | None]:
-    """Seconds of each step from MP4 bytes to encoded masks, the blob's size, peak GPU MiB."""
+    """Seconds of decode and of the segment stage (to encoded masks), the blob's size, peak
+    GPU MiB."""
+    device = segmenter.predictor.device
+    _sync(device)
     t0 = time.perf_counter()
     frames, _ = decode_video_bytes(data)
     t1 = time.perf_counter()
     track = segmenter.segment(frames, detection)
+    _sync(device)
     t2 = time.perf_counter()
-    blob = encode_masks(track.masks if stand_in is None else stand_in)
-    t3 = time.perf_counter()
-    steps = {
-        "decode_s": t1 - t0,
-        "segment_s": t2 - t1,
-        "encode_masks_s": t3 - t2,
-        "total_s": t3 - t0,
-    }
-    return steps, len(blob), _peak_mib(segmenter.predictor.device)
-
-
-def state_init_seconds(segmenter: Sam2Segmenter, frames: np.ndarray) -> float:
-    """Seconds to build the inference state from memory (part of (b)'s segment step)."""
-    device = segmenter.predictor.device
-    _sync(device)
-    t0 = time.perf_counter()
-    state = init_state_from_frames(segmenter.predictor, frames)
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    state.clear()
-    return seconds
+    assert track.masks_bytes is not None
+    steps = {"decode_s": t1 - t0, "stage_s": t2 - t1, "total_s": t2 - t0}
+    return steps, len(track.masks_bytes), _peak_mib(device)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +219,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     count, height, width = clip.shape[:3]
     detection = Detection(frame_index=count // 2, box=box, score=1.0)
     random_weights = args.checkpoint is None
-    stand_in = ellipse_masks(count, (width, height)) if random_weights else None
 
     predictor = build_predictor(
         args.checkpoint,
@@ -228,24 +243,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     frames, _ = decode_video_bytes(data)
     first = next(iter(segmenters.values()))
+    stand_in = StandIn(predictor, ellipse_masks(count, (width, height))) if random_weights else None
     propagate_runs: list[float] = []
     e2e_runs: dict[int, list[dict[str, float]]] = {batch: [] for batch in segmenters}
     peaks: dict[str, float | None] = {}
     blob_bytes = 0
-    for _ in range(args.repeat):
+    for _ in range(args.repeat):  # interleaved, so that a busy machine slows each alike
         _reset_peak(device)
         seconds, peaks["propagate"] = propagate_only(first, frames, detection)
         propagate_runs.append(seconds)
         for batch, segmenter in segmenters.items():
             _reset_peak(device)
-            steps, blob_bytes, peaks[f"end_to_end_batch{batch}"] = end_to_end(
-                segmenter, data, detection, stand_in
-            )
+            with stand_in or nullcontext():
+                steps, blob_bytes, peaks[f"end_to_end_batch{batch}"] = end_to_end(
+                    segmenter, data, detection
+                )
             e2e_runs[batch].append(steps)
-    init_s = min(state_init_seconds(first, frames) for _ in range(args.repeat))
 
     rate_a = count / min(propagate_runs)
-    best = {batch: min(runs, key=lambda s: s["total_s"]) for batch, runs in e2e_runs.items()}
+    best = {batch: min(runs, key=lambda s: s["stage_s"]) for batch, runs in e2e_runs.items()}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {
         "device": name or "cpu",
@@ -261,15 +277,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "masks_encoded": "segmenter output" if stand_in is None else "ellipse stand-in",
         "masks_bytes": blob_bytes,
         "repeat": args.repeat,
-        "state_init_s": init_s,
         "propagate_only_s": propagate_runs,
         "propagate_fps": rate_a,
         "end_to_end": {
             str(batch): {
                 "runs": runs,
                 "best": best[batch],
-                "fps": count / best[batch]["total_s"],
-                "ratio": count / best[batch]["total_s"] / rate_a,
+                "stage_fps": count / best[batch]["stage_s"],
+                "stage_ratio": count / best[batch]["stage_s"] / rate_a,
+                "with_decode_fps": count / min(r["total_s"] for r in runs),
+                "with_decode_ratio": count / min(r["total_s"] for r in runs) / rate_a,
             }
             for batch, runs in e2e_runs.items()
         },
@@ -285,22 +302,39 @@ def _print(result: dict[str, Any]) -> None:
     print(
         f"\nSAM2 {result['config']} at {result['image_size']}px on {result['device']}: "
         f"{result['frames']} frames {result['size']} ({result['source']}), masks encoded: "
-        f"{result['masks_encoded']}; state init {result['state_init_s']:.3f} s"
+        f"{result['masks_encoded']}, best of {result['repeat']}"
     )
-    header = ("", "frames/s", "total s", "decode s", "segment s", "encode s", "ratio", "peak GPU")
-    print(f"{header[0]:<30}" + "".join(f"{h:>11}" for h in header[1:-1]) + f"{header[-1]:>13}")
+    header = ("", "frames/s", "stage s", "ratio", "decode s", "+decode fps", "ratio", "peak GPU")
+    print(f"{header[0]:<30}" + "".join(f"{h:>12}" for h in header[1:-1]) + f"{header[-1]:>13}")
     print(
-        f"{'(a) SAM2 propagate only':<30}{result['propagate_fps']:>11.2f}"
-        f"{min(result['propagate_only_s']):>11.3f}{'':>44}{mib(peaks['propagate']):>13}"
+        f"{'(a) SAM2 propagate only':<30}{result['propagate_fps']:>12.2f}"
+        f"{min(result['propagate_only_s']):>12.3f}{'':>48}{mib(peaks['propagate']):>13}"
     )
     for batch, row in result["end_to_end"].items():
         b = row["best"]
         print(
-            f"{f'(b) pvtt, encoder batch {batch}':<30}{row['fps']:>11.2f}{b['total_s']:>11.3f}"
-            f"{b['decode_s']:>11.3f}{b['segment_s']:>11.3f}{b['encode_masks_s']:>11.3f}"
-            f"{row['ratio']:>10.3f}x{mib(peaks[f'end_to_end_batch{batch}']):>13}"
+            f"{f'(b) pvtt, encoder batch {batch}':<30}{row['stage_fps']:>12.2f}"
+            f"{b['stage_s']:>12.3f}{row['stage_ratio']:>11.3f}x{b['decode_s']:>12.3f}"
+            f"{row['with_decode_fps']:>12.2f}{row['with_decode_ratio']:>11.3f}x"
+            f"{mib(peaks[f'end_to_end_batch{batch}']):>13}"
         )
-    print("(c) ratio = (b) frames/s over (a) frames/s; the issue asks for at least 0.9x")
+    print(
+        "(c) ratio = (b) frames/s over (a) frames/s: the segment stage from decoded frames, "
+        "then with the MP4 decode before it;\n    the issue asks for at least 0.9x at encoder "
+        f"batch 1 and 1.0x at the default batch ({DEFAULT_ENCODER_BATCH})"
+    )
+    for batch, goal in ((1, 0.9), (DEFAULT_ENCODER_BATCH, 1.0)):
+        row = result["end_to_end"].get(str(batch))
+        if row is not None:
+            print(
+                f"    encoder batch {batch}: stage {row['stage_ratio']:.3f}x, with decode "
+                f"{row['with_decode_ratio']:.3f}x (goal {goal}x)"
+            )
+
+
+FULL = {"frames": 240, "size": "1280x720", "image_size": None, "repeat": 3}
+QUICK = {"frames": 8, "size": "320x180", "image_size": 128, "repeat": 1}
+"""Settings ``--quick`` changes (the ones given on the command line win)."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -308,23 +342,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="SAM2 Hydra config name")
     parser.add_argument("--checkpoint", help="SAM2 checkpoint (.pt); random weights if omitted")
     parser.add_argument("--image-size", type=int, help="model input size (config default: 1024)")
-    parser.add_argument("--frames", type=int, default=240)
-    parser.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT the clip is fitted in")
+    parser.add_argument("--frames", type=int, help=f"clip length ({FULL['frames']})")
+    parser.add_argument("--size", help=f"WIDTHxHEIGHT the clip is fitted in ({FULL['size']})")
     parser.add_argument("--video", type=Path, help=f"source clip (default: shared {DEFAULT_VIDEO})")
     parser.add_argument("--box", help="x0,y0,x1,y1 of the product on --video's first frame")
     parser.add_argument(
         "--encoder-batch",
         type=int,
         nargs="+",
-        default=[DEFAULT_ENCODER_BATCH],
+        default=sorted({1, DEFAULT_ENCODER_BATCH}),
         help="frames per image-encoder call in (b); several values are compared",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs (the fastest is kept)")
+    parser.add_argument(
+        "--repeat", type=int, help=f"timed runs, the fastest kept ({FULL['repeat']})"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke-test settings: {', '.join(f'{k}={v}' for k, v in QUICK.items())}",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     if args.video is not None and args.box is None:
         parser.error("--video needs --box")
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     result = run(args)
     _print(result)
     if args.json:
