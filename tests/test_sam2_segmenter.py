@@ -160,17 +160,41 @@ def test_an_error_on_the_mask_thread_reaches_segment(predictor, frames, detectio
     ]
 
 
-def test_images_made_by_window_equal_all_at_once(predictor, frames):
-    """Windows both ways (the encoder's ranges, forwards then backwards) give SAM2's images."""
+@pytest.mark.parametrize("stage", [False, True])
+def test_images_made_by_window_equal_all_at_once(predictor, frames, monkeypatch, stage):
+    """The ranges the encoder asks for at batch 2 from frame 3 (forwards, then backwards) give
+    SAM2's images; staged (as on CUDA), the windows after the first of each direction are
+    copied on the staging thread, and each copy is used."""
+    monkeypatch.setattr("pvtt.builder.backends.sam2_state.WINDOW", 3)  # not a multiple of 2
     full = materialized_state(predictor, frames)["images"]
-    images = FrameImages(frames, SIZE, predictor.device)
+    images = FrameImages(frames, SIZE, predictor.device, stage=stage)
+    staged: list[tuple[int, int, str]] = []
+    made: list[tuple[int, int]] = []
+    pinned, resized = images._pinned, images._images
+
+    def spy_pinned(first, end):
+        staged.append((first, end, threading.current_thread().name))
+        return pinned(first, end)
+
+    def spy_images(first, end):
+        made.append((first, end))
+        return resized(first, end)
+
+    monkeypatch.setattr(images, "_pinned", spy_pinned)
+    monkeypatch.setattr(images, "_images", spy_images)
     try:
-        for first, end, backwards in [(3, 5, False), (5, 8, False), (1, 3, True), (0, 1, True)]:
+        for first, end, backwards in [(3, 5, 0), (5, 7, 0), (7, 8, 0), (1, 3, 1), (0, 1, 1)]:
             torch.testing.assert_close(
-                images.get(first, end, backwards), full[first:end], rtol=0, atol=0
+                images.get(first, end, bool(backwards)), full[first:end], rtol=0, atol=0
             )
     finally:
         images.close()
+    assert made == [(3, 5), (5, 7), (7, 8), (1, 3), (0, 1)]
+    if stage:
+        assert [(a, b) for a, b, _ in staged] == [(5, 7), (7, 8), (0, 1)]
+        assert all(name.startswith("pvtt-frames") for *_, name in staged)
+    else:
+        assert staged == []
 
 
 def test_images_match_sam2_jpeg_loader_pixels(predictor, frames):

@@ -41,14 +41,18 @@ class FrameImages:
     """SAM2's input images of ``uint8`` frames ``T x H x W x 3``, made a window at a time.
 
     :meth:`get` returns the float images ``N x 3 x size x size`` of a range of frames on
-    the device. It resizes a window of :data:`WINDOW` frames (or the range, if longer)
-    starting at the range and running in the direction of travel, keeps it for the calls
+    the device. It resizes a window of as many such ranges as fit in :data:`WINDOW` frames
+    (at least one) from the range on, in the direction of travel, keeps it for the calls
     that follow, and on CUDA has a background thread stage the next window's frames in
     pinned memory meanwhile, so that their upload neither copies on the tracking thread
     nor blocks it. Call :meth:`close` when done (the state's ``clear`` does not).
     """
 
-    def __init__(self, frames: np.ndarray, size: int, device: torch.device) -> None:
+    def __init__(
+        self, frames: np.ndarray, size: int, device: torch.device, stage: bool | None = None
+    ) -> None:
+        """``stage``: copy the next window on a thread (``None``: on CUDA, where the copy is
+        into pinned memory and would otherwise run on the tracking thread)."""
         import torch
 
         self.frames = frames
@@ -58,7 +62,8 @@ class FrameImages:
         self.std = torch.tensor(IMG_STD, device=device).view(1, 3, 1, 1)
         self.window: tuple[int, int, torch.Tensor] | None = None
         self.staged: tuple[int, int, Future[torch.Tensor]] | None = None
-        self.stager = ThreadPoolExecutor(1, "pvtt-frames") if device.type == "cuda" else None
+        stage = device.type == "cuda" if stage is None else stage
+        self.stager = ThreadPoolExecutor(1, "pvtt-frames") if stage else None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -66,7 +71,9 @@ class FrameImages:
     def get(self, first: int, end: int, backwards: bool = False) -> torch.Tensor:
         """Images of frames ``first`` to ``end - 1``; ``backwards``: tracking runs to frame 0."""
         if self.window is None or not self.window[0] <= first < end <= self.window[1]:
-            span = max(WINDOW, end - first)
+            # whole ranges of the asked size, so that the encoder's next range starts the
+            # next window, which is the one staged
+            span = max(1, WINDOW // (end - first)) * (end - first)
             if backwards:
                 lo, hi = max(end - span, 0), end
             else:
@@ -121,7 +128,8 @@ class FrameImages:
         import torch
 
         source = torch.from_numpy(self.frames[first:end])
-        return torch.empty(source.shape, dtype=torch.uint8, pin_memory=True).copy_(source)
+        pinned = self.device.type == "cuda"
+        return torch.empty(source.shape, dtype=torch.uint8, pin_memory=pinned).copy_(source)
 
 
 class FeatureChunks:
