@@ -93,22 +93,21 @@ class LanceRows:
 
     def fetch(self, indices: Sequence[int] | np.ndarray) -> None:
         """Read the rows of selected pairs ``indices`` at once; ``row`` then answers them.
-        Rows held for a fork need no read."""
-        if self.held is not None:
-            return
+        Rows held for a fork are picked from memory in that order (Arrow's take), so they
+        too turn into Python a chunk at a time: 0.2 ms a row one by one here, loaded."""
         idx = np.asarray(indices, dtype=np.int64)
         self._batch = None  # a failed read leaves no stale batch behind
-        self._batch = self._take(idx)
+        self._batch = self.held.take(idx) if self.held is not None else self._take(idx)
         self._at = {index: at for at, index in enumerate(idx.tolist())}
 
     def fetched(self, index: int) -> dict[str, Any] | None:
         """Selected pair ``index``'s row if it is in memory, without reading."""
-        if self.held is not None:  # read in the epoch's order: one row at a time
-            return self._dict(self.held, index, 1)
         at = self._at.get(index)
-        if at is None or self._batch is None:
-            return None
-        return self._dict(self._batch, at, DICT_ROWS)
+        if at is not None and self._batch is not None:
+            return self._dict(self._batch, at, DICT_ROWS)
+        if self.held is not None:  # not fetched: its row alone
+            return self._dict(self.held, index, 1)
+        return None
 
     def _dict(self, table: pa.Table, at: int, chunk: int) -> dict[str, Any]:
         """Row ``at`` of ``table`` as a dict. A batch, read in its order, is turned into
