@@ -18,13 +18,20 @@ instead:
   build waits for that pair, and the writer stays in the build's process, so an
   interrupted or failed build aborts its open shard as a threaded one does;
 - workers ignore SIGINT: Ctrl-C reaches the build's process, which cancels the queued
-  pairs and waits only for those already running.
+  pairs and waits only for those already running;
+- workers exit when the build's process is gone, killed included: each holds the read
+  end of a pipe only the build writes to, and a thread exits the worker at its end of
+  file. (An executor's idle workers otherwise wait on their task queue forever, holding
+  the fork server, the resource tracker and the shared segments alive; with them gone
+  the tracker unlinks the segments a killed build left.)
 
 Workers start with ``forkserver``: ``fork`` copies a process whose Lance, tokio and
 OpenCV threads may hold locks (a forked child can deadlock on them), and ``spawn``
 imports pvtt afresh in every worker. The fork server is a fresh interpreter that
 imports the pair stages once (preloaded) and forks each worker from that clean
-single-threaded state.
+single-threaded state. As with any such pool, a script that runs a build with
+processes needs the ``if __name__ == "__main__":`` guard: each worker imports the
+script's main module (``pvtt build`` has it).
 
 The output is the threaded build's: each pair is made from the same arrays with the
 same seed by the same functions, and the build writes the results in plan order.
@@ -33,6 +40,7 @@ same seed by the same functions, and the build writes the results in plan order.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 import zlib
@@ -40,6 +48,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from types import TracebackType
 from typing import Any
@@ -157,10 +166,21 @@ class _Worker:
 _worker: _Worker | None = None
 
 
-def _init_worker(config: BuildConfig, build_id: str, backends_json: str) -> None:
-    """A worker process's backends, built once; Ctrl-C is left to the build's process."""
+def _exit_with(build: Connection) -> None:
+    """Block until the build's end of the pipe closes (it never sends), then exit."""
+    try:
+        build.recv_bytes()
+    except EOFError:
+        pass
+    os._exit(1)
+
+
+def _init_worker(config: BuildConfig, build_id: str, backends_json: str, build: Connection) -> None:
+    """A worker process's backends, built once; Ctrl-C is left to the build's process,
+    and the worker goes when that process goes (``build`` closes)."""
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(build,), name="pvtt-build-watch", daemon=True).start()
     _worker = _Worker(
         config,
         build_id,
@@ -239,11 +259,12 @@ class ProcessPairPool:
     ) -> None:
         context = multiprocessing.get_context(START_METHOD)
         context.set_forkserver_preload([__name__])
+        watch, self._alive = context.Pipe(duplex=False)
         self._executor = ProcessPoolExecutor(
             workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(config, build_id, backends_json),
+            initargs=(config, build_id, backends_json, watch),
         )
         self._config = config
         self._report = report
@@ -328,6 +349,7 @@ class ProcessPairPool:
         try:
             self._executor.shutdown(wait=True, cancel_futures=exc is not None)
         finally:
+            self._alive.close()  # after the shutdown: a worker still busy would exit at once
             with self._lock:
                 for shm, _ in [*self._clips.values(), *self._cutouts.values()]:
                     shm.close()

@@ -45,7 +45,7 @@ from pvtt.builder.sinks.base import PairSample, SampleError
 from pvtt.builder.stages.protocols import Backend, BatchReporting, StageRejected
 from pvtt.builder.stages.shots import Shot, ShotConfig, detect_shots
 from pvtt.builder.synthesis import make_pair
-from pvtt.builder.video import VideoError
+from pvtt.builder.video import VideoError, h264_encoder
 from pvtt.builder.writer import DatasetWriter
 from pvtt.schemas.config import BuildConfig
 from pvtt.schemas.keys import clip_id as make_clip_id
@@ -471,6 +471,7 @@ class Build:
         self.report.extra["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses}
         self.report.extra["backends"] = self.backends_info
         self.report.extra["device"] = self.config.device
+        self.report.extra["encoder"] = h264_encoder()  # of every clip the build encoded
         batching = {kind: b.batch_stats() for kind, b in self.backends.items()
                     if isinstance(b, BatchReporting)}
         if any(batching.values()):

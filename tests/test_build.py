@@ -74,6 +74,7 @@ def test_dataset_card_describes_the_build(built: Path) -> None:
 def test_report_lists_bad_input_with_its_file(built: Path) -> None:
     stats = json.loads((built / "report" / "statistics.json").read_text())
     assert stats["time_per_stage_s"]["segment"] > 0 and stats["time_per_stage_s"]["insert"] > 0
+    assert stats["encoder"] == "libx264" and stats["pair_pool"]["kind"] == "threads"
     rejects = [json.loads(line) for line in (built / "report" / "rejects.jsonl").read_text().splitlines()]
     broken = [r for r in rejects if "broken.mp4" in r["reason"] or "broken" in r["item"]]
     assert broken and broken[0]["stage"] == "catalog"

@@ -3,6 +3,10 @@ back, timings reach the report, and every shared segment is gone afterwards."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -203,3 +207,47 @@ def test_pair_pool_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(len(runs) == 1 and runs[0]["pairs"] > 0 for runs in figures["runs"].values())
     assert figures["processes_over_threads"] > 0
     assert "processes / threads" in capsys.readouterr().out
+
+
+KILLED_BUILD = """
+import json, sys, time
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_pair_pool import FRAMES, _clip, _cutout, _plan
+from pvtt.builder.pair_pool import ProcessPairPool
+from pvtt.builder.report import BuildReport
+from pvtt.schemas.config import BuildConfig
+
+if __name__ == "__main__":
+    clip = _clip("src_s000", np.tile(np.array([20.0, 10.0, 40.0, 30.0]), (FRAMES, 1)))
+    product = _cutout()
+    pool = ProcessPairPool(2, BuildConfig(), BuildReport(), build_id="b", backends_json="{{}}",
+                           products={{"tgt__tgt-1": product}},
+                           target_images={{"tgt__tgt-1": "images/tgt-1.png"}})
+    pool.submit(_plan(clip, product), clip).result(timeout=120)
+    names = [h.name for _, h in [*pool._clips.values(), *pool._cutouts.values()]]
+    print(json.dumps({{"workers": list(pool._executor._processes), "segments": names}}), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_build_leaves_no_worker_and_no_segment(tmp_path: Path) -> None:
+    """SIGKILL of the build's process: its workers exit (they would wait on their queue
+    forever), and with them gone the segments are unlinked."""
+    script = tmp_path / "killed_build.py"
+    script.write_text(KILLED_BUILD.format(tests=str(Path(__file__).parent)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    started = json.loads(proc.stdout.readline())
+    assert len(started["workers"]) >= 1 and len(started["segments"]) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        alive = [pid for pid in started["workers"] if Path(f"/proc/{pid}").exists()]
+        left = [name for name in started["segments"] if not _gone(name)]
+        if not alive and not left:
+            break
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived the build"
+    assert not left, f"segments {left} outlived the build"
