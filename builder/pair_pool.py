@@ -61,7 +61,7 @@ from pvtt.builder.products import ProductArtefacts
 from pvtt.builder.registry import create_backend
 from pvtt.builder.report import BuildReport
 from pvtt.builder.stages.protocols import Inserter, Scorer, StageRejected
-from pvtt.builder.synthesis import make_pair
+from pvtt.builder.synthesis import SynthesizedPair, make_pair
 from pvtt.schemas.config import BuildConfig
 from pvtt.schemas.keys import image_id
 from pvtt.schemas.records import PairRecord
@@ -80,15 +80,57 @@ def pair_seed(pair_id: str, config: BuildConfig) -> int:
     return zlib.crc32(pair_id.encode()) ^ config.pairs.seed
 
 
-class ThreadPairPool:
-    """Pairs made by ``make`` on a pool of threads of this process (shared backends)."""
+@dataclass(frozen=True)
+class EncodeStage:
+    """Encoding off the pair threads: they ``synthesize`` (insert, score, judge) and go on
+    to the next pair while ``workers`` threads of their own ``encode`` the clips."""
 
-    def __init__(self, workers: int, make: Callable[[PairPlan, ClipArtefacts], PairOutcome]):
+    workers: int
+    synthesize: Callable[[PairPlan, ClipArtefacts], SynthesizedPair | StageRejected]
+    encode: Callable[[SynthesizedPair], PairRecord]
+
+
+class ThreadPairPool:
+    """Pairs made by ``make`` on a pool of threads of this process (shared backends), or
+    synthesized there and encoded on threads of their own (``encoding``)."""
+
+    def __init__(
+        self,
+        workers: int,
+        make: Callable[[PairPlan, ClipArtefacts], PairOutcome],
+        encoding: EncodeStage | None = None,
+    ) -> None:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="pvtt-pair")
         self._make = make
+        self._encoding = encoding
+        self._encoders = (
+            ThreadPoolExecutor(encoding.workers, thread_name_prefix="pvtt-encode")
+            if encoding
+            else None
+        )
 
     def submit(self, plan: PairPlan, clip: ClipArtefacts) -> Future[PairOutcome]:
-        return self._executor.submit(self._make, plan, clip)
+        if self._encoding is None:
+            return self._executor.submit(self._make, plan, clip)
+        outer: Future[PairOutcome] = Future()
+        made = self._executor.submit(self._encoding.synthesize, plan, clip)
+        made.add_done_callback(lambda done: self._encode(done, outer))
+        return outer
+
+    def _encode(
+        self, done: Future[SynthesizedPair | StageRejected], outer: Future[PairOutcome]
+    ) -> None:
+        """A synthesized pair to the encode threads (a rejection or error straight out)."""
+        assert self._encoding is not None and self._encoders is not None
+        if done.cancelled():
+            outer.cancel()
+        elif done.exception() is not None:
+            outer.set_exception(done.exception())
+        elif isinstance(made := done.result(), StageRejected):
+            outer.set_result(made)
+        else:
+            encoded = self._encoders.submit(self._encoding.encode, made)
+            encoded.add_done_callback(lambda e: _settle(e, outer))
 
     def clip_submitted(self, clip_id: str) -> None:
         """Every pair of ``clip_id`` is submitted; nothing to free (threads read the clip's
@@ -101,6 +143,18 @@ class ThreadPairPool:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._executor.shutdown(wait=True, cancel_futures=exc is not None)
+        if self._encoders is not None:  # after the pair threads, which feed it
+            self._encoders.shutdown(wait=True, cancel_futures=exc is not None)
+
+
+def _settle(done: Future[PairRecord], outer: Future[PairOutcome]) -> None:
+    """``outer`` as ``done`` ended: its result, its error, or cancelled."""
+    if done.cancelled():
+        outer.cancel()
+    elif done.exception() is not None:
+        outer.set_exception(done.exception())
+    else:
+        outer.set_result(done.result())
 
 
 # -- arrays in shared memory ------------------------------------------------------------------

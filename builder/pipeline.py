@@ -32,6 +32,7 @@ from pvtt.builder.funnel import gate_reason
 from pvtt.builder.launch import default_workers, local_ranks, node_cpus
 from pvtt.builder.near_duplicates import duplicate_shot_indexes, pair_targets
 from pvtt.builder.pair_pool import (
+    EncodeStage,
     ProcessPairPool,
     ThreadPairPool,
     pair_seed,
@@ -44,7 +45,7 @@ from pvtt.builder.resources import RATES_NAME, measured_rates
 from pvtt.builder.sinks.base import PairSample, SampleError
 from pvtt.builder.stages.protocols import Backend, BatchReporting, StageRejected
 from pvtt.builder.stages.shots import Shot, ShotConfig, detect_shots
-from pvtt.builder.synthesis import make_pair
+from pvtt.builder.synthesis import SynthesizedPair, encode_pair, make_pair, synthesize_pair
 from pvtt.builder.video import VideoError, h264_encoder
 from pvtt.builder.writer import DatasetWriter
 from pvtt.schemas.config import BuildConfig
@@ -360,6 +361,7 @@ class Build:
                    records: dict[str, ProductRecord]) -> ThreadPairPool | ProcessPairPool:
         """The pool that makes this build's pairs (``config.pair_pool``), recorded in the report."""
         self.report.extra["pair_pool"] = {"kind": self.config.pair_pool, "workers": workers,
+                                          "encode_workers": self.config.encode_workers,
                                           "cpus": node_cpus(), "local_ranks": local_ranks()}
         if self.config.pair_pool == "processes":
             return ProcessPairPool(
@@ -367,7 +369,15 @@ class Build:
                 backends_json=self.backends_json, products=products,
                 target_images={k: r.image_path for k, r in records.items()},
             )
-        return ThreadPairPool(workers, lambda plan, clip: self._make(plan, clip, products, records))
+        encoding = None
+        if self.config.encode_workers:
+            encoding = EncodeStage(
+                self.config.encode_workers,
+                synthesize=lambda plan, clip: self._synthesize(plan, clip, products, records),
+                encode=lambda made: encode_pair(made, self.config, self.report),
+            )
+        return ThreadPairPool(workers, lambda plan, clip: self._make(plan, clip, products, records),
+                              encoding)
 
     def _clips_ahead(self, pool: ThreadPoolExecutor, todo: list[ClipJob],
                      ahead: int) -> Iterator[tuple[ClipJob, Future[ClipArtefacts]]]:
@@ -420,13 +430,26 @@ class Build:
     def _make(self, plan: PairPlan, clip: ClipArtefacts, products: dict[str, ProductArtefacts],
               records: dict[str, ProductRecord]) -> PairRecord | StageRejected:
         """Insert, score and encode one pair (thread-safe: no shared mutable state but counters)."""
+        return self._pair_stage(make_pair, plan, clip, products, records)
+
+    def _synthesize(self, plan: PairPlan, clip: ClipArtefacts,
+                    products: dict[str, ProductArtefacts],
+                    records: dict[str, ProductRecord]) -> SynthesizedPair | StageRejected:
+        """Insert and score one pair, leaving its encoding to the encode threads."""
+        return self._pair_stage(synthesize_pair, plan, clip, products, records)
+
+    def _pair_stage(self, stage: Callable[..., Any], plan: PairPlan, clip: ClipArtefacts,
+                    products: dict[str, ProductArtefacts],
+                    records: dict[str, ProductRecord]) -> Any:
+        """``stage`` (:func:`make_pair` or :func:`synthesize_pair`) of one pair, a rejection
+        returned as its value."""
         key = image_id(plan.target.product.id, plan.target.token)
         seed = pair_seed(plan.pair_id, self.config)
         try:
-            return make_pair(plan, clip, products[key], self.backends["inserter"],
-                             self.backends["scorer"], self.config, self.report,
-                             build_id=self.build_id, backends_json=self.backends_json, seed=seed,
-                             target_image=records[key].image_path)
+            return stage(plan, clip, products[key], self.backends["inserter"],
+                         self.backends["scorer"], self.config, self.report,
+                         build_id=self.build_id, backends_json=self.backends_json, seed=seed,
+                         target_image=records[key].image_path)
         except StageRejected as exc:
             return exc
 

@@ -1,6 +1,12 @@
-"""Per-pair work: adapt the box track to the target, insert it, score it, judge it."""
+"""Per-pair work: adapt the box track to the target, insert it, score it, judge it, encode it.
+
+Encoding is a step of its own (:func:`encode_pair`) so that a build can hand it to other
+threads than those that insert and score (``encode_workers``) and go on feeding the GPU.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -49,6 +55,15 @@ def run_checks(clip: ClipArtefacts, product: ProductArtefacts, synth: np.ndarray
     }
 
 
+@dataclass(frozen=True)
+class SynthesizedPair:
+    """A pair inserted, scored and judged but not encoded: its record, whose
+    ``synth_video`` is still None, and the synthesized frames."""
+
+    record: PairRecord
+    synth: np.ndarray
+
+
 def make_pair(
     plan: PairPlan,
     clip: ClipArtefacts,
@@ -63,6 +78,37 @@ def make_pair(
     seed: int,
     target_image: str,
 ) -> PairRecord:
+    """One pair from start to end: :func:`synthesize_pair`, then :func:`encode_pair`."""
+    made = synthesize_pair(
+        plan, clip, product, inserter, scorer, config, report,
+        build_id=build_id, backends_json=backends_json, seed=seed, target_image=target_image,
+    )  # fmt: skip
+    return encode_pair(made, config, report)
+
+
+def encode_pair(made: SynthesizedPair, config: BuildConfig, report: BuildReport) -> PairRecord:
+    """The record with its synthesized clip encoded (H.264 at the clip settings)."""
+    with report.timed("encode"):
+        video = encode_mp4(made.synth, made.record.fps, crf=config.clip.crf,
+                           keyframe_interval=config.clip.keyframe_interval)  # fmt: skip
+    return replace(made.record, synth_video=video)
+
+
+def synthesize_pair(
+    plan: PairPlan,
+    clip: ClipArtefacts,
+    product: ProductArtefacts,
+    inserter: Inserter,
+    scorer: Scorer,
+    config: BuildConfig,
+    report: BuildReport,
+    *,
+    build_id: str,
+    backends_json: str,
+    seed: int,
+    target_image: str,
+) -> SynthesizedPair:
+    """Insert, score, check and judge one pair; the clip is left to :func:`encode_pair`."""
     boxes = target_boxes(clip, product.aspect, config.pairs.box_smoothing)
     job = InsertionInput(
         background=clip.background, cutout=product.cutout, boxes=boxes,
@@ -78,13 +124,10 @@ def make_pair(
     with report.timed("check"):
         checks = run_checks(clip, product, synth, boxes)
     verdict = judge(scores, config.quality.threshold, config.quality.weights, checks)
-    with report.timed("encode"):
-        video = encode_mp4(synth, clip.fps, crf=config.clip.crf,
-                           keyframe_interval=config.clip.keyframe_interval)
     frames, height, width = synth.shape[:3]
     source = plan.source
     target = plan.target.product
-    return PairRecord(
+    record = PairRecord(
         pair_id=plan.pair_id, clip_id=clip.clip_id, source_id=source.id,
         shot_index=clip.shot_index, target_id=target.id,
         target_image=target_image, source_category=source.category,
@@ -98,6 +141,7 @@ def make_pair(
         quality_score=verdict.quality_score, passed=verdict.passed,
         reject_reason=verdict.reject_reason, frame_count=frames, width=width, height=height,
         fps=clip.fps, duration_s=frames / clip.fps,
-        target_boxes=[tuple(float(v) for v in b) for b in boxes], synth_video=video,
+        target_boxes=[tuple(float(v) for v in b) for b in boxes], synth_video=None,
         build_id=build_id, backends=backends_json,
     )
+    return SynthesizedPair(record, synth)

@@ -143,6 +143,10 @@ class BuildConfig:
     (:mod:`pvtt.builder.pair_pool`: backends built once per process, clip arrays in shared
     memory, the same output). Threads are the default: on 2 shared cores processes made
     0.78-0.90x the pairs per minute (``python -m pvtt.tools.bench.pair_pool``)."""
+    encode_workers: int = 0
+    """Threads that encode the synthesized clips apart from the pair ``workers`` (threads
+    pool only), so that those go on inserting and scoring, which with the torch backends
+    keeps a GPU fed; 0: each pair worker encodes its own pair. Same bytes either way."""
     clip_workers: int = 1
     """Clips whose stages (cut, detect, track, inpaint) run at once, each in its own thread
     and, on CUDA, its own stream; 2 keeps a GPU busy while one clip waits on the CPU."""
@@ -188,6 +192,12 @@ class BuildConfig:
             )
         if self.clip_workers < 1 or (self.workers is not None and self.workers < 1):
             raise ConfigError("workers and clip_workers must be >= 1")
+        if self.encode_workers < 0:
+            raise ConfigError(f"encode_workers must be >= 0, not {self.encode_workers}")
+        if self.encode_workers and self.pair_pool == "processes":
+            raise ConfigError(
+                "encode_workers is for pair_pool = 'threads' (pair processes encode their own)"
+            )
         if self.pair_pool not in PAIR_POOLS:
             raise ConfigError(
                 f"pair_pool must be {', '.join(PAIR_POOLS)}, not {self.pair_pool!r}"

@@ -238,14 +238,22 @@ def _rows(out: Path, table: str) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in BUILD_TIME} for row in rows]
 
 
-def test_process_workers_build_the_threaded_dataset(built: Path, catalog: Path, tmp_path: Path) -> None:
-    """Pairs made in worker processes (clip arrays in shared memory) give the threaded
-    build's dataset: same shards, same members, same bytes, same rows, same order."""
+@pytest.mark.parametrize(
+    ("pool", "flags"),
+    [("processes", ["--pair-pool", "processes"]), ("threads", ["--encode-workers", "2"])],
+    ids=["processes", "encode-threads"],
+)
+def test_pair_pools_build_the_threaded_dataset(
+    built: Path, catalog: Path, tmp_path: Path, pool: str, flags: list[str]
+) -> None:
+    """Pairs made in worker processes (clip arrays in shared memory), or encoded on threads
+    of their own, give the threaded build's dataset: same shards, same members, same
+    bytes, same rows, same order."""
     threads = json.loads((built / "report" / "statistics.json").read_text())
-    assert threads["pair_pool"]["kind"] == "threads"
-    out = tmp_path / "processes"
+    assert threads["pair_pool"]["kind"] == "threads" and threads["pair_pool"]["encode_workers"] == 0
+    out = tmp_path / "pool"
     args = ["build", str(catalog), str(out), "--strategy", "single", "--no-progress",
-            "--pair-pool", "processes", "--workers", "2", "--cache-dir", str(built / "cache")]
+            "--workers", "2", "--cache-dir", str(built / "cache"), *flags]
     assert main(args) == 0
     members = _tar_members(out)
     assert members and list(members) == list(_tar_members(built))
@@ -253,7 +261,7 @@ def test_process_workers_build_the_threaded_dataset(built: Path, catalog: Path, 
     for table in ("pairs", "clips", "products"):
         assert _rows(out, table) == _rows(built, table), table
     stats = json.loads((out / "report" / "statistics.json").read_text())
-    assert stats["pair_pool"]["kind"] == "processes" and stats["pair_pool"]["workers"] == 2
+    assert stats["pair_pool"]["kind"] == pool and stats["pair_pool"]["workers"] == 2
     for stage in ("insert", "score", "check"):  # the workers' timings reached the report
         assert stats["calls_per_stage"][stage] == threads["calls_per_stage"][stage]
         assert stats["time_per_stage_s"][stage] > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from multiprocessing.shared_memory import SharedMemory
@@ -16,7 +17,14 @@ import pytest
 
 from pvtt.builder.catalog import Product
 from pvtt.builder.clips import ClipArtefacts
-from pvtt.builder.pair_pool import ProcessPairPool, attach_arrays, pair_seed, share_arrays
+from pvtt.builder.pair_pool import (
+    EncodeStage,
+    ProcessPairPool,
+    ThreadPairPool,
+    attach_arrays,
+    pair_seed,
+    share_arrays,
+)
 from pvtt.builder.pairs import ImageRef, PairPlan
 from pvtt.builder.products import ProductArtefacts
 from pvtt.builder.registry import create_backend
@@ -24,7 +32,7 @@ from pvtt.builder.report import BuildReport
 from pvtt.builder.stages.dedup import Fingerprint
 from pvtt.builder.stages.protocols import StageRejected
 from pvtt.builder.stages.shots import Shot
-from pvtt.builder.synthesis import make_pair
+from pvtt.builder.synthesis import SynthesizedPair, encode_pair, make_pair, synthesize_pair
 from pvtt.schemas.config import BuildConfig
 from pvtt.schemas.keys import pair_id
 from pvtt.schemas.records import PairRecord
@@ -251,3 +259,45 @@ def test_a_killed_build_leaves_no_worker_and_no_segment(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert not alive, f"workers {alive} outlived the build"
     assert not left, f"segments {left} outlived the build"
+
+
+def test_encode_threads_take_synthesized_pairs_and_pass_the_rest_through() -> None:
+    """With encode threads, a synthesized pair is encoded there; a rejection and an error
+    of the pair threads reach the caller as they are."""
+    config = BuildConfig()
+    track = np.tile(np.array([20.0, 10.0, 40.0, 30.0]), (FRAMES, 1))
+    good, lost = _clip("src_s000", track), _clip("src_s001", np.full((FRAMES, 4), np.nan))
+    product = _cutout()
+    inserter = create_backend("inserter", config.inserter)
+    scorer = create_backend("scorer", config.scorer)
+    encoded_on: list[str] = []
+
+    def synthesize(plan: PairPlan, clip: ClipArtefacts) -> SynthesizedPair | StageRejected:
+        if clip.clip_id == "broken":
+            raise RuntimeError("pair thread failed")
+        try:
+            return synthesize_pair(plan, clip, product, inserter, scorer, config, BuildReport(),
+                                   build_id="b", backends_json="{}",
+                                   seed=pair_seed(plan.pair_id, config),
+                                   target_image="images/tgt-1.png")  # fmt: skip
+        except StageRejected as exc:
+            return exc
+
+    def encode(made: SynthesizedPair) -> PairRecord:
+        encoded_on.append(threading.current_thread().name)
+        return encode_pair(made, config, BuildReport())
+
+    def whole(plan: PairPlan, clip: ClipArtefacts) -> PairRecord:
+        raise AssertionError("with encode threads, pairs are synthesized, then encoded")
+
+    broken = replace(good, clip_id="broken")
+    with ThreadPairPool(2, whole, EncodeStage(1, synthesize, encode)) as pool:
+        futures = [pool.submit(_plan(c, product), c) for c in (good, lost, broken)]
+        made, rejected = futures[0].result(timeout=120), futures[1].result(timeout=120)
+        with pytest.raises(RuntimeError, match="pair thread failed"):
+            futures[2].result(timeout=120)
+    expected = _in_process(_plan(good, product), good, product, config)
+    assert isinstance(made, PairRecord) and isinstance(expected, PairRecord)
+    assert replace(made, created_at=expected.created_at) == expected
+    assert isinstance(rejected, StageRejected) and "nothing to score" in rejected.reason
+    assert encoded_on and all(name.startswith("pvtt-encode") for name in encoded_on)

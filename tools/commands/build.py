@@ -60,6 +60,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pair-pool", choices=("threads", "processes"), default=None,
                    help="where --workers make pairs: threads of this process (default) or "
                         "worker processes (clip arrays in shared memory, same output)")
+    p.add_argument("--encode-workers", type=int, default=None, metavar="N",
+                   help="threads encoding synthesized clips apart from the pair threads "
+                        "(default 0: each pair thread encodes its own)")
     p.add_argument("--clip-workers", type=int, default=None, metavar="N",
                    help="clips prepared at once, each on its own CUDA stream (default 1; "
                         "2 keeps a GPU busier with model backends)")
@@ -98,6 +101,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         out["workers"] = args.workers
     if getattr(args, "pair_pool", None) is not None:
         out["pair_pool"] = args.pair_pool
+    if getattr(args, "encode_workers", None) is not None:
+        out["encode_workers"] = args.encode_workers
     if getattr(args, "clip_workers", None) is not None:
         out["clip_workers"] = args.clip_workers
     if args.limit_pairs is not None:
@@ -173,7 +178,8 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
                         ("--limit-pairs", args.limit_pairs), ("--strategy", args.strategy),
                         ("--cache-dir", args.cache_dir), ("--workers", args.workers),
                         ("--clip-workers", args.clip_workers),
-                        ("--pair-pool", args.pair_pool)):
+                        ("--pair-pool", args.pair_pool),
+                        ("--encode-workers", args.encode_workers)):
         if value is not None:
             argv += [flag, str(value)]
     if args.drop_rejected:
