@@ -53,11 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Run the shot step (CPU; cached in the build's cache with --cache-dir) and plan "
             "the pairs exactly as `pvtt build` would (near-duplicate shots and photos "
             "left out, and listed), then estimate the hours of every "
-            "stage and the bytes written. Rates come from a build's OUT/report/rates.json "
-            "(--rates) where it used the same backends, else from documented defaults; "
-            "the output says which."
+            "stage, the wall time on a node of --gpus ranks, and the bytes written. Rates "
+            "come from a build's OUT/report/rates.json (--rates) where it used the same "
+            "backends, else from documented defaults; the output says which. The wall time "
+            "divides the stage hours by how much that build overlapped its stages."
         ),
-        epilog="example: pvtt plan catalog/ --config build.toml --rates old-out/report/rates.json",
+        epilog="example: pvtt plan catalog/ --config build.toml --rates old-out/report/rates.json "
+        "--gpus 8",
     )
     p.add_argument("catalog", metavar="CATALOG", help="folder with products.csv and media")
     p.add_argument("--config", metavar="TOML", help="build config (defaults: CPU backends)")
