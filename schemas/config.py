@@ -143,7 +143,7 @@ class BuildConfig:
     (:mod:`pvtt.builder.pair_pool`: backends built once per process, clip arrays in shared
     memory, the same output). Threads are the default: on 2 shared cores processes made
     0.79-1.15x the threads' pairs per minute round by round, no reliable gain
-    (``python -m pvtt.tools.bench.pair_pool``, 2026-12-03); more cores are where they pay."""
+    (``python -m pvtt.tools.bench.pair_pool``, 2026-12-03; not measured on more cores)."""
     encode_workers: int = 0
     """Threads that encode the synthesized clips apart from the pair ``workers`` (threads
     pool only), so that those go on inserting and scoring, which with the torch backends
