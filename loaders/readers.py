@@ -227,6 +227,16 @@ class LanceReader:
 
         return place(sources, alloc, read_span), meta
 
+    def advise(self, index: int, fields: tuple[str, ...]) -> None:
+        """Start the kernel reading pair ``index``'s media (its row must be fetched): read a
+        few pairs ahead, a cold epoch's scattered blobs come in parallel, not one by one."""
+        if self.lance_only():
+            return  # such values are read through Lance, which this may not run
+        sources, _ = self._sources(index, fields)
+        for source in sources.values():
+            if isinstance(source, _Span):
+                self.files.advise(source.path, source.offset, source.size)
+
     def _sources(
         self, index: int, fields: tuple[str, ...]
     ) -> tuple[dict[str, bytes | _Span], dict[str, Any]]:
@@ -357,6 +367,15 @@ class TarReader:
             parse_sample_json(buffer[spans.pop("json")].tobytes(), path, key), entry
         )
         return _pick(spans, fields, path, entry), meta
+
+    def advise(self, index: int, fields: tuple[str, ...]) -> None:
+        """Start the kernel reading sample ``index``'s byte range (local shards only)."""
+        assert self.selection.shard_entries is not None
+        if not self.dataset.storage.local or not hasattr(os, "posix_fadvise"):
+            return
+        path, entry = self.selection.shard_entries[index]
+        _, offset, end = entry_range(entry, path)
+        os.posix_fadvise(self._open(path).fileno(), offset, end - offset, os.POSIX_FADV_WILLNEED)
 
     def _open(self, path: str) -> BinaryIO:
         fh = self._files.get(path)
