@@ -169,9 +169,10 @@ def test_undecoded_resume_after_k_yields_exactly_the_rest(built: Path, fmt: str)
     assert len(head + rest) == PAIRS
 
 
+@pytest.mark.parametrize("fields", [FIELDS, ("synth_video", "meta")])
 @pytest.mark.parametrize("workers", [0, 2])
 def test_undecoded_truncated_sample_raises_or_is_skipped(
-    built: Path, tmp_path: Path, workers: int
+    built: Path, tmp_path: Path, workers: int, fields: tuple[str, ...]
 ) -> None:
     import shutil
 
@@ -183,8 +184,8 @@ def test_undecoded_truncated_sample_raises_or_is_skipped(
     with open(shard, "r+b") as fh:
         fh.truncate(int(entry["offset"]) + (int(entry["end"]) - int(entry["offset"])) // 2)
     with pytest.raises(Exception, match="truncated"):
-        _run(_dataset(copy, "tar", decode=False), workers)
-    skipping = _dataset(copy, "tar", decode=False, on_error="skip")
+        _run(_dataset(copy, "tar", decode=False, fields=fields), workers)
+    skipping = _dataset(copy, "tar", decode=False, on_error="skip", fields=fields)
     got = _run(skipping, workers)
     assert len(got) == PAIRS - 1 and skipping.skipped == 1
     assert entry["key"] not in {g["sample"]["meta"]["pair_id"] for g in got}
