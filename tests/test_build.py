@@ -269,6 +269,12 @@ def test_pair_pools_build_the_threaded_dataset(
     assert stats["counts"]["pairs.passed"] == open_dataset(built).manifest.counts["passed"]
 
 
+def _sigint_default() -> None:
+    """Ctrl-C's default in the child: a test run in the background (nohup, ``cmd &`` in a
+    script, as CI may) ignores SIGINT, and a child inherits that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_process_build_aborts_its_open_shard_and_resumes(
     built: Path, catalog: Path, tmp_path: Path
 ) -> None:
@@ -280,7 +286,8 @@ def test_interrupted_process_build_aborts_its_open_shard_and_resumes(
                       "commit_interval_s = 0.0\n")
     cmd = [sys.executable, "-m", "pvtt.tools.cli", "build", str(catalog), str(out), "--strategy",
            "single", "--no-progress", "--config", str(config), "--cache-dir", str(built / "cache")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_sigint_default)
     deadline = time.monotonic() + 120
     # interrupt while the first shard is being written: pairs made in processes come so
     # fast that waiting for a commit let a warm-cache build finish before the signal

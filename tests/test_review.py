@@ -364,6 +364,13 @@ def test_verdicts_the_manifest_does_not_name_yet_are_kept_by_the_next_save(built
     assert sorted(table.column("reviewer").to_pylist()) == ["a", "b", "killed"]
 
 
+def _sigint_default() -> None:
+    """Ctrl-C's default in the child: a test run in the background (nohup, ``cmd &`` in a
+    script, as CI may) ignores SIGINT, and a child inherits that, so the signal the test
+    sends would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_the_command_serves_until_interrupted_and_then_saves(built: Path) -> None:
     command = [
         sys.executable,
@@ -379,7 +386,13 @@ def test_the_command_serves_until_interrupted_and_then_saves(built: Path) -> Non
         "--order",
         "score",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_default,
+    )
     try:
         first = process.stdout.readline()
         match = re.search(r"reviewing (\d+) pairs .* at (http://127\.0\.0\.1:\d+)/", first)
