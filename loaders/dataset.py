@@ -324,7 +324,6 @@ class PairDataset(IterableDataset):
         self._context: _Context | None = None
         self._fork_error: Exception | None = None
         self._shared_plan: SharedPlan | None = None
-        self._arena = transfer.Arena(batch_size)
         prepare_before_fork(self)
 
     @property
@@ -417,7 +416,6 @@ class PairDataset(IterableDataset):
         if ctx is not None and ctx.pid == os.getpid():
             state["_shared_plan"] = ctx.share() or self._shared_plan
         state["_context"] = state["_fork_error"] = None
-        state["_arena"] = transfer.Arena(self.batch_size)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -479,7 +477,7 @@ class PairDataset(IterableDataset):
         return self._iterate(ctx, plan.worker_positions(worker), slot)
 
     def _iterate(self, ctx: _Context, positions: np.ndarray, slot: int) -> Iterator[dict[str, Any]]:
-        self._arena = transfer.Arena(self.batch_size)
+        arena = transfer.Arena(self.batch_size)
         # a worker's sample pickles each storage once (transfer.SampleDict), not each tensor
         wrap = transfer.SampleDict if shared.in_worker() else None
         media = tuple(f for f in self.fields if f != "meta")
@@ -495,12 +493,12 @@ class PairDataset(IterableDataset):
             for at, index in enumerate(block):
                 if media:
                     self._advise(ctx, block, at, media)
-                sample = self._sample(ctx, int(index), slot)
+                sample = self._sample(ctx, int(index), slot, arena)
                 self._done += 1  # plan positions used, skipped ones included
                 if sample is None:
                     continue
                 self._yielded += 1
-                self._arena.sample_done()
+                arena.sample_done()
                 yield sample if wrap is None else wrap(sample)
 
     def _advise(self, ctx: _Context, block: np.ndarray, at: int, media: tuple[str, ...]) -> None:
@@ -515,9 +513,11 @@ class PairDataset(IterableDataset):
             except (OSError, ValueError, KeyError):
                 return
 
-    def _sample(self, ctx: _Context, index: int, slot: int) -> dict[str, Any] | None:
+    def _sample(
+        self, ctx: _Context, index: int, slot: int, arena: transfer.Arena
+    ) -> dict[str, Any] | None:
         try:
-            return self._decode(ctx, index)
+            return self._decode(ctx, index, arena)
         except (MediaDecodeError, ShardFormatError, MissingFieldError, OSError, ValueError) as exc:
             pair_id = ctx.selection.pair_id(index)
             where = self._where(ctx, index)
@@ -542,9 +542,9 @@ class PairDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, key])
         return self.sampler.indices(meta["frame_count"], rng)
 
-    def _decode(self, ctx: _Context, index: int) -> dict[str, Any]:
+    def _decode(self, ctx: _Context, index: int, arena: transfer.Arena) -> dict[str, Any]:
         if not self.decode:
-            return self._undecoded(ctx, index)
+            return self._undecoded(ctx, index, arena)
         media, meta = ctx.reader.read(index, self.fields)
         _check_meta(meta, ctx.selection.pair_id(index))
         out: dict[str, Any] = {}
@@ -563,7 +563,7 @@ class PairDataset(IterableDataset):
                 out[name] = _plain_meta(meta)
         return out
 
-    def _undecoded(self, ctx: _Context, index: int) -> dict[str, Any]:
+    def _undecoded(self, ctx: _Context, index: int, arena: transfer.Arena) -> dict[str, Any]:
         """The sample of ``decode=False``: the media's stored bytes read into one buffer,
         with room for the frame indices in front when their count is known beforehand."""
         media_fields = tuple(f for f in self.fields if f != "meta")
@@ -574,7 +574,7 @@ class PairDataset(IterableDataset):
 
         def alloc(size: int) -> np.ndarray:
             nonlocal block
-            block = self._arena.alloc(front + size)
+            block = arena.alloc(front + size)
             return block.numpy()[front:]
 
         spans, meta = ctx.reader.read_into(index, media_fields, alloc)

@@ -160,8 +160,9 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- unpacking (main side) ---------------------------------------------------------------
 
 KEPT_POOLS = 256
-"""Pools whose flags the main process keeps mapped; older idle ones are dropped (a storage
-of a dropped pool is never flagged free again: its worker has ended long since)."""
+"""Pools whose flags the main process keeps mapped (one a worker process); older idle ones
+are dropped (a storage of a dropped pool is never flagged free again: its worker has
+ended long since)."""
 _pools: dict[str, np.ndarray] = {}
 _watched: list[tuple[StorageWeakRef, str, int]] = []
 _lock = threading.Lock()
@@ -182,7 +183,7 @@ def _release_expired() -> None:
 
 def _forget_idle_pools() -> None:
     """Drop the oldest pools none of whose storages is watched, past :data:`KEPT_POOLS`
-    (each worker iterator, each epoch, brings one)."""
+    (each worker process brings one; non-persistent workers, each epoch)."""
     if len(_pools) <= KEPT_POOLS:
         return
     watched = {token for _, token, _ in _watched}
