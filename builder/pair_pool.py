@@ -53,9 +53,12 @@ from multiprocessing.shared_memory import SharedMemory
 from types import TracebackType
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
 
 from pvtt.builder.clips import ClipArtefacts
+from pvtt.builder.launch import local_ranks, node_cpus
 from pvtt.builder.pairs import PairPlan
 from pvtt.builder.products import ProductArtefacts
 from pvtt.builder.registry import create_backend
@@ -229,11 +232,22 @@ def _exit_with(build: Connection) -> None:
     os._exit(1)
 
 
-def _init_worker(config: BuildConfig, build_id: str, backends_json: str, build: Connection) -> None:
+def worker_threads(workers: int) -> int:
+    """Threads that each of ``workers`` processes gives torch and OpenCV: this rank's share of
+    the node's CPUs over its workers. Left alone, every worker sizes its pools to the whole
+    node, and 16 workers on 16 cores run 256 threads that preempt one another (and the
+    build's own process, which feeds the GPU)."""
+    return max(1, node_cpus() // (max(1, local_ranks()) * max(1, workers)))
+
+
+def _init_worker(config: BuildConfig, build_id: str, backends_json: str, build: Connection,
+                 threads: int) -> None:
     """A worker process's backends, built once; Ctrl-C is left to the build's process,
     and the worker goes when that process goes (``build`` closes)."""
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
     threading.Thread(target=_exit_with, args=(build,), name="pvtt-build-watch", daemon=True).start()
     _worker = _Worker(
         config,
@@ -318,7 +332,7 @@ class ProcessPairPool:
             workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(config, build_id, backends_json, watch),
+            initargs=(config, build_id, backends_json, watch, worker_threads(workers)),
         )
         self._config = config
         self._report = report

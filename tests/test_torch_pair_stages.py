@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from pvtt.builder.backends import torch_ops
+from pvtt.builder.backends import torch_inserter, torch_ops
 from pvtt.builder.backends.cpu_inserter import AlphaCompositeInserter
 from pvtt.builder.backends.cpu_scorer import StatisticsScorer
 from pvtt.builder.backends.torch_inserter import TorchCompositeInserter
@@ -125,6 +125,38 @@ def test_several_pairs_in_one_batch_equal_one_at_a_time(footage, cutouts) -> Non
         assert np.abs(out.astype(np.int16) - alone).max() <= MAX_LEVELS  # float sums batched
         assert_frames_match(AlphaCompositeInserter().insert(job), out, job.background)
     np.testing.assert_array_equal(batched[2], footage)  # no box: copied
+
+
+def test_batches_of_bounded_memory_give_the_same_clips(footage, cutouts, monkeypatch) -> None:
+    jobs = [
+        InsertionInput(footage, cutouts["car-3"], moving_boxes(cutouts["car-3"], 110.0)),
+        InsertionInput(footage, cutouts["car-2"], moving_boxes(cutouts["car-2"], 60.0)),
+    ]
+    inserter = TorchCompositeInserter()
+    whole = inserter.insert_many(jobs)
+    plans = [inserter._plan(job.boxes, footage.shape[1:3]) for job in jobs]
+    rois = np.concatenate([p.roi for p in plans])
+    largest = int((rois[:, 3] - rois[:, 1]).max() * (rois[:, 2] - rois[:, 0]).max())
+    budget = 4 * largest  # four regions a batch: 9 + 9 items split, one batch holds both pairs
+    parts = torch_inserter.batches(plans, budget)
+    assert len(parts) > 2 and sum(len(p.frames) for b in parts for _, p in b) == sum(len(p.frames) for p in plans)
+    assert any(len({i for i, _ in b}) == 2 for b in parts)
+    monkeypatch.setattr(torch_inserter, "BATCH_PIXELS", budget)
+    for out, expected in zip(inserter.insert_many(jobs), whole, strict=True):
+        assert np.abs(out.astype(np.int16) - expected).max() <= MAX_LEVELS
+
+
+def test_one_clip_is_uploaded_once_and_dropped_with_it() -> None:
+    resident = torch_inserter._ResidentClips(torch.device("meta"), keep=2)
+    clip = np.zeros((2, 4, 4, 3), np.uint8)
+    first = resident.get(clip)
+    assert resident.get(clip) is first and first.device.type == "meta"
+    others = [np.zeros((2, 4, 4, 3), np.uint8) for _ in range(2)]
+    for other in others:
+        resident.get(other)
+    assert resident.get(clip) is not first  # the oldest of three went (keep=2)
+    del clip, others, other
+    assert not resident._clips  # each copy goes with its host array
 
 
 def test_frames_already_on_the_device_stay_there(footage, cutouts) -> None:

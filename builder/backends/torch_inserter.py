@@ -18,6 +18,10 @@ states and checks the tolerance.
 from __future__ import annotations
 
 import math
+import threading
+import warnings
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -49,6 +53,42 @@ class _Plan:
     boxes: np.ndarray
     """``N x 4`` float64 boxes."""
 
+    def __getitem__(self, items: slice) -> _Plan:
+        return _Plan(self.frames[items], self.roi[items], self.sizes[items], self.boxes[items])
+
+
+BATCH_PIXELS = 1 << 24
+"""Region pixels composited in one batch at most (each holds a few float32 planes): a
+720p clip of 240 frames with a large box would otherwise take several GB at once, in
+every worker process that shares the GPU."""
+
+
+def batches(plans: list[_Plan], budget: int = BATCH_PIXELS) -> list[list[tuple[int, _Plan]]]:
+    """The items of ``plans`` in batches of at most ``budget`` padded region pixels (a
+    batch pads its regions to their largest height and width; one item always fits):
+    each a list of ``(plan index, that plan's slice)``."""
+    out: list[list[tuple[int, _Plan]]] = []
+    batch: list[tuple[int, _Plan]] = []
+    count, rows, cols = 0, 0, 0
+    for i, plan in enumerate(plans):
+        start = 0
+        heights = plan.roi[:, 3] - plan.roi[:, 1]
+        widths = plan.roi[:, 2] - plan.roi[:, 0]
+        for n in range(len(plan.frames)):
+            r, c = max(rows, int(heights[n])), max(cols, int(widths[n]))
+            if count and (count + 1) * r * c > budget:
+                if n > start:
+                    batch.append((i, plan[start:n]))
+                out.append(batch)
+                batch, start, count = [], n, 0
+                r, c = int(heights[n]), int(widths[n])
+            count, rows, cols = count + 1, r, c
+        if len(plan.frames) > start:
+            batch.append((i, plan[start:]))
+    if batch:
+        out.append(batch)
+    return out
+
 
 class TorchCompositeInserter:
     """:class:`~pvtt.builder.backends.cpu_inserter.AlphaCompositeInserter` on ``device``.
@@ -74,6 +114,7 @@ class TorchCompositeInserter:
         self.shadow = shadow
         self.grey_norm = grey_norm
         self.device = torch.device(device)
+        self._resident = _ResidentClips(self.device)
         self.info = BackendInfo(
             kind="inserter", name="torch-alpha-composite", version="1", params=params
         )
@@ -121,7 +162,7 @@ class TorchCompositeInserter:
         self._composite(clips, cutouts, plans)
         for i, clip in zip(where, clips, strict=True):
             on_device = isinstance(jobs[i].background, torch.Tensor)
-            results[i] = clip if on_device else clip.cpu().numpy()
+            results[i] = clip if on_device else _to_host(clip)
         return results
 
     def _prepare(self, job: InsertionInput) -> tuple[torch.Tensor, torch.Tensor | None, _Plan]:
@@ -139,7 +180,7 @@ class TorchCompositeInserter:
                 raise ValueError(f"background is on {frames.device}, the inserter on {self.device}")
             clip = frames.clone()  # composited in place
         else:
-            clip = torch.from_numpy(frames).to(self.device, copy=True)
+            clip = self._resident.get(frames).clone()
         plan = self._plan(boxes, frames.shape[1:3])
         cutout = trim_to_alpha(job.cutout)  # rejects an empty cut-out, as the CPU inserter
         if not len(plan.frames):
@@ -198,6 +239,16 @@ class TorchCompositeInserter:
         return torch.cat([premult, alpha])
 
     def _composite(
+        self, clips: list[torch.Tensor], cutouts: list[torch.Tensor | None], plans: list[_Plan]
+    ) -> None:
+        """Paste every planned item into its clip, in place, in batches of bounded memory
+        (:func:`batches`)."""
+        for batch in batches(plans, BATCH_PIXELS):
+            self._composite_batch(
+                [clips[i] for i, _ in batch], [cutouts[i] for i, _ in batch], [p for _, p in batch]
+            )
+
+    def _composite_batch(
         self, clips: list[torch.Tensor], cutouts: list[torch.Tensor | None], plans: list[_Plan]
     ) -> None:
         """Paste every planned item into its clip, in place, as one batch."""
@@ -271,6 +322,57 @@ class TorchCompositeInserter:
             blurred = torch_ops.gaussian_blur(canvas.to(self.device)[None], sigma, height, width)
             out[n, : shape[0], : shape[1]] = blurred[0]
         return out
+
+
+class _ResidentClips:
+    """Device copies of the last few background clips, so that the pairs of one clip
+    (tens of them: one per target photo) upload its frames once, not once each.
+
+    Keyed by the host array's identity and dropped when that array is freed (or when more
+    than ``keep`` clips are held), so a clip's copy lives as long as the build holds the
+    clip. On a CPU device the host array is used as it is (the composite clones it anyway).
+    """
+
+    def __init__(self, device: torch.device, keep: int = 2) -> None:
+        self.device = device
+        self.keep = keep
+        self._clips: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, frames: np.ndarray) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return torch.from_numpy(np.ascontiguousarray(frames))
+        key = id(frames)
+        with self._lock:
+            held = self._clips.get(key)
+            if held is not None:
+                self._clips.move_to_end(key)
+                return held
+        with warnings.catch_warnings():  # a read-only (shared-memory) array, only read here
+            warnings.simplefilter("ignore", UserWarning)
+            host = torch.from_numpy(np.ascontiguousarray(frames))
+        uploaded = host.to(self.device)
+        with self._lock:
+            self._clips[key] = uploaded
+            while len(self._clips) > self.keep:
+                self._clips.popitem(last=False)
+        weakref.finalize(frames, self._forget, key)  # runs before the id can be reused
+        return uploaded
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._clips.pop(key, None)
+
+
+def _to_host(clip: torch.Tensor) -> np.ndarray:
+    """The clip in host memory; from a GPU through pinned memory (several times the rate of
+    a copy into pageable memory, and it does not serialise the copies of other threads)."""
+    if clip.device.type == "cpu":
+        return clip.numpy()
+    host = torch.empty(clip.shape, dtype=clip.dtype, pin_memory=True)
+    host.copy_(clip, non_blocking=True)
+    torch.cuda.current_stream(clip.device).synchronize()
+    return host.numpy()
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

@@ -29,37 +29,56 @@ TUNINGS = {
     "serial": {"clip_workers": 1, "batch_across_pairs": False},
     "overlapped": {"clip_workers": 2, "batch_across_pairs": True},
     "wide": {"clip_workers": 2, "batch_across_pairs": True, "workers": 16},
+    "gpu": {"clip_workers": 2, "batch_across_pairs": True, "workers": 12, "pair_pool": "processes",
+            "pair_backends": "torch"},
 }
 """``serial``: one clip's stages at a time, one scorer forward per pair (the old local
 engine); ``overlapped``: two clips' stages at once on their own CUDA streams, scorer
 crops batched across the pairs in flight; ``wide``: overlapped with 16 pair threads
-instead of the default 8 (for nodes with many cores per GPU)."""
+instead of the default 8 (for nodes with many cores per GPU); ``gpu``: pairs made in 12
+worker processes (``pair_pool = "processes"``: the build's own process, which runs SAM2's
+per-frame loop, is no longer starved of the GIL by pair threads), each with the inserter
+and the statistics scorer as torch ops on the GPU (``inserter = "torch"``, a ``torch``
+member in the composite scorer)."""
+
+CATALOGS = ("demo", "720p")
+"""``demo``: ``pvtt demo``'s catalog (120 pairs of small clips); ``720p``: a rehearsal
+catalog (:mod:`pvtt.builder.rehearsal_catalog`) of one 3-10 s shot of 1280x720 at 24 fps
+per product, every photo of every other product paired with each clip, as the seed's
+sets pair about a hundred products' photos with each clip."""
 
 
-def _config(workdir: Path, device: str, tuning: str = "overlapped") -> Any:
+def _config(workdir: Path, device: str, tuning: str = "overlapped", catalog: str = "demo") -> Any:
     from pvtt.schemas.config import load_config
 
     knobs = TUNINGS[tuning]
+    pair_backends = knobs.get("pair_backends", "cpu")
+    embedding = {"backend": "embedding", "model": str(workdir / "dinov2"),
+                 "params": {"batch_across_pairs": knobs["batch_across_pairs"]}}
     return load_config(None, {
         "device": device,
         "clip_workers": knobs["clip_workers"],
         "workers": knobs.get("workers"),
+        "pair_pool": knobs.get("pair_pool", "threads"),
         "detector.backend": "grounding-dino", "detector.model": str(workdir / "gdino"),
         "detector.params": {"box_threshold": 0.0, "text_threshold": 0.0},
         "segmenter.backend": "sam2",
         "segmenter.params": {"random_weights": True, "max_lost_share": 1.0},
+        "inserter.backend": pair_backends,
         "scorer.backend": "composite",
-        "scorer.params": {"members": [{"backend": "cpu"}, {"backend": "embedding", "model": str(workdir / "dinov2"),
-                                                                   "params": {"batch_across_pairs": knobs["batch_across_pairs"]}}]},
+        "scorer.params": {"members": [{"backend": pair_backends}, embedding]},
+        "pairs.strategy": "all" if catalog == "720p" else "sampled",
         "output.formats": ["tar"],
     })
 
 
-def prepare(workdir: Path) -> None:
-    """The demo catalog and random-weight model folders."""
+def prepare(workdir: Path, catalog: str = "demo", products: int = 8,
+            catalog_dir: Path | None = None) -> None:
+    """The catalog (``catalog_dir``'s when it holds one) and random-weight model folders."""
     import transformers as tf
 
     from pvtt.builder.demo import make_demo_catalog
+    from pvtt.builder.rehearsal_catalog import make_rehearsal_catalog
     from pvtt.tools.bench.models import grounding_dino_parts
 
     model, processor = grounding_dino_parts()
@@ -67,24 +86,31 @@ def prepare(workdir: Path) -> None:
     processor.save_pretrained(workdir / "gdino")
     tf.Dinov2Model(tf.Dinov2Config(hidden_size=384, num_attention_heads=6, intermediate_size=1536)).save_pretrained(workdir / "dinov2")
     tf.BitImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(workdir / "dinov2")
-    make_demo_catalog(workdir / "catalog")
+    target = workdir / "catalog"
+    if catalog_dir is not None and (catalog_dir / "products.csv").exists():
+        target.symlink_to(catalog_dir.resolve())
+    elif catalog == "720p":
+        make_rehearsal_catalog(catalog_dir or target, products=products, shots=(1, 1))
+        if catalog_dir is not None:
+            target.symlink_to(catalog_dir.resolve())
+    else:
+        make_demo_catalog(target)
 
 
-def build_rank(workdir: Path, out: Path, rank: int, world: int, tuning: str) -> int:
+def build_rank(workdir: Path, out: Path, rank: int, world: int, tuning: str, catalog: str) -> int:
     from pvtt.builder.catalog import load_catalog
     from pvtt.builder.pipeline import Build
 
-    config = _config(workdir, "cuda", tuning)
+    config = _config(workdir, "cuda", tuning, catalog)
     config.cache_dir = str(out / "cache")
     result = Build(load_catalog(workdir / "catalog"), out, config, rank=rank, world_size=world,
                    progress=False).run()
     return result.written
 
 
-def run(world: int, workdir: Path, out: Path, tuning: str = "overlapped") -> dict[str, Any]:
+def run(world: int, workdir: Path, out: Path, tuning: str = "overlapped",
+        catalog: str = "demo") -> dict[str, Any]:
     """Build with ``world`` ranks (one process per GPU), merge, and time it."""
-    from pvtt.builder.merge import merge
-
     start = time.perf_counter()
     from pvtt.tools.bench.models import GpuSampler
 
@@ -94,22 +120,30 @@ def run(world: int, workdir: Path, out: Path, tuning: str = "overlapped") -> dic
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(rank)}
             cmd = [sys.executable, "-m", "pvtt.tools.bench.multigpu", "--rank", str(rank),
                    "--world-size", str(world), "--workdir", str(workdir), "--out", str(out),
-                   "--tuning", tuning]
+                   "--tuning", tuning, "--catalog", catalog]
             procs.append(subprocess.Popen(cmd, env=env))
         codes = [p.wait() for p in procs]
         if any(codes):
             raise RuntimeError(f"ranks exited with {codes}")
-        manifest = merge(out) if world > 1 else None
+        manifest = _merge(out) if world > 1 else None
     wall = time.perf_counter() - start
     pairs = manifest.counts["pairs"] if manifest else _pairs(out)
-    return {"gpus": world, "tuning": tuning, **_stage_figures(out, world), "pairs": pairs, "wall_s": wall, "pairs_per_s": pairs / wall, "gpu_busy": sampler.busy_share}
+    return {"gpus": world, "tuning": tuning, "catalog": catalog, **_stage_figures(out, world), "pairs": pairs, "wall_s": wall, "pairs_per_s": pairs / wall, "gpu_busy": sampler.busy_share}
+
+
+def _merge(out: Path) -> Any:
+    """``pvtt merge`` (imported here: a one-GPU run needs no Lance)."""
+    from pvtt.builder.merge import merge
+
+    return merge(out)
 
 
 def _stage_figures(out: Path, world: int) -> dict[str, Any]:
     """Rank 0's seconds per stage (summed over threads) and its scorer batching figures."""
     folder = out / "report" if world == 1 else out / "report" / "r000"
     stats = json.loads((folder / "statistics.json").read_text())
-    return {"stage_s": stats["time_per_stage_s"], "batching": stats.get("batching", {})}
+    return {"stage_s": stats["time_per_stage_s"], "batching": stats.get("batching", {}),
+            "encoder": stats.get("encoder")}
 
 
 def _pairs(out: Path) -> int:
@@ -124,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tunings", default="serial,overlapped",
                         help="comma-separated one-GPU runs before the all-GPU one: "
                              + ", ".join(TUNINGS))
+    parser.add_argument("--catalog", choices=CATALOGS, default="demo",
+                        help="demo: pvtt demo's catalog; 720p: a rehearsal catalog of 3-10 s 720p clips")
+    parser.add_argument("--products", type=int, default=8, help="products of the 720p catalog")
+    parser.add_argument("--catalog-dir", type=Path,
+                        help="use the catalog in this folder, or write the generated one there")
     parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--world-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -131,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuning", choices=sorted(TUNINGS), default="overlapped", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rank is not None:  # a child: one rank on its one visible GPU
-        build_rank(args.workdir, args.out, args.rank, args.world_size, args.tuning)
+        build_rank(args.workdir, args.out, args.rank, args.world_size, args.tuning, args.catalog)
         return 0
     import torch
 
@@ -139,16 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(0) if gpus else "none"
     with tempfile.TemporaryDirectory(prefix="pvtt-multigpu-") as tmp:
         workdir = Path(tmp)
-        prepare(workdir)
+        prepare(workdir, args.catalog, args.products, args.catalog_dir)
         tunings = [t for t in args.tunings.split(",") if t]
-        rows = [run(1, workdir, workdir / t, t) for t in tunings]
+        rows = [run(1, workdir, workdir / t, t, args.catalog) for t in tunings]
         if gpus > 1:
-            rows.append(run(gpus, workdir, workdir / "all", tunings[-1]))
+            rows.append(run(gpus, workdir, workdir / "all", tunings[-1], args.catalog))
     base = rows[0]["pairs_per_s"]
     for row in rows:
-        print(f"{row['gpus']} GPU(s) {name}, {row['tuning']}: {row['pairs']} pairs in "
+        print(f"{row['gpus']} GPU(s) {name}, {row['catalog']} catalog, {row['tuning']}: {row['pairs']} pairs in "
               f"{row['wall_s']:.1f} s = {row['pairs_per_s']:.2f} pairs/s "
-              f"({row['pairs_per_s'] / base:.2f}x serial on 1 GPU), GPUs busy {row['gpu_busy']:.1%}")
+              f"({row['pairs_per_s'] / base:.2f}x the first row), GPUs busy {row['gpu_busy']:.1%}, "
+              f"encoder {row['encoder']}")
         top = sorted(row["stage_s"].items(), key=lambda kv: -kv[1])[:6]
         print("   rank 0 stage seconds (summed over threads): "
               + ", ".join(f"{k} {v:.1f}" for k, v in top))
