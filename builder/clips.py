@@ -19,6 +19,7 @@ from pvtt.builder.boxes import masks_to_boxes
 from pvtt.builder.cache import ArtifactCache, cache_key
 from pvtt.builder.catalog import Product
 from pvtt.builder.report import BuildReport
+from pvtt.builder.stages.checks import clip_checks
 from pvtt.builder.stages.protocols import Detector, Inpainter, Prompt, Segmenter, StageRejected
 from pvtt.builder.stages.shots import Shot
 from pvtt.builder.video import decode_video_bytes, encode_mp4, probe, read_frames
@@ -47,6 +48,9 @@ class ClipArtefacts:
     masks_bytes: bytes
     detection: dict
     """The prompt the track started from: frame, box, score, label (recorded per clip)."""
+    checks: dict[str, float] | None = None
+    """The hard checks of the clip alone (:func:`~pvtt.builder.stages.checks.clip_checks`),
+    made once when the clip is prepared; None: each pair makes them."""
 
 
 @dataclass(frozen=True)
@@ -154,10 +158,13 @@ def prepare_clip(
         cache.put(bg_key, {}, {"video": background_video})
     with report.timed("decode"):
         background, _ = decode_video_bytes(background_video)
+    with report.timed("check"):
+        checks = clip_checks(frames, masks, background, detection_info)
     return ClipArtefacts(
         clip_id=clip_id, product=product, shot_index=shot_index, shot=shot, frames=frames,
         fps=fps, masks=masks, boxes=boxes, background=background, source_video=video,
         background_video=background_video, masks_bytes=masks_bytes, detection=detection_info,
+        checks=checks,
     )
 
 

@@ -15,7 +15,7 @@ from pvtt.builder.clips import ClipArtefacts
 from pvtt.builder.pairs import PairPlan
 from pvtt.builder.products import ProductArtefacts
 from pvtt.builder.report import BuildReport
-from pvtt.builder.stages.checks import insert_visibility, mask_completeness, removal
+from pvtt.builder.stages.checks import clip_checks, insert_visibility
 from pvtt.builder.stages.protocols import Inserter, InsertionInput, Scorer, ScoringInput
 from pvtt.builder.stages.quality import judge
 from pvtt.builder.video import encode_mp4
@@ -43,13 +43,13 @@ def track_to_target(track: np.ndarray, frame_size: tuple[int, int], aspect: floa
 
 def run_checks(clip: ClipArtefacts, product: ProductArtefacts, synth: np.ndarray,
                boxes: np.ndarray) -> dict[str, float]:
-    """The hard checks of :mod:`pvtt.builder.stages.checks` on one pair's artefacts (the
-    cut-out's, made once per image, comes with the product)."""
-    prompt = clip.detection.get("box")
+    """The hard checks of :mod:`pvtt.builder.stages.checks` on one pair's artefacts: the
+    clip's own come with the clip and the cut-out's with the product (each made once), the
+    insert's is the pair's."""
+    if clip.checks is None:
+        clip.checks = clip_checks(clip.frames, clip.masks, clip.background, clip.detection)
     return {
-        "removal": removal(clip.frames, clip.masks, clip.background),
-        "mask": mask_completeness(clip.masks, None if prompt is None else np.asarray(prompt),
-                                  int(clip.detection.get("frame_index", 0))),
+        **clip.checks,
         "insert": insert_visibility(synth, clip.background, product.cutout, boxes),
         "cutout": product.completeness,
     }
