@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -11,6 +13,10 @@ import pytest
 from pvtt.builder.stages.checks import (
     DEFAULT_LIMITS,
     Limit,
+    _colour_index,
+    _histogram,
+    _sample,
+    clip_checks,
     cutout_completeness,
     insert_visibility,
     mask_completeness,
@@ -39,6 +45,54 @@ def test_a_clean_removal_scores_low_and_a_left_over_product_high() -> None:
     assert removal(frames, masks, plate) < 0.1
     assert removal(frames, masks, frames) > 0.8
     assert removal(frames, masks, frames) > DEFAULT_LIMITS["removal"].bound
+
+
+def _removal_on_whole_frames(frames, masks, background) -> float:
+    """:func:`removal` as first written, on whole frames: the reference of its region version."""
+    product, around, regions = [], [], []
+    for t in [t for t in _sample(len(frames)) if masks[t].any()]:
+        mask = masks[t] > 0
+        width = max(2, round(0.25 * math.sqrt(mask.sum())))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+        near = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        ring = (cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~near
+        if ring.sum() >= 16:
+            product.append(frames[t][mask])
+            around.append(frames[t][ring])
+            regions.append((t, mask, ring))
+    if not regions:
+        return 0.0
+    p_product, p_ring = _histogram(np.concatenate(product)), _histogram(np.concatenate(around))
+    likelihood = p_product / (p_product + p_ring + 1e-4)
+    gaps = []
+    for t, mask, ring in regions:
+        seen = likelihood[_colour_index(background[t])]
+        gaps.append(float(seen[mask].mean() - seen[ring].mean()))
+    return float(np.clip(np.mean(gaps), 0.0, 1.0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_removal_on_the_masks_region_equals_it_on_whole_frames(seed: int) -> None:
+    """Masks at the frame's edges and corners, of any size: the ring grown past the frame."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+    plate = np.clip(frames.astype(int) + rng.integers(-40, 41, frames.shape), 0, 255).astype(np.uint8)
+    masks = np.zeros((T, H, W), np.uint8)
+    for t in range(T - 1):  # the last frame has no mask
+        y, x = rng.integers(-10, H - 4), rng.integers(-10, W - 4)
+        h, w = rng.integers(3, 40, 2)
+        masks[t, max(0, y) : y + h, max(0, x) : x + w] = 1
+    assert removal(frames, masks, plate) == _removal_on_whole_frames(frames, masks, plate)
+
+
+def test_clip_checks_are_the_clip_alone_checks() -> None:
+    frames, masks, plate = _scene()
+    detection = {"box": [16.0, 18.0, 45.0, 47.0], "frame_index": 0}
+    assert clip_checks(frames, masks, plate, detection) == {
+        "removal": removal(frames, masks, plate),
+        "mask": mask_completeness(masks, np.asarray(detection["box"]), 0),
+    }
+    assert mask_completeness(masks.astype(bool), None) == mask_completeness(masks * 7, None)
 
 
 def test_a_mask_of_half_the_box_fails_completeness() -> None:
