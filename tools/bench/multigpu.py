@@ -9,8 +9,14 @@ Builds the demo catalog with Grounding DINO + SAM2 + a CPU/DINOv2 composite scor
 scorer forward per pair), on GPU 0 overlapped (two clips on their own CUDA streams,
 scorer crops batched across pairs), then as one rank per GPU followed by ``pvtt
 merge``, while NVML samples every GPU's utilisation. Prints pairs/s of each as a ratio
-to the serial run, and the mean busy share of the GPUs used. Each build has its own
+to the first run, and the mean busy share of the GPUs used. Each build has its own
 artefact cache, so every clip's model stages run in both.
+
+``--catalog 720p`` builds a rehearsal catalog of 3-10 s clips of 1280x720 instead
+(``--products``, ``--catalog-dir`` to keep it between runs), and ``--tunings gpu`` makes
+the pairs in worker processes with the torch pair stages::
+
+    python -m pvtt.tools.bench.multigpu --catalog 720p --catalog-dir cat720 --tunings gpu
 """
 
 from __future__ import annotations
