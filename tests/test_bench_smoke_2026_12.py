@@ -78,3 +78,29 @@ def test_loader_bench_worker_part_rates_batched_and_single(
     assert set(rows) == expected | {"one_file"}
     assert rows["one_file"]["ratio_vs_one_file"] == 1.0
     assert all(row["samples_s"] > 0 and row["ratio_vs_one_file"] > 0 for row in rows.values())
+
+
+def test_evict_drops_a_file_named_itself_and_every_file_of_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compare's raw baselines evict one file: a file root used to be skipped (rglob of a
+    file yields nothing), so the raw read was warm while every tool's was cold."""
+    import os
+
+    from pvtt.tools.bench import loader
+
+    one = tmp_path / "raw.bin"
+    one.write_bytes(b"x" * 4096)
+    folder = tmp_path / "dataset"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "a.lance").write_bytes(b"y")
+    (folder / "b.json").write_bytes(b"z")
+    dropped: list[str] = []
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_DONTNEED
+        dropped.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(loader.os, "posix_fadvise", fadvise)
+    loader.evict(one, folder)
+    assert sorted(dropped) == sorted(str(p) for p in (one, folder / "data" / "a.lance", folder / "b.json"))

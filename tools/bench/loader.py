@@ -345,9 +345,10 @@ def _io_delta(before: dict[str, int]) -> dict[str, int]:
 
 
 def evict(*roots: Path) -> None:
-    """Drop every file under ``roots`` from the page cache, so the next read hits the disk."""
+    """Drop ``roots`` (files, or every file under a folder) from the page cache, so the
+    next read hits the disk."""
     for root in roots:
-        for path in root.rglob("*"):
+        for path in [root] if root.is_file() else root.rglob("*"):
             if path.is_file():
                 fd = os.open(path, os.O_RDONLY)
                 try:
