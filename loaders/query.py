@@ -17,6 +17,7 @@ from typing import Any
 import lance
 import pyarrow as pa
 
+from pvtt.loaders.category_route import read_by_category
 from pvtt.loaders.query_route import read_options
 from pvtt.loaders.store import BuiltDataset
 from pvtt.loaders.where import (
@@ -196,9 +197,10 @@ def select_pairs(
 ) -> pa.Table:
     """The selected pairs' scalar columns, typed by the schema; media bytes are never read.
 
-    Lance datasets are filtered by Lance: through the scalar indexes, or by a full scan
-    where the filter selects many scattered rows (:mod:`pvtt.loaders.query_route`; the
-    rows are the same either way). Tar-only datasets are filtered on their shard
+    Lance datasets are filtered by Lance: a category filter on the copy of the filter
+    columns ordered by category (:mod:`pvtt.loaders.category_route`), others through the
+    scalar indexes, or by a full scan where the filter selects many scattered rows
+    (:mod:`pvtt.loaders.query_route`; the rows are the same either way). Tar-only datasets are filtered on their shard
     indexes; a sample's json is read only for a column the indexes lack.
     """
     allowed = scalar_columns("pairs")
@@ -208,6 +210,10 @@ def select_pairs(
         raise ValueError(f"unknown or media columns {bad}; scalar columns are {list(allowed)}")
     if dataset.has_lance:
         table, sql = dataset.pairs, flt.to_sql()
+        copy = dataset.pairs_by_category if flt.category else None
+        rows = read_by_category(copy, flt, cols, limit) if copy is not None else None
+        if rows is not None:
+            return rows
         options = read_options(table, flt.predicate(), sql)
         return lance_table(table, columns=cols, filter=sql, limit=limit, **options)
     entries = [(s.path, e) for s in dataset.shards for e in dataset.shard_index(s)]

@@ -17,6 +17,7 @@ from typing import Any
 
 import lance
 
+from pvtt.loaders.category_route import category_copy
 from pvtt.loaders.fs import Storage
 from pvtt.loaders.tar_reader import read_sample, read_sample_json
 from pvtt.loaders.where_tree import sql_in
@@ -70,6 +71,13 @@ class BuiltDataset:
     @cached_property
     def pairs(self) -> lance.LanceDataset:
         return self.table("pairs")
+
+    @cached_property
+    def pairs_by_category(self) -> lance.LanceDataset | None:
+        """The copy of the ``pairs`` filter columns ordered by category, when it mirrors
+        :attr:`pairs` (:mod:`pvtt.loaders.category_route`); opened once, so its index is
+        read once for all the queries of this dataset."""
+        return category_copy(self.pairs, self.storage.lance_options)
 
     @property
     def shards(self) -> list[ShardInfo]:

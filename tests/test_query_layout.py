@@ -20,10 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from pvtt.builder.sinks.category_copy import write_category_copy
 from pvtt.builder.sinks.lance import optimise_table
 from pvtt.builder.sinks.lance_layout import CLUSTER_CONFIG_KEY as BUILDER_KEY
 from pvtt.builder.sinks.lance_layout import CLUSTER_KEYS
 from pvtt.builder.writer import DatasetWriter
+from pvtt.loaders.category_route import category_copy, read_by_category
 from pvtt.loaders.query import PairFilter, select_pairs
 from pvtt.loaders.query_route import (
     CLUSTER_CONFIG_KEY,
@@ -224,8 +226,13 @@ def test_broad_scattered_filters_are_read_by_a_full_scan(
     assert _read_with(built["sink"], lookup) == {}
     # sorted: a difficulty and verdict filter is a few runs, however many rows
     assert _read_with(built["sink"], PairFilter.make(difficulty="hard,expert")) == {}
-    # a category is scattered in either layout
-    assert _read_with(built["sink"], PairFilter.make(category="Jewelry")) == SCAN_OPTIONS
+    # a category is scattered in pairs: scanned, or read from the copy ordered by category
+    assert _read_with(built["old"], PairFilter.make(category="Jewelry")) == SCAN_OPTIONS
+    dataset = open_dataset(built["sink"])
+    recording = _Recording(dataset.pairs)
+    dataset.__dict__["pairs"] = recording
+    assert select_pairs(dataset, PairFilter.make(category="Jewelry"), columns=["pair_id"]).num_rows
+    assert recording.calls == []
 
 
 def test_a_column_update_drops_the_sorted_claim(built: dict[str, Path], tmp_path: Path) -> None:
@@ -273,3 +280,53 @@ def test_the_store_bench_query_part_measures_every_layout_and_route(tmp_path: Pa
             assert all(q[f"{route}_ms"] > 0 for route in store_bench.ROUTES)
     assert len(results["crossover"]) == len(store_bench.CROSSOVER_SHARES)
     assert results["cli"]["rows_printed"] > 0
+
+
+QUERY = ["pair_id", "difficulty", "source_category", "target_category", "quality_score", "passed"]
+
+
+def test_category_filters_are_read_from_the_copy_by_category_in_pairs_order(
+    built: dict[str, Path], table: pa.Table
+) -> None:
+    dataset = open_dataset(built["sink"])
+    copy = category_copy(dataset.pairs)
+    assert copy is not None and copy.count_rows() == ROWS + pc.sum(
+        pc.not_equal(table.column("source_category"), table.column("target_category"))
+    ).as_py()
+    cats = sorted(set(table.column("source_category").to_pylist()))
+    filters = [
+        PairFilter.make(category=cats[0]),
+        PairFilter.make(category=f"{cats[1]},{cats[2]}", passed=None),  # pairs under both
+        PairFilter.make(category=cats[0], difficulty="medium,hard", min_score=0.3),
+        PairFilter.make(category=cats[1], where="target_subcategory IS NOT NULL"),
+        PairFilter.make(category=cats[2], passed=False),  # the rejected run, null scores in it
+        PairFilter.make(category=f"{cats[0]},no such category", where="quality_score IS NULL"),
+        PairFilter.make(category="no such category"),
+    ]
+    for flt in filters:
+        want = _scan(built["sink"], flt).select(QUERY)  # a sorted table: scan order is pairs order
+        assert read_by_category(copy, flt, QUERY) is not None, flt
+        assert select_pairs(dataset, flt, columns=QUERY).to_pylist() == want.to_pylist(), flt
+        assert select_pairs(dataset, flt, columns=QUERY, limit=5).to_pylist() == want.slice(0, 5).to_pylist()
+    other = PairFilter.make(category=cats[0], where="score_identity > 0.5")
+    assert read_by_category(copy, other, QUERY) is None  # a column the copy lacks
+    assert read_by_category(copy, filters[0], ALL) is None
+    assert _by_id(select_pairs(dataset, other, columns=ALL)) == _by_id(_scan(built["sink"], other))
+    assert category_copy(open_dataset(built["old"]).pairs) is None  # written before the copy
+
+
+def test_a_copy_made_from_another_pairs_version_is_not_used(built: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "sink"
+    shutil.copytree(built["sink"], out)
+    ds = lance.dataset(str(out / "lance" / "pairs.lance"))
+    ds.delete("pair_id = 'no such pair'")  # a new version, rows as they were
+    ds = lance.dataset(str(out / "lance" / "pairs.lance"))
+    manifest = read_manifest(out)
+    manifest.tables["pairs"] = TableInfo(path="lance/pairs.lance", version=ds.version, rows=ROWS)
+    write_manifest(out, manifest)
+    dataset = open_dataset(out)
+    assert category_copy(dataset.pairs) is None
+    flt = PairFilter.make(category="Jewelry")
+    assert _by_id(select_pairs(dataset, flt, columns=QUERY)) == _by_id(_scan(out, flt).select(QUERY))
+    write_category_copy(dataset.pairs)
+    assert category_copy(open_dataset(out).pairs) is not None

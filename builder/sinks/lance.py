@@ -30,6 +30,7 @@ import pyarrow as pa
 from lance.fragment import FragmentMetadata, write_fragments
 
 from pvtt.builder.sinks.base import PairSample, SampleError
+from pvtt.builder.sinks.category_copy import write_category_copy
 from pvtt.builder.sinks.lance_layout import cluster_unindexed
 from pvtt.builder.video import VideoError, mp4_keyframe_index
 from pvtt.schemas.manifest import Manifest, TableInfo, fsync_dir
@@ -307,7 +308,8 @@ def optimise_table(
     durable: DurableTree | None = None,
 ) -> lance.LanceDataset | None:
     """Compact a table's fragments (sorting the rows no index covers yet, see
-    :mod:`.lance_layout`), build or extend its scalar indexes, make it durable.
+    :mod:`.lance_layout`), build or extend its scalar indexes, make it durable; for
+    ``pairs``, write its copy ordered by category (:mod:`.category_copy`).
 
     ``uri`` is a folder or, with ``storage_options``, an object-store URI (nothing to
     fsync there: an object is durable once its upload returns). ``durable`` tracks what
@@ -337,7 +339,10 @@ def optimise_table(
         ds.optimize.optimize_indices()  # cover fragments appended since
     if durable is not None:
         durable.sync()
-    return lance.dataset(str(uri), storage_options=storage_options)
+    ds = lance.dataset(str(uri), storage_options=storage_options)
+    if name == "pairs":  # beside the table, not named by the manifest: readers check its version
+        write_category_copy(ds, storage_options)
+    return ds
 
 
 class DurableTree:
