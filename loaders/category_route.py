@@ -76,9 +76,11 @@ def read_by_category(
         parts = [copy.to_table(columns=wanted, offset=a, limit=b - a) for a, b in spans]
     except OSError:  # a copy a crash left without its data files: read pairs instead
         return None
+    own = {RUNS_KEY.encode(), SOURCE_VERSION_KEY.encode()}  # the copy's, not the pairs'
+    metadata = {k: v for k, v in (copy.schema.metadata or {}).items() if k not in own}
     if not parts:
-        return copy.schema.empty_table().select(list(names))
-    table = pa.concat_tables(parts)
+        return copy.schema.empty_table().select(list(names)).replace_schema_metadata(metadata)
+    table = pa.concat_tables(parts).replace_schema_metadata(metadata)
     if rest is not None:
         table = table.filter(pa.array(evaluate(rest, table)))
     if several:  # a pair under two of the categories comes once, then pairs' order

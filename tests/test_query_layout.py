@@ -306,7 +306,9 @@ def test_category_filters_are_read_from_the_copy_by_category_in_pairs_order(
     for flt in filters:
         want = _scan(built["sink"], flt).select(QUERY)  # a sorted table: scan order is pairs order
         assert read_by_category(copy, flt, QUERY) is not None, flt
-        assert select_pairs(dataset, flt, columns=QUERY).to_pylist() == want.to_pylist(), flt
+        got = select_pairs(dataset, flt, columns=QUERY)
+        assert got.to_pylist() == want.to_pylist(), flt
+        assert got.schema.equals(want.schema, check_metadata=True)  # no metadata of the copy
         assert select_pairs(dataset, flt, columns=QUERY, limit=5).to_pylist() == want.slice(0, 5).to_pylist()
     other = PairFilter.make(category=cats[0], where="score_identity > 0.5")
     assert read_by_category(copy, other, QUERY) is None  # a column the copy lacks

@@ -58,6 +58,7 @@ def write_category_copy(
     order = np.lexsort((rank, verdict, codes))
     rows = rows.take(order)
     rows = rows.replace_schema_metadata({
+        **(table.schema.metadata or {}),  # the schema version, as on pairs
         SOURCE_VERSION_KEY: str(pairs.version),
         RUNS_KEY: json.dumps(_runs(rows.column(CATEGORY), codes[order] * 2 + verdict[order])),
     })  # fmt: skip
