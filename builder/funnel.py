@@ -56,7 +56,7 @@ STAGES = (
     Stage("dedup-photos", "photos", ("dedup-photos",), "catalog"),
     Stage("pair", "pairs", ("plan",), "catalog"),
     Stage("resume", "pairs", (), "rank"),
-    Stage("clip", "clips", ("cut", "detect", "segment", "inpaint"), "rank"),
+    Stage("clip", "clips", ("cut", "detect", "segment", "inpaint", "clip-check"), "rank"),
     Stage("insert", "pairs", ("insert", "score"), "rank"),
     Stage("gate", "pairs", ("check",), "rank"),
     Stage("write", "pairs", ("write",), "rank"),
