@@ -48,7 +48,8 @@ from pvtt.builder.rehearsal_catalog import make_rehearsal_catalog, plan_rehearsa
 WORLD_SIZE = 2
 STAGE_WORK = {
     "shots": "frames", "cut": "clip_frames", "decode": "clip_frames", "detect": "clips_built",
-    "segment": "clip_frames", "inpaint": "clip_frames", "matte": "products",
+    "segment": "clip_frames", "inpaint": "clip_frames", "clip-check": "clip_frames",
+    "matte": "products",
 }
 """The work each build stage scales with; stages not named here scale with pairs. Every rank
 detects the shots of every video (``frames``: all the catalog's video frames); the clip
