@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvtt.builder.backends.cpu_inserter import AlphaCompositeInserter
-from pvtt.builder.backends.cpu_scorer import StatisticsScorer
+from pvtt.builder.backends.cpu_scorer import StatisticsScorer, grey_window
 from pvtt.builder.illuminant import angle_deg, light_gains, luminance, relight, srgb_to_linear
 from pvtt.builder.stages.cutout import cutout_aspect, trim_to_alpha
 from pvtt.builder.stages.protocols import (
@@ -351,3 +351,17 @@ def test_fast_smooth_motion_keeps_its_temporal_score_and_jitter_does_not(shared_
                                          truth.plate, cutout, shaky, truth.fps))
     assert smooth["temporal"] > 0.65
     assert jittered["temporal"] < smooth["temporal"] - 0.3
+
+
+def test_the_temporal_scores_grey_window_equals_the_whole_frames() -> None:
+    """The flow windows are cut from a grey crop, not a grey frame: same pixels, at frame
+    edges, corners and with centres off the frame (border replication) too."""
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        h, w = (int(v) for v in rng.integers(12, 120, 2))
+        frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        size = (int(rng.integers(8, 70)), int(rng.integers(8, 70)))
+        centre = np.array([rng.uniform(-40, w + 40), rng.uniform(-40, h + 40)])
+        whole = cv2.getRectSubPix(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), size,
+                                  (float(centre[0]), float(centre[1])))
+        np.testing.assert_array_equal(grey_window(frame, size, centre), whole)

@@ -395,12 +395,7 @@ class StatisticsScorer:
         win = (max(8, round(span[0])), max(8, round(span[1])))
         size = (max(8, round(win[0] * fit)), max(8, round(win[1] * fit)))
         g0, g1 = (
-            cv2.resize(
-                cv2.getRectSubPix(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), win,
-                                  (float(c[0]), float(c[1]))),
-                size,
-                interpolation=cv2.INTER_AREA,
-            )
+            cv2.resize(grey_window(f, win, c), size, interpolation=cv2.INTER_AREA)
             for f, c in ((frame0, c0), (frame1, c1))
         )
         flow = self.flow_fn(g1, g0)
@@ -432,6 +427,26 @@ class StatisticsScorer:
         shift = (c1 - c0) - np.median(flow[inside], axis=0) / np.array([sx, sy])
         diagonal = math.hypot(box1[2] - box1[0], box1[3] - box1[1])
         return float(np.median(residual)) / 255.0, shift / diagonal
+
+
+def grey_window(frame: np.ndarray, size: tuple[int, int], centre: np.ndarray) -> np.ndarray:
+    """``cv2.getRectSubPix`` of the frame's grey version, converting only the area the
+    window reads (a 720p frame's grey conversion was 15 % of a pair's score).
+
+    Equal to the whole frame's: the crop holds the window and 2 pixels around it, and where
+    the window leaves the frame the crop ends at the frame's edge, whose pixels
+    ``getRectSubPix`` replicates in both. The centre is rounded to float32 (what OpenCV
+    takes) before the crop's integer origin is subtracted, so the sub-pixel offsets are
+    the same bits.
+    """
+    h, w = frame.shape[:2]
+    cx, cy = (float(v) for v in np.asarray(centre, np.float32))
+    x0 = min(max(math.floor(cx - size[0] / 2) - 2, 0), w - 1)
+    y0 = min(max(math.floor(cy - size[1] / 2) - 2, 0), h - 1)
+    x1 = min(max(math.ceil(cx + size[0] / 2) + 3, x0 + 1), w)
+    y1 = min(max(math.ceil(cy + size[1] / 2) + 3, y0 + 1), h)
+    grey = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+    return cv2.getRectSubPix(grey, size, (cx - x0, cy - y0))
 
 
 def _identity(region: _Region) -> float:
