@@ -6,9 +6,9 @@ reads a few runs of adjacent rows; a category filter (``source_category`` or
 The copy holds only the shard-index columns (:data:`~pvtt.schemas.shards.FILTER_COLUMNS`,
 no media, tens of bytes a row), each pair once under its source category and once more
 under its target category when that differs, sorted by that ``category``: a category
-filter reads one run of it. The builder writes it (``pvtt.builder.sinks.category_copy``)
-and the loaders read it (``pvtt.loaders.category_route``) only when it mirrors the very
-``pairs`` version they read, so a stale copy is never used, only slower.
+filter reads one run of it. Builds and edits write it (``pvtt.builder.sinks.category_copy``);
+the loaders read it (``pvtt.loaders.category_route``) only when it mirrors the very
+``pairs`` version they read: a stale copy is never used, its queries only go slower.
 """
 
 from __future__ import annotations

@@ -121,8 +121,13 @@ def test_rescore_publishes_new_scores_and_keeps_every_media_byte(out: Path) -> N
     result = rescore(out, scorer=JudgeScorer(), progress=False)
     after_files = _files(out)
     changed = [f for f, digest in before_files.items() if after_files.get(f) != digest]
-    # no data or index file rewritten: Lance and tar only gained files
-    assert changed == ["lance/pairs.lance/_versions/latest_version_hint.json", MANIFEST_NAME]
+    # no data or index file rewritten: Lance and tar only gained files (the category copy
+    # was written again for the new version)
+    assert changed == [
+        "lance/pairs.lance/_versions/latest_version_hint.json",
+        "lance/pairs_by_category.lance/_versions/latest_version_hint.json",
+        MANIFEST_NAME,
+    ]
     assert _blobs(out) == before_blobs
     manifest = read_manifest(out)
     assert manifest.tables["pairs"].version == result.info.version > before.tables["pairs"].version
@@ -143,6 +148,14 @@ def test_rescore_publishes_new_scores_and_keeps_every_media_byte(out: Path) -> N
         assert row["passed"] == want["passed"]
     report = verify_dataset(open_dataset(out))
     assert report.ok, report.problems
+    dataset = open_dataset(out)  # category filters read the copy made for the new scores
+    assert dataset.pairs_by_category is not None
+    category = dataset.pairs.to_table(columns=["source_category"]).column(0)[0].as_py()
+    flt = PairFilter.make(category=category, passed=None)
+    names = ["pair_id", "quality_score", "passed"]
+    assert select_pairs(dataset, flt, columns=names).sort_by("pair_id").to_pylist() == (
+        dataset.pairs.to_table(columns=names, filter=flt.to_sql()).sort_by("pair_id").to_pylist()
+    )
 
 
 @pytest.mark.parametrize("fmt", ["lance", "tar"])

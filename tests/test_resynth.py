@@ -103,6 +103,7 @@ def test_resynth_replaces_exactly_the_selected_pairs(out: Path) -> None:
     report = verify_dataset(open_dataset(out))
     assert report.ok, report.problems
     assert (report.pairs_lance, report.pairs_tar) == (PAIRS, PAIRS)
+    assert open_dataset(out).pairs_by_category is not None  # written for the new version
 
 
 def test_a_killed_resynth_leaves_the_dataset_as_it_was_and_a_rerun_finishes(

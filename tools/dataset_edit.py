@@ -22,6 +22,7 @@ from typing import Any
 import lance
 import pyarrow as pa
 
+from pvtt.builder.sinks.category_copy import write_category_copy
 from pvtt.builder.sinks.lance import SCALAR_INDEXES, DurableTree
 from pvtt.schemas.labels import LABELS_PATH, LABELS_SCHEMA, LABELS_TABLE
 from pvtt.schemas.manifest import (
@@ -114,6 +115,7 @@ def _replace_pair_columns(
         edit_manifest(manifest)
     if manifest.shards:
         _rewrite_shard_indexes(root, manifest, updates, touched, ds.version)
+    write_category_copy(ds)  # for the version published next: category filters stay one run
     return _publish(root, manifest, "pairs", info.path, ds)
 
 

@@ -47,6 +47,7 @@ from pvtt.builder.products import ProductArtefacts, load_rgb
 from pvtt.builder.registry import create_backend
 from pvtt.builder.report import BuildReport
 from pvtt.builder.sinks.base import PairSample
+from pvtt.builder.sinks.category_copy import write_category_copy
 from pvtt.builder.sinks.lance import SCALAR_INDEXES, DurableTree
 from pvtt.builder.stages.checks import cutout_completeness
 from pvtt.builder.stages.dedup import fingerprint
@@ -409,6 +410,7 @@ def _publish(root: Path, staged: BuiltDataset) -> int:
             ds.optimize.optimize_indices()  # the new fragment is not indexed yet
             ds = lance.dataset(str(uri))
     DurableTree(uri, durable=False).sync()
+    write_category_copy(ds)  # for the version published below: category filters stay one run
     if manifest.shards:
         _retire_samples(root, manifest, keys, ds.version)
         manifest.shards.extend(_link_shards(root, manifest, staged))

@@ -1,11 +1,11 @@
 """Write the copy of the ``pairs`` filter columns ordered by category (see
 :mod:`pvtt.schemas.category_copy` for why it exists and what it holds).
 
-It is made again whole whenever a build or a merge has optimised the ``pairs`` table:
-a few tens of bytes a row (a 1M-row table's copy is about 2M rows of short strings and
-numbers: 2-7 s for 1M rows on 2 cores). Edits that publish a new ``pairs`` version without
-it (rescore, calibrate, resynth) leave it naming the older version: readers then skip it
-and filter ``pairs`` itself, as before it existed.
+It is made again whole for every ``pairs`` version a build, a merge or an edit (rescore,
+calibrate, resynth) publishes: a few tens of bytes a row (a 1M-row table's copy is 1.6M
+rows of short strings and numbers, 2-7 s on 2 cores). A copy naming another version (one
+an older pvtt's edit left, or a crash between the two) is skipped by readers, which then
+filter ``pairs`` itself, as before the copy existed.
 """
 
 from __future__ import annotations
