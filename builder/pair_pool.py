@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from pvtt.builder.clips import ClipArtefacts
-from pvtt.builder.launch import local_ranks, node_cpus
+from pvtt.builder.launch import local_ranks, node_cpus, rank_workers
 from pvtt.builder.pairs import PairPlan
 from pvtt.builder.products import ProductArtefacts
 from pvtt.builder.registry import create_backend
@@ -237,7 +237,7 @@ def worker_threads(workers: int) -> int:
     the node's CPUs over its workers. Left alone, every worker sizes its pools to the whole
     node, and 16 workers on 16 cores run 256 threads that preempt one another (and the
     build's own process, which feeds the GPU)."""
-    return max(1, node_cpus() // (max(1, local_ranks()) * max(1, workers)))
+    return max(1, rank_workers("processes", node_cpus(), local_ranks()) // max(1, workers))
 
 
 def _init_worker(config: BuildConfig, build_id: str, backends_json: str, build: Connection,

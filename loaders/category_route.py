@@ -22,14 +22,16 @@ import pyarrow as pa
 
 from pvtt.loaders.where_arrow import evaluate
 from pvtt.loaders.where_tree import columns
-from pvtt.schemas.category_copy import COPY_COLUMNS, RUNS_KEY, SOURCE_VERSION_KEY, copy_uri
+from pvtt.schemas.category_copy import (
+    COPY_COLUMNS,
+    PAIRS_ORDER,
+    RUNS_KEY,
+    SOURCE_VERSION_KEY,
+    copy_uri,
+)
 
 if TYPE_CHECKING:
     from pvtt.loaders.query import PairFilter
-
-ORDER = ("difficulty_level", "passed", "quality_score", "pair_id")
-"""The ``pairs`` table's own row order (its cluster keys, then the key)."""
-
 
 def category_copy(
     pairs: lance.LanceDataset, storage_options: Mapping[str, Any] | None = None
@@ -71,7 +73,7 @@ def read_by_category(
     )
     several = len(spans) > 1
     wanted = list(dict.fromkeys([*names, *(columns(rest) if rest is not None else ()),
-                                 *(ORDER if several else ())]))  # fmt: skip
+                                 *(PAIRS_ORDER if several else ())]))  # fmt: skip
     try:
         parts = [copy.to_table(columns=wanted, offset=a, limit=b - a) for a, b in spans]
     except OSError:  # a copy a crash left without its data files: read pairs instead
@@ -87,7 +89,7 @@ def read_by_category(
         if len(flt.category) > 1:
             ids = table.column("pair_id").to_numpy(zero_copy_only=False)
             table = table.take(np.sort(np.unique(ids, return_index=True)[1]))
-        table = table.sort_by([(key, "ascending") for key in ORDER])
+        table = table.sort_by([(key, "ascending") for key in PAIRS_ORDER])
     if limit is not None:
         table = table.slice(0, max(limit, 0))
     return table.select(list(names))

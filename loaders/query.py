@@ -200,8 +200,9 @@ def select_pairs(
     Lance datasets are filtered by Lance: a category filter on the copy of the filter
     columns ordered by category (:mod:`pvtt.loaders.category_route`), others through the
     scalar indexes, or by a full scan where the filter selects many scattered rows
-    (:mod:`pvtt.loaders.query_route`; the rows are the same either way). Tar-only datasets are filtered on their shard
-    indexes; a sample's json is read only for a column the indexes lack.
+    (:mod:`pvtt.loaders.query_route`; the rows are the same either way). Tar-only datasets
+    are filtered on their shard indexes; a sample's json is read only for a column the
+    indexes lack.
     """
     allowed = scalar_columns("pairs")
     cols = list(columns) if columns else list(allowed)

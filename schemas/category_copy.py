@@ -23,6 +23,9 @@ COPY_COLUMNS = frozenset(FILTER_COLUMNS)
 """Columns of ``pairs`` the copy holds (besides :data:`CATEGORY`)."""
 SOURCE_VERSION_KEY = "pvtt.source_version"
 """Schema metadata key: the ``pairs`` table version the copy was made from."""
+PAIRS_ORDER = ("difficulty_level", "passed", "quality_score", "pair_id")
+"""The ``pairs`` table's row order once the Lance sink has sorted it (its cluster keys,
+then its key): the order within a run of the copy, and of what readers return."""
 RUNS_KEY = "pvtt.runs"
 """Schema metadata key: JSON ``{category: {"true": [start, stop], "false": [...]}}``, the
 rows of each category and verdict (``false`` also holds rows without a verdict)."""

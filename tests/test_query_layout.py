@@ -332,3 +332,9 @@ def test_a_copy_made_from_another_pairs_version_is_not_used(built: dict[str, Pat
     assert _by_id(select_pairs(dataset, flt, columns=QUERY)) == _by_id(_scan(out, flt).select(QUERY))
     write_category_copy(dataset.pairs)
     assert category_copy(open_dataset(out).pairs) is not None
+
+
+def test_the_copys_order_is_the_sinks_cluster_order() -> None:
+    from pvtt.schemas.category_copy import PAIRS_ORDER
+
+    assert PAIRS_ORDER == (*CLUSTER_KEYS["pairs"], "pair_id")

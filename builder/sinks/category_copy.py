@@ -22,14 +22,13 @@ from pvtt.builder.sinks.lance_layout import CLUSTER_CONFIG_KEY, CLUSTER_KEYS
 from pvtt.schemas.category_copy import (
     CATEGORY,
     COPY_COLUMNS,
+    PAIRS_ORDER,
     RUNS_KEY,
     SOURCE_VERSION_KEY,
     copy_uri,
 )
 from pvtt.schemas.shards import FILTER_COLUMNS
 
-PAIRS_ORDER = (*CLUSTER_KEYS["pairs"], "pair_id")
-"""The ``pairs`` table's own row order once the Lance sink has sorted it."""
 KEEP_OLD_VERSIONS = timedelta(hours=1)
 """Older versions of the copy are removed once this old: a reader that opened one a
 moment before a rewrite can still finish."""
