@@ -65,6 +65,8 @@ def test_only_one_member_computes_the_statistics() -> None:
     cpu, emb = {"backend": "cpu"}, {"backend": "embedding"}
     stats = [m.params.get("with_statistics") for m in _members(cpu, emb)]
     assert stats == [None, False]  # the cpu member computes them
+    torch_first = [m.params.get("with_statistics") for m in _members({"backend": "torch"}, emb)]
+    assert torch_first == [None, False]  # and so does its torch twin
     assert [m.params["with_statistics"] for m in _members(emb)] == [True]  # complete alone
     two = _members(emb, {"backend": "embedding", "params": {"models": ["clip"]}})
     assert [m.params["with_statistics"] for m in two] == [True, False]

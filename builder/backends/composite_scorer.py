@@ -77,17 +77,21 @@ def member_configs(config: BackendConfig) -> list[BackendConfig]:
     return _statistics_once([_member_config(raw, i) for i, raw in enumerate(members)])
 
 
+STATISTICS_BACKENDS = ("cpu", "torch")
+"""Scorer backends that always compute the statistics scores (temporal, lighting)."""
+
+
 def _statistics_once(members: list[BackendConfig]) -> list[BackendConfig]:
     """Members with the statistics scorer in one of them only.
 
-    Both the ``cpu`` scorer and, unless ``with_statistics`` is false, the ``embedding``
-    scorer compute the statistics; together they computed them twice per pair, and the
-    embedding member's Farneback temporal score replaced a cpu member's RAFT one. So an
-    embedding member's ``with_statistics`` defaults to false beside a cpu member, and to
-    true only in the first embedding member when there is none. Asking for the
-    statistics in two members is an error.
+    The ``cpu`` scorer, its torch twin ``torch``, and, unless ``with_statistics`` is false,
+    the ``embedding`` scorer compute the statistics; together they computed them twice per
+    pair, and the embedding member's Farneback temporal score replaced a cpu member's RAFT
+    one. So an embedding member's ``with_statistics`` defaults to false beside a cpu or
+    torch member, and to true only in the first embedding member when there is none.
+    Asking for the statistics in two members is an error.
     """
-    owners = [i for i, m in enumerate(members) if m.backend == "cpu"]
+    owners = [i for i, m in enumerate(members) if m.backend in STATISTICS_BACKENDS]
     out = []
     for i, member in enumerate(members):
         if member.backend == "embedding":
