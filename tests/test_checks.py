@@ -48,14 +48,15 @@ def test_a_clean_removal_scores_low_and_a_left_over_product_high() -> None:
 
 
 def _removal_on_whole_frames(frames, masks, background) -> float:
-    """:func:`removal` as first written, on whole frames: the reference of its region version."""
+    """:func:`removal` on whole frames: the reference of its region version."""
     product, around, regions = [], [], []
     for t in [t for t in _sample(len(frames)) if masks[t].any()]:
         mask = masks[t] > 0
         width = max(2, round(0.25 * math.sqrt(mask.sum())))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+        outside = (~mask).astype(np.uint8)
+        distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         near = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        ring = (cv2.dilate(mask.astype(np.uint8), kernel) > 0) & ~near
+        ring = (distance <= width) & ~near
         if ring.sum() >= 16:
             product.append(frames[t][mask])
             around.append(frames[t][ring])
@@ -130,6 +131,52 @@ def test_a_translucent_or_clipped_insert_fails_visibility() -> None:
     shown = plate.copy()
     shown[:, 20:60, 80:] = (230, 200, 30)
     assert insert_visibility(shown, plate, cut, clipped) < DEFAULT_LIMITS["insert"].bound
+
+
+def _visibility_on_whole_frames(synth, background, cutout, boxes, min_side=12.0) -> float:
+    """:func:`insert_visibility` as first written, on whole frames: the reference of its
+    box-region version."""
+    from pvtt.builder.stages.cutout import placement_matrix
+
+    height, width = synth.shape[1:3]
+    values = []
+    for t in _sample(len(synth)):
+        box = boxes[t]
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        inside = max(0.0, min(box[2], width) - max(box[0], 0.0)) * max(
+            0.0, min(box[3], height) - max(box[1], 0.0))
+        size = (max(1, round(box[2] - box[0])), max(1, round(box[3] - box[1])))
+        layer = cv2.resize(cutout.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        warped = cv2.warpAffine(layer, placement_matrix(size[0], size[1], box), (width, height),
+                                flags=cv2.INTER_LINEAR)
+        rgb, alpha = warped[..., :3], warped[..., 3] / 255.0
+        bg = background[t].astype(np.float32)
+        expected = rgb - bg
+        contrast = np.linalg.norm(expected, axis=-1)
+        where = (alpha >= 0.9) & (contrast >= 30.0)
+        opacity = 1.0
+        if where.sum() >= 16:
+            moved = (synth[t].astype(np.float32) - bg)[where]
+            along = (moved * expected[where]).sum(axis=-1) / contrast[where] ** 2
+            opacity = float(np.clip(np.median(np.clip(along, 0.0, 1.0)), 0.0, 1.0))
+        values.append(opacity * (inside / area) * min(1.0, min(box[2] - box[0], box[3] - box[1]) / min_side))
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_visibility_on_the_boxs_region_equals_it_on_whole_frames(seed: int) -> None:
+    """Boxes inside, across the edges and corners, and off the frame; fractional, tiny, large."""
+    rng = np.random.default_rng(seed)
+    plate = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+    cut = np.zeros((30, 24, 4), np.uint8)
+    cut[..., :3] = rng.integers(0, 256, (30, 24, 3))
+    cut[3:27, 2:22, 3] = 255
+    centres = rng.uniform(-0.3, 1.3, (T, 2)) * (W, H)
+    sides = rng.uniform(3, 60, (T, 2))
+    boxes = np.concatenate([centres - sides / 2, centres + sides / 2], axis=1)
+    synth = np.clip(plate.astype(int) + rng.integers(-90, 91, plate.shape), 0, 255).astype(np.uint8)
+    assert insert_visibility(synth, plate, cut, boxes) == _visibility_on_whole_frames(
+        synth, plate, cut, boxes)
 
 
 def test_a_cut_out_missing_its_top_half_scores_half_and_a_lost_product_fails() -> None:
