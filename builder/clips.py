@@ -76,7 +76,7 @@ def _cut(video_digest: str, product: Product, shot: Shot, config: BuildConfig,
     c = config.clip
     end = clip_end(shot, config)
     key = cache_key("clip", CLIP_STAGE_VERSION, video_digest, shot.start_frame, end,
-                    c.max_width, c.max_height, c.fps, c.crf, c.keyframe_interval)
+                    c.max_width, c.max_height, c.fps, c.crf, c.preset, c.keyframe_interval)
     hit = cache.get(key)
     if hit is not None:
         meta, blobs = hit
@@ -87,7 +87,7 @@ def _cut(video_digest: str, product: Product, shot: Shot, config: BuildConfig,
     if len(frames) < 2:
         raise StageRejected(f"shot {shot.start_frame}-{shot.end_frame} decodes to {len(frames)} frames")
     with report.timed("encode"):
-        data = encode_mp4(frames, fps, crf=c.crf, keyframe_interval=c.keyframe_interval)
+        data = encode_mp4(frames, fps, crf=c.crf, preset=c.preset, keyframe_interval=c.keyframe_interval)
     scale_from = list(probe(product.video).display_size)
     cache.put(key, {"fps": float(fps), "scale_from": scale_from}, {"video": data})
     return key, data, float(fps), tuple(scale_from)
@@ -145,7 +145,7 @@ def prepare_clip(
     boxes = masks_to_boxes(masks)
 
     bg_key = cache_key("background", track_key, backends.inpainter.info.fingerprint(),
-                       config.clip.crf, config.clip.keyframe_interval)
+                       config.clip.crf, config.clip.preset, config.clip.keyframe_interval)
     hit = cache.get(bg_key)
     if hit is not None:
         background_video = hit[1]["video"]
@@ -154,6 +154,7 @@ def prepare_clip(
             background = backends.inpainter.inpaint(frames, masks)
         with report.timed("encode"):
             background_video = encode_mp4(background, fps, crf=config.clip.crf,
+                                          preset=config.clip.preset,
                                           keyframe_interval=config.clip.keyframe_interval)
         cache.put(bg_key, {}, {"video": background_video})
     with report.timed("decode"):

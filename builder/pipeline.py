@@ -277,6 +277,7 @@ class Build:
 
     def _run_logged(self) -> BuildResult:
         started = time.perf_counter()
+        self._timeline = {"started_at": round(time.time(), 3)}
         out_cfg = self.config.output
         writer = DatasetWriter(
             self.out, formats=out_cfg.formats, rank=self.rank, world_size=self.world_size,
@@ -346,6 +347,7 @@ class Build:
                 clip_bar.update()
                 clip_record = self._count_clip(clip)
                 for plan in pending[job.clip_id]:
+                    self._timeline.setdefault("pairs_from_s", self._since_start())
                     window.append((plan, clip_record, pair_pool.submit(plan, clip)))
                     while len(window) > 2 * workers:
                         written += self._write_next(window, product_records, writer, pair_bar)
@@ -415,10 +417,14 @@ class Build:
                     records: dict[str, ProductRecord], writer: DatasetWriter, bar: tqdm) -> int:
         plan, clip_record, made = window.popleft()
         written = self._write_pair(plan, made.result(), clip_record, records, writer)
+        self._timeline["pairs_until_s"] = self._since_start()
         bar.update()
         if bar.n % 10 == 0:
             self._stage_postfix(bar)
         return written
+
+    def _since_start(self) -> float:
+        return round(time.time() - self._timeline["started_at"], 3)
 
     def _stage_postfix(self, bar: tqdm) -> None:
         """The three stages that took the most time so far, as shares, beside the pairs bar."""
@@ -491,6 +497,10 @@ class Build:
 
     def _write_report(self, started: float) -> None:
         self.report.extra["wall_s"] = round(time.perf_counter() - started, 3)
+        # the pair phase (first pair submitted to last written) apart from the start-up and
+        # the first clips' stages: the steady rate a long build runs at, and the window in
+        # which a bench's GPU samples are read (epoch seconds, to line up with them)
+        self.report.extra["timeline"] = dict(self._timeline)
         self.report.extra["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses}
         self.report.extra["backends"] = self.backends_info
         self.report.extra["device"] = self.config.device

@@ -90,6 +90,7 @@ def encode_pair(made: SynthesizedPair, config: BuildConfig, report: BuildReport)
     """The record with its synthesized clip encoded (H.264 at the clip settings)."""
     with report.timed("encode"):
         video = encode_mp4(made.synth, made.record.fps, crf=config.clip.crf,
+                           preset=config.clip.preset,
                            keyframe_interval=config.clip.keyframe_interval)  # fmt: skip
     return replace(made.record, synth_video=video)
 

@@ -104,3 +104,29 @@ def test_evict_drops_a_file_named_itself_and_every_file_of_a_folder(
     monkeypatch.setattr(loader.os, "posix_fadvise", fadvise)
     loader.evict(one, folder)
     assert sorted(dropped) == sorted(str(p) for p in (one, folder / "data" / "a.lance", folder / "b.json"))
+
+
+def test_multigpu_pair_phase_reads_the_gpu_samples_inside_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The pair phase of a build's timeline: its rate and the GPU samples taken within it
+    only (the start-up's idle GPU does not count), printed with the run's figures."""
+    from types import SimpleNamespace
+
+    from pvtt.tools.bench.models import GpuSampler
+    from pvtt.tools.bench.multigpu import _pair_phase, _print_row
+
+    sampler = GpuSampler.__new__(GpuSampler)  # its samples, without NVML
+    sampler.times, sampler.samples = [100.0, 105.0, 110.0, 120.0], [[0], [40], [80], [0]]
+    timeline = {"started_at": 100.0, "pairs_from_s": 4.0, "pairs_until_s": 14.0}
+    phase = _pair_phase(timeline, sampler, pairs=20)
+    assert phase == {"pair_phase_s": 10.0, "pair_phase_pairs_per_s": 2.0,
+                     "pair_phase_gpu_busy": 0.6}
+    assert _pair_phase({"started_at": 100.0}, sampler, pairs=0) == {}  # no pair made
+    row = {"gpus": 1, "catalog": "720p", "tuning": "gpu", "pairs": 20, "wall_s": 40.0,
+           "pairs_per_s": 0.5, "gpu_busy": 0.3, "encoder": "libx264", "stage_s": {"encode": 9.0},
+           "batching": {}, **phase}
+    _print_row(row, 0.25, "H200")
+    out = capsys.readouterr().out
+    assert "0.50 pairs/s (2.00x the first row)" in out
+    assert "pair phase (rank 0's first pair to its last): 10.0 s, 2.00 pairs/s a rank, GPUs busy 60.0%" in out

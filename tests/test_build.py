@@ -75,6 +75,9 @@ def test_report_lists_bad_input_with_its_file(built: Path) -> None:
     stats = json.loads((built / "report" / "statistics.json").read_text())
     assert stats["time_per_stage_s"]["segment"] > 0 and stats["time_per_stage_s"]["insert"] > 0
     assert stats["encoder"] == "libx264" and stats["pair_pool"]["kind"] == "threads"
+    timeline = stats["timeline"]  # the pair phase, within the build's wall time
+    assert time.time() - 3600 < timeline["started_at"] < time.time()
+    assert 0 < timeline["pairs_from_s"] < timeline["pairs_until_s"] <= stats["wall_s"] + 0.01
     rejects = [json.loads(line) for line in (built / "report" / "rejects.jsonl").read_text().splitlines()]
     broken = [r for r in rejects if "broken.mp4" in r["reason"] or "broken" in r["item"]]
     assert broken and broken[0]["stage"] == "catalog"

@@ -80,3 +80,29 @@ def test_config_rejects_unknown_keys(tmp_path) -> None:
     with pytest.raises(ConfigError, match="strategy"):
         load_config(None, {"pairs.strategy": "everything"})
     assert load_config(None, {"pairs.limit": 5}).pairs.limit == 5
+
+
+
+def test_clip_preset_is_an_x264_preset_and_reaches_the_encoder(monkeypatch, shared_data) -> None:
+    """``clip.preset`` is checked when the config loads, the synthesized clip's encode is
+    given it, and x264 encodes with it (its options, which it writes into the stream)."""
+    from dataclasses import replace
+
+    import numpy as np
+    from records_factory import make_samples
+
+    from pvtt.builder import synthesis
+    from pvtt.builder.report import BuildReport
+    from pvtt.builder.video import encode_mp4
+
+    with pytest.raises(ConfigError, match="clip.preset must be one of ultrafast"):
+        load_config(None, {"clip.preset": "warp"})
+    config = load_config(None, {"clip.preset": "superfast"})
+    seen = []
+    monkeypatch.setattr(synthesis, "encode_mp4", lambda *a, **kw: seen.append(kw["preset"]) or b"")
+    record = replace(make_samples(shared_data, 1)[0].pair, synth_video=None)
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    synthesis.encode_pair(synthesis.SynthesizedPair(record, frames), config, BuildReport())
+    assert seen == ["superfast"]
+    assert b"subme=1" in encode_mp4(frames, 24, preset="superfast")  # superfast's subpixel search
+    assert b"subme=2" in encode_mp4(frames, 24, preset="veryfast")

@@ -154,12 +154,15 @@ class GpuSampler:
         self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices]
         self.interval = interval
         self.samples: list[list[int]] = []
+        self.times: list[float] = []
+        """Epoch seconds of each sample (builds' timelines are in the same clock)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.samples.append([self._nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self._handles])
+            self.times.append(time.time())
             time.sleep(self.interval)
 
     def __enter__(self) -> GpuSampler:
@@ -174,6 +177,11 @@ class GpuSampler:
     def busy_share(self) -> float:
         """Mean utilisation over samples and GPUs, as a fraction."""
         return float(np.mean(self.samples)) / 100 if self.samples else float("nan")
+
+    def busy_between(self, start: float, end: float) -> float:
+        """Mean utilisation of the samples taken between epoch seconds ``start`` and ``end``."""
+        inside = [s for t, s in zip(self.times, self.samples, strict=True) if start <= t <= end]
+        return float(np.mean(inside)) / 100 if inside else float("nan")
 
 
 def bench_build(device: str, workdir: Path, *, quick: bool = False) -> dict[str, Any]:

@@ -35,8 +35,10 @@ TUNINGS = {
     "serial": {"clip_workers": 1, "batch_across_pairs": False},
     "overlapped": {"clip_workers": 2, "batch_across_pairs": True},
     "wide": {"clip_workers": 2, "batch_across_pairs": True, "workers": 16},
-    "gpu": {"clip_workers": 2, "batch_across_pairs": True, "workers": 12, "pair_pool": "processes",
+    "gpu": {"clip_workers": 4, "batch_across_pairs": True, "workers": 12, "pair_pool": "processes",
             "pair_backends": "torch"},
+    "gpu-superfast": {"clip_workers": 4, "batch_across_pairs": True, "workers": 12,
+                      "pair_pool": "processes", "pair_backends": "torch", "preset": "superfast"},
 }
 """``serial``: one clip's stages at a time, one scorer forward per pair (the old local
 engine); ``overlapped``: two clips' stages at once on their own CUDA streams, scorer
@@ -45,7 +47,9 @@ instead of the default 8 (for nodes with many cores per GPU); ``gpu``: pairs mad
 worker processes (``pair_pool = "processes"``: the build's own process, which runs SAM2's
 per-frame loop, is no longer starved of the GIL by pair threads), each with the inserter
 and the statistics scorer as torch ops on the GPU (``inserter = "torch"``, a ``torch``
-member in the composite scorer)."""
+member in the composite scorer), and four clips' stages at once (at 720p two kept the
+pair workers idle more than half of the time); ``gpu-superfast``: ``gpu`` with x264's
+``superfast`` preset (``clip.preset``), half the encoding CPU for 1.44x the bytes."""
 
 CATALOGS = ("demo", "720p")
 """``demo``: ``pvtt demo``'s catalog (120 pairs of small clips); ``720p``: a rehearsal
@@ -64,6 +68,7 @@ def _config(workdir: Path, device: str, tuning: str = "overlapped", catalog: str
     return load_config(None, {
         "device": device,
         "clip_workers": knobs["clip_workers"],
+        "clip.preset": knobs.get("preset", "veryfast"),
         "workers": knobs.get("workers"),
         "pair_pool": knobs.get("pair_pool", "threads"),
         "detector.backend": "grounding-dino", "detector.model": str(workdir / "gdino"),
@@ -134,7 +139,21 @@ def run(world: int, workdir: Path, out: Path, tuning: str = "overlapped",
         manifest = _merge(out) if world > 1 else None
     wall = time.perf_counter() - start
     pairs = manifest.counts["pairs"] if manifest else _pairs(out)
-    return {"gpus": world, "tuning": tuning, "catalog": catalog, **_stage_figures(out, world), "pairs": pairs, "wall_s": wall, "pairs_per_s": pairs / wall, "gpu_busy": sampler.busy_share}
+    figures = _stage_figures(out, world)
+    return {"gpus": world, "tuning": tuning, "catalog": catalog, **figures, "pairs": pairs,
+            "wall_s": wall, "pairs_per_s": pairs / wall, "gpu_busy": sampler.busy_share,
+            **_pair_phase(figures["timeline"], sampler, pairs / world)}
+
+
+def _pair_phase(timeline: dict[str, float], sampler: Any, pairs: float) -> dict[str, float]:
+    """Rank 0's pair phase (its first pair submitted to its last written): its length, its
+    pairs/s (the rank's share of the pairs) and the GPUs' busy share within it."""
+    if "pairs_until_s" not in timeline:
+        return {}
+    start = timeline["started_at"] + timeline["pairs_from_s"]
+    end = timeline["started_at"] + timeline["pairs_until_s"]
+    return {"pair_phase_s": end - start, "pair_phase_pairs_per_s": pairs / max(end - start, 1e-9),
+            "pair_phase_gpu_busy": sampler.busy_between(start, end)}
 
 
 def _merge(out: Path) -> Any:
@@ -149,13 +168,34 @@ def _stage_figures(out: Path, world: int) -> dict[str, Any]:
     folder = out / "report" if world == 1 else out / "report" / "r000"
     stats = json.loads((folder / "statistics.json").read_text())
     return {"stage_s": stats["time_per_stage_s"], "batching": stats.get("batching", {}),
-            "encoder": stats.get("encoder")}
+            "encoder": stats.get("encoder"), "timeline": stats.get("timeline", {})}
 
 
 def _pairs(out: Path) -> int:
     from pvtt.schemas.manifest import read_manifest
 
     return read_manifest(out).counts["pairs"]
+
+
+def _print_row(row: dict[str, Any], base: float, name: str) -> None:
+    """One run's figures: pairs/s against the first run's, the pair phase, the stages."""
+    print(f"{row['gpus']} GPU(s) {name}, {row['catalog']} catalog, {row['tuning']}: {row['pairs']} pairs in "
+          f"{row['wall_s']:.1f} s = {row['pairs_per_s']:.2f} pairs/s "
+          f"({row['pairs_per_s'] / base:.2f}x the first row), GPUs busy {row['gpu_busy']:.1%}, "
+          f"encoder {row['encoder']}", flush=True)
+    if "pair_phase_s" in row:
+        print(f"   pair phase (rank 0's first pair to its last): {row['pair_phase_s']:.1f} s, "
+              f"{row['pair_phase_pairs_per_s']:.2f} pairs/s a rank, "
+              f"GPUs busy {row['pair_phase_gpu_busy']:.1%}")
+    top = sorted(row["stage_s"].items(), key=lambda kv: -kv[1])[:6]
+    print("   rank 0 stage seconds (summed over threads): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in top))
+    for kind, models in row["batching"].items():
+        for model, figures in models.items():
+            if figures["calls"]:  # pair workers' own backends report nothing here
+                print(f"   {kind} {model}: mean batch {figures['mean_batch']} images "
+                      f"over {figures['batches']} forwards ({figures['calls']} calls)")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,28 +222,24 @@ def main(argv: list[str] | None = None) -> int:
 
     gpus = torch.cuda.device_count()
     name = torch.cuda.get_device_name(0) if gpus else "none"
+    rows: list[dict[str, Any]] = []
+
+    def record(row: dict[str, Any]) -> None:
+        """Print a run's figures as soon as it ends, and keep the JSON whole after each run:
+        a call cut short by its time limit still leaves the runs it finished."""
+        rows.append(row)
+        _print_row(row, rows[0]["pairs_per_s"], name)
+        if args.json:
+            args.json.write_text(json.dumps({"gpu": name, "rows": rows}, indent=2))
+
     with tempfile.TemporaryDirectory(prefix="pvtt-multigpu-") as tmp:
         workdir = Path(tmp)
         prepare(workdir, args.catalog, args.products, args.catalog_dir)
         tunings = [t for t in args.tunings.split(",") if t]
-        rows = [run(1, workdir, workdir / t, t, args.catalog) for t in tunings]
+        for tuning in tunings:
+            record(run(1, workdir, workdir / tuning, tuning, args.catalog))
         if gpus > 1:
-            rows.append(run(gpus, workdir, workdir / "all", tunings[-1], args.catalog))
-    base = rows[0]["pairs_per_s"]
-    for row in rows:
-        print(f"{row['gpus']} GPU(s) {name}, {row['catalog']} catalog, {row['tuning']}: {row['pairs']} pairs in "
-              f"{row['wall_s']:.1f} s = {row['pairs_per_s']:.2f} pairs/s "
-              f"({row['pairs_per_s'] / base:.2f}x the first row), GPUs busy {row['gpu_busy']:.1%}, "
-              f"encoder {row['encoder']}")
-        top = sorted(row["stage_s"].items(), key=lambda kv: -kv[1])[:6]
-        print("   rank 0 stage seconds (summed over threads): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in top))
-        for kind, models in row["batching"].items():
-            for model, figures in models.items():
-                print(f"   {kind} {model}: mean batch {figures['mean_batch']} images "
-                      f"over {figures['batches']} forwards ({figures['calls']} calls)")
-    if args.json:
-        args.json.write_text(json.dumps({"gpu": name, "rows": rows}, indent=2))
+            record(run(gpus, workdir, workdir / "all", tunings[-1], args.catalog))
     return 0
 
 
