@@ -111,7 +111,6 @@ def test_multigpu_pair_phase_reads_the_gpu_samples_inside_it(
 ) -> None:
     """The pair phase of a build's timeline: its rate and the GPU samples taken within it
     only (the start-up's idle GPU does not count), printed with the run's figures."""
-    from types import SimpleNamespace
 
     from pvtt.tools.bench.models import GpuSampler
     from pvtt.tools.bench.multigpu import _pair_phase, _print_row
