@@ -576,7 +576,9 @@ def yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
         plane = flat[start : start + quarter].reshape(height // 2, width // 2)
         cv2.extractChannel(ycrcb, channel, dst=plane)
         cv2.LUT(plane, _LIMITED_CHROMA, dst=plane)
-    return av.VideoFrame.from_numpy_buffer(planes, format="yuv420p")
+    if height % 4:  # PyAV reads the height of a buffer as rows // 6 * 4: 54 rows -> 52
+        return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+    return av.VideoFrame.from_numpy_buffer(planes, format="yuv420p")  # no copy
 
 
 def mux_frames(out: Any, stream: Any, frames: np.ndarray, rate: Fraction) -> None:
