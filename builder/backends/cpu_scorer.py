@@ -34,6 +34,20 @@ _SSIM_C2 = (0.03 * 255) ** 2
 
 
 @dataclass(frozen=True)
+class _FlowWindow:
+    """One step of the temporal score: the two frames' grey windows (``size``, cut at
+    ``win`` around the boxes' centres ``c0`` and ``c1``) and the second frame's box."""
+
+    prev_grey: np.ndarray
+    next_grey: np.ndarray
+    win: tuple[int, int]
+    size: tuple[int, int]
+    c0: np.ndarray
+    c1: np.ndarray
+    box1: np.ndarray
+
+
+@dataclass(frozen=True)
 class _Region:
     """What a box holds on one frame, resampled to the cut-out's grid."""
 
@@ -108,6 +122,9 @@ def cutout_on_grid(cutout: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarra
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(gray_next, gray_prev) -> H x W x 2`` float32 flow from the next frame back."""
 FLOWS = ("farneback", "raft")
+FlowsFn = Callable[[list[tuple[np.ndarray, np.ndarray]]], list[np.ndarray]]
+"""``[(gray_next, gray_prev), ...] -> [flow, ...]``: the flows of one clip's window pairs
+at once (a device computes them as a few batches; see the torch scorer)."""
 
 
 def farneback_flow(gray_next: np.ndarray, gray_prev: np.ndarray) -> np.ndarray:
@@ -244,6 +261,7 @@ class StatisticsScorer:
         flow_weights: str | None = None,
         flow_device: str = "cpu",
         flow_fn: FlowFn | None = None,
+        flows_fn: FlowsFn | None = None,
     ) -> None:
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
@@ -253,6 +271,7 @@ class StatisticsScorer:
             self.flow_fn = raft_flow(flow_weights, flow_device)
         else:
             self.flow_fn = farneback_flow
+        self.flows_fn: FlowsFn = flows_fn or self._each_flow
         self.frames = frames
         self.compare_size = compare_size
         self.flow_size = flow_size
@@ -349,15 +368,25 @@ class StatisticsScorer:
     def _temporal(
         self, synth: np.ndarray, boxes: np.ndarray, valid: np.ndarray, cutout: np.ndarray
     ) -> float | None:
-        """``exp(-(mean e_t / warp_scale + jerk / jerk_scale))``, None if no pair of frames."""
+        """``exp(-(mean e_t / warp_scale + jerk / jerk_scale))``, None if no pair of frames.
+
+        Every step's windows are cut first and their flows computed in one call of
+        ``flows_fn``, then each step is measured from its flow."""
         alpha = cutout[..., 3].astype(np.float32) / 255.0
+        windows = [
+            (int(t), window)
+            for t in np.flatnonzero(valid[:-1] & valid[1:])
+            if (window := self._flow_window(synth[t], synth[t + 1], boxes[t], boxes[t + 1]))
+            is not None
+        ]
+        flows = self.flows_fn([(w.next_grey, w.prev_grey) for _, w in windows])
         errors: list[float] = []
         motion: dict[int, np.ndarray] = {}
-        for t in np.flatnonzero(valid[:-1] & valid[1:]):
-            step = self._flow_step(synth[t], synth[t + 1], boxes[t], boxes[t + 1], alpha)
+        for (t, window), flow in zip(windows, flows, strict=True):
+            step = self._flow_step(window, flow, alpha, synth.shape[1:3])
             if step is not None:
                 errors.append(step[0])
-                motion[int(t)] = step[1]
+                motion[t] = step[1]
         if not errors:
             return None
         jerks = [
@@ -369,20 +398,16 @@ class StatisticsScorer:
         jerk = float(np.mean(jerks)) / (speed + self.speed_floor) if jerks else 0.0
         return float(math.exp(-(np.mean(errors) / self.warp_scale + jerk / self.jerk_scale)))
 
-    def _flow_step(
-        self,
-        frame0: np.ndarray,
-        frame1: np.ndarray,
-        box0: np.ndarray,
-        box1: np.ndarray,
-        alpha: np.ndarray,
-    ) -> tuple[float, np.ndarray] | None:
-        """The insert's warping error ``e_t`` and motion ``d_t`` from one frame to the next.
+    def _each_flow(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        return [self.flow_fn(nxt, prev) for nxt, prev in pairs]
 
-        Each frame is cut around its own box (same window size, centred on the box), so
-        the flow only has to find what the boxes do not already say: a product crossing
-        the frame at 30 px a frame is a small residual motion, not one Farneback loses.
-        """
+    def _flow_window(
+        self, frame0: np.ndarray, frame1: np.ndarray, box0: np.ndarray, box1: np.ndarray
+    ) -> _FlowWindow | None:
+        """The grey windows of one step, each frame cut around its own box (same window
+        size, centred on the box), so the flow only has to find what the boxes do not
+        already say: a product crossing the frame at 30 px a frame is a small residual
+        motion, not one Farneback loses. None when the boxes are too small."""
         c0, c1 = (box0[:2] + box0[2:]) / 2, (box1[:2] + box1[2:]) / 2
         margin = 0.1 * max(box1[2] - box1[0], box1[3] - box1[1]) + 3
         span = (
@@ -398,7 +423,17 @@ class StatisticsScorer:
             cv2.resize(grey_window(f, win, c), size, interpolation=cv2.INTER_AREA)
             for f, c in ((frame0, c0), (frame1, c1))
         )
-        flow = self.flow_fn(g1, g0)
+        return _FlowWindow(prev_grey=g0, next_grey=g1, win=win, size=size, c0=c0, c1=c1, box1=box1)
+
+    def _flow_step(
+        self, window: _FlowWindow, flow: np.ndarray, alpha: np.ndarray, frame_size: tuple[int, int]
+    ) -> tuple[float, np.ndarray] | None:
+        """The insert's warping error ``e_t`` and motion ``d_t`` from one frame to the next,
+        given the flow between the step's windows."""
+        g0, g1, size, win, c0, c1, box1 = (
+            window.prev_grey, window.next_grey, window.size, window.win, window.c0,
+            window.c1, window.box1,
+        )  # fmt: skip
         gx, gy = np.meshgrid(
             np.arange(size[0], dtype=np.float32), np.arange(size[1], dtype=np.float32)
         )
@@ -418,7 +453,7 @@ class StatisticsScorer:
             alpha, placement_matrix(alpha.shape[1], alpha.shape[0], scaled), size
         )
         inside = cv2.erode((placed >= 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        h, w = frame1.shape[:2]
+        h, w = frame_size
         inside &= (wx0 + (gx + 0.5) / sx < w) & (wx0 + (gx + 0.5) / sx >= 0)  # not the
         inside &= (wy0 + (gy + 0.5) / sy < h) & (wy0 + (gy + 0.5) / sy >= 0)  # replicated edge
         if inside.sum() < 8:

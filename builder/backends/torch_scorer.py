@@ -9,15 +9,15 @@ inverse placement with a replicated border), the opaque and inside masks (erosio
 insert's and the scene's light. The cut-out resized to each box's grid is made on
 the host by the CPU scorer's own function (see :meth:`TorchStatisticsScorer._cutout_on_grid`).
 
-The **temporal** score still runs on the CPU, through the CPU scorer itself: its
-Farneback flow is OpenCV's, and RAFT needs weights this build may not have; a
-weight-free torch flow equal to Farneback does not exist. So the synthesized clip
-comes back to the host for that score.
+The **temporal** score runs through the CPU scorer itself (windows, warps, medians on
+the host); with ``flow_on_device`` its Farneback flows are computed on the device
+(:mod:`pvtt.builder.backends.torch_flow` restates OpenCV's Farneback in torch).
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from functools import lru_cache
 
 import cv2
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from pvtt.builder.backends import torch_ops
 from pvtt.builder.backends.cpu_scorer import StatisticsScorer, cutout_on_grid, frames_to_score
 from pvtt.builder.backends.cpu_scorer import weights as cpu_weights
+from pvtt.builder.backends.torch_flow import farneback_flow_torch
 from pvtt.builder.backends.torch_inserter import scene_light, srgb_to_linear_t
 from pvtt.builder.batching import MicroBatcher
 from pvtt.builder.illuminant import CLIPPED_SHARE, SATURATED, angle_deg, luminance
@@ -63,11 +64,23 @@ class TorchStatisticsScorer:
     """:class:`~pvtt.builder.backends.cpu_scorer.StatisticsScorer` with its identity and
     lighting scores on ``device``: ``score`` batches the pairs that threads ask for at
     once, up to ``batch_pairs``; ``score_many`` scores the pairs it is given in one batch.
-    Other params are the CPU scorer's."""
+    Other params are the CPU scorer's.
 
-    def __init__(self, device: str = "cpu", batch_pairs: int = 8, **params: object) -> None:
-        self.cpu = StatisticsScorer(**params)  # the parameters, and the temporal score
+    ``flow_on_device`` (off by default) computes the temporal score's Farneback flows on
+    ``device`` too, by :func:`~pvtt.builder.backends.torch_flow.farneback_flow_torch`,
+    all windows of a pair of one size as one batch: on a GPU build the CPU flow was about
+    1 s of a 720p pair's worker time. Its flows are OpenCV's within float rounding on
+    textured windows, and the temporal score the CPU one's within 1e-5 there; but over a
+    flat-coloured product the flow is ill-posed (a near-singular 2 x 2 system) and that
+    rounding moves it by pixels, and the score by up to 0.03 (measured: 0.029 on the
+    demo's flat mug). So it is a choice for throughput, not the default (tested)."""
+
+    def __init__(self, device: str = "cpu", batch_pairs: int = 8,
+                 flow_on_device: bool = False, **params: object) -> None:
         self.device = torch.device(device)
+        if flow_on_device and params.get("flow", "farneback") == "farneback":
+            params = {**params, "flows_fn": self._device_flows}
+        self.cpu = StatisticsScorer(**params)  # the parameters, and the temporal score
         self._batcher = MicroBatcher(self._measure_each, batch_pairs)
         self.info = BackendInfo(
             kind="scorer", name="torch-statistics", version="1", params=self.cpu.info.params
@@ -91,6 +104,22 @@ class TorchStatisticsScorer:
     def batch_stats(self) -> dict[str, dict[str, float]]:
         """How many pairs each batch held (see :class:`~pvtt.builder.batching.MicroBatcher`)."""
         return {self.info.name: self._batcher.stats.as_dict()}
+
+    @torch.inference_mode()
+    def _device_flows(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """The flows of ``(next, prev)`` window pairs, one batch per window size."""
+        by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, (nxt, _prev) in enumerate(pairs):
+            by_size[nxt.shape].append(i)
+        flows: list[np.ndarray] = [np.empty(0)] * len(pairs)
+        for items in by_size.values():
+            nxt, prev = (
+                torch.from_numpy(np.stack([pairs[i][k] for i in items])).to(self.device)
+                for k in (0, 1)
+            )
+            for i, flow in zip(items, farneback_flow_torch(nxt, prev).cpu().numpy(), strict=True):
+                flows[i] = flow
+        return flows
 
     def _with_temporal(
         self, sample: ScoringInput, measured: dict[str, float | None]
