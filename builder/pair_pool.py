@@ -306,6 +306,11 @@ def _make_in_worker(task: PairTask) -> tuple[PairOutcome, dict[str, dict[str, An
     }
 
 
+def _started() -> None:
+    """Nothing: one is submitted per worker when the pool opens, so that all of them start
+    (and run their initializer) at once; the executor starts workers only for work."""
+
+
 # -- the build side -------------------------------------------------------------------------------
 CLIP_ARRAYS = ("frames", "masks", "background", "boxes")
 NO_MEDIA = {"source_video": b"", "background_video": b"", "masks_bytes": b""}
@@ -343,6 +348,11 @@ class ProcessPairPool:
         self._clip_pending: dict[str, int] = {}
         self._clip_closed: set[str] = set()
         self._cutouts: dict[str, tuple[SharedMemory, SharedArrays]] = {}
+        # Start every worker now, not when the first clip's pairs arrive: each builds its
+        # backends (on a GPU node a CUDA context and the pair models, seconds) while the
+        # build makes its first clips.
+        for _ in range(workers):
+            self._executor.submit(_started)
 
     def submit(self, plan: PairPlan, clip: ClipArtefacts) -> Future[PairOutcome]:
         key = image_id(plan.target.product.id, plan.target.token)

@@ -170,6 +170,7 @@ def test_process_workers_make_the_in_process_pairs() -> None:
         products={"tgt__tgt-1": product},
         target_images={"tgt__tgt-1": "images/tgt-1.png"},
     ) as pool:
+        assert len(pool._executor._processes) == 2  # started with the pool, before any pair
         futures = [pool.submit(plan, clip) for plan, clip in plans]
         segments = [h.name for _, h in [*pool._clips.values(), *pool._cutouts.values()]]
         for _, clip in plans:
