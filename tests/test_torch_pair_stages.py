@@ -278,8 +278,9 @@ def test_temporal_flows_on_the_device_match_opencvs(footage, cutouts) -> None:
     for case, scores in zip(cases[1:], got[1:], strict=True):
         assert_scores_match(StatisticsScorer().score(case), scores, TEMPORAL_TOLERANCE)
     assert len(batches) == len(cases) and min(batches) > 1  # a pair's windows in one call
-    default = TorchStatisticsScorer().cpu
-    assert default.flows_fn == default._each_flow  # OpenCV's, one window at a time
+    default = TorchStatisticsScorer()
+    assert default.cpu.flows_fn == default.cpu._each_flow  # OpenCV's, one window at a time
+    assert scorer.info.params["flow_on_device"] and "flow_on_device" not in default.info.params
 
 
 def test_torch_scorer_matches_the_cpu_scorer_and_batches(footage, cutouts) -> None:

@@ -82,9 +82,10 @@ class TorchStatisticsScorer:
             params = {**params, "flows_fn": self._device_flows}
         self.cpu = StatisticsScorer(**params)  # the parameters, and the temporal score
         self._batcher = MicroBatcher(self._measure_each, batch_pairs)
+        recorded = {**self.cpu.info.params, **({"flow_on_device": True} if flow_on_device else {})}
         self.info = BackendInfo(
-            kind="scorer", name="torch-statistics", version="1", params=self.cpu.info.params
-        )
+            kind="scorer", name="torch-statistics", version="1", params=recorded
+        )  # a pair's backends say where its flows were made
 
     def score(self, sample: ScoringInput) -> dict[str, float | None]:
         """``identity``, ``temporal`` and ``lighting`` in [0, 1]; ``overall`` None.
