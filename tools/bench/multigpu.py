@@ -31,15 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+_GPU = {"clip_workers": 4, "batch_across_pairs": True, "workers": 12, "pair_pool": "processes",
+        "pair_backends": "torch"}
 TUNINGS = {
     "serial": {"clip_workers": 1, "batch_across_pairs": False},
     "overlapped": {"clip_workers": 2, "batch_across_pairs": True},
     "wide": {"clip_workers": 2, "batch_across_pairs": True, "workers": 16},
-    "gpu": {"clip_workers": 4, "batch_across_pairs": True, "workers": 12, "pair_pool": "processes",
-            "pair_backends": "torch"},
-    "gpu-fast": {"clip_workers": 4, "batch_across_pairs": True, "workers": 12,
-                 "pair_pool": "processes", "pair_backends": "torch", "preset": "superfast",
-                 "flow_on_device": True},
+    "gpu": _GPU,
+    "gpu-fast": {**_GPU, "preset": "superfast", "flow_on_device": True},
 }
 """``serial``: one clip's stages at a time, one scorer forward per pair (the old local
 engine); ``overlapped``: two clips' stages at once on their own CUDA streams, scorer
@@ -193,7 +192,7 @@ def _print_row(row: dict[str, Any], base: float, name: str) -> None:
     print(f"{row['gpus']} GPU(s) {name}, {row['catalog']} catalog, {row['tuning']}: {row['pairs']} pairs in "
           f"{row['wall_s']:.1f} s = {row['pairs_per_s']:.2f} pairs/s "
           f"({row['pairs_per_s'] / base:.2f}x the first row), GPUs busy {row['gpu_busy']:.1%}, "
-          f"encoder {row['encoder']}", flush=True)
+          f"encoder {row['encoder']}")
     if "pair_phase_s" in row:
         print(f"   pair phase (rank 0's first pair to its last): {row['pair_phase_s']:.1f} s, "
               f"{row['pair_phase_pairs_per_s']:.2f} pairs/s a rank, "
